@@ -1,0 +1,47 @@
+"""Real parts in tests: skip on a developer machine that lacks one, FAIL under CI=true.
+
+DESIGN.md: in CI a missing real part is a failure, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def missing(what: str, how: str) -> None:
+    """Skip (developer machine) or fail (CI) because a real part is missing."""
+    msg = f"{what} is not available: {how}"
+    if in_ci():
+        pytest.fail(f"CI=true and {msg}", pytrace=False)
+    pytest.skip(msg)
+
+
+def require_tool(name: str, how: str) -> str:
+    """The path of an executable on PATH (or in the project's .tools/), else skip/fail."""
+    for candidate in (REPO / ".tools" / "bin" / name, REPO / ".tools" / "venv" / "bin" / name):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        missing(name, how)
+    assert found is not None
+    return found
+
+
+def shared_fixture(*parts: str) -> Path:
+    """A file from ../shared/fixtures (present in CI), else skip/fail."""
+    path = SHARED.joinpath("fixtures", *parts)
+    if not path.exists():
+        missing(str(path), "the shared fixtures folder sits beside the repository in CI")
+    return path
