@@ -1,0 +1,35 @@
+# backbone: one-command set-up. `make plan` and `make test` create the virtualenv themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STACK  ?= dev
+
+.PHONY: help venv plan test lint typecheck bench tools clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/backbone: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/backbone  ## create .venv (the same one Pulumi.yaml names) and install the kit with its dev tools
+
+plan: venv  ## print the plan of a stack offline (STACK=dev by default; no cloud, no Pulumi CLI)
+	$(BIN)/backbone plan $(STACK)
+
+test: venv  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: venv  ## ruff lint + format check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv  ## benchmark `backbone plan` per stack against the import floor
+	$(BIN)/python bench/plan_speed.py
+
+clean:  ## remove the virtualenv and build caches
+	rm -rf $(VENV) .backbone .tools

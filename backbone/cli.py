@@ -1,0 +1,168 @@
+"""The `backbone` command: plan and inspect the kit's stacks offline.
+
+Every command reads a Plan made by the offline engine (backbone.synth): the real Pulumi program,
+run in-process under mocks. No cloud account, no credentials, no Pulumi CLI, no network.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from backbone.plan import SECRET, Plan, Resource
+
+STACK_HELP = (
+    "A stack name (local, free-tier, dev, prod: read from the stacks/ folder of the project found "
+    "from the current directory upward, as the pulumi CLI finds Pulumi.yaml) or the path of a "
+    "stack settings file such as stacks/Pulumi.dev.yaml."
+)
+
+app = typer.Typer(
+    name="backbone",
+    help=(
+        "Plan, price, check and review the backbone Pulumi stacks offline: no cloud account, "
+        "no credentials, no Pulumi CLI.\n\n"
+        "Example: backbone plan dev"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+@app.callback()
+def _root() -> None:
+    """Plan, price, check and review the backbone Pulumi stacks offline: no cloud account, no
+    credentials, no Pulumi CLI.
+
+    Example: backbone plan dev
+    """
+
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Format(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """A user error: the message on stderr, no traceback, exit status 2."""
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def load_plan(stack: str) -> Plan:
+    """Synthesise a stack, turning every user error into a clear message and exit status 2."""
+    import pulumi
+
+    from backbone.synth import StackNotFound, synth
+    from infra.config import ConfigError
+
+    try:
+        return synth(stack)
+    except ConfigError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except StackNotFound as exc:
+        fail(str(exc))
+    except pulumi.RunError as exc:
+        fail(str(exc))
+
+
+# --------------------------------------------------------------------------------------------
+# plan
+
+
+def _label(r: Resource) -> str:
+    flags = []
+    if r.protect:
+        flags.append("protect")
+    if r.retain_on_delete:
+        flags.append("retain")
+    if r.delete_before_replace:
+        flags.append("delete-before-replace")
+    tail = f" [yellow]({', '.join(flags)})[/]" if flags else ""
+    kind = "[magenta]" if not r.custom else "[cyan]"
+    return f"{kind}{r.type}[/] [bold]{r.name}[/]{tail}"
+
+
+def render_tree(plan: Plan) -> Tree:
+    tree = Tree(f"[bold]{plan.project}[/] stack [bold green]{plan.stack}[/]")
+    nodes = {plan.root(): tree}
+    for r in plan.resources:
+        parent = nodes.get(r.parent or plan.root(), tree)
+        nodes[r.urn] = parent.add(_label(r))
+    return tree
+
+
+def _value(v: object) -> str:
+    if v == SECRET:
+        return SECRET
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+@app.command()
+def plan(
+    stack: Annotated[str, typer.Argument(help=STACK_HELP, show_default=False)],
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            "-f",
+            help="text: a tree of components and resources, counts by type and the stack "
+            "outputs. json: the whole Plan ({stack, project, resources[{urn, type, name, parent, "
+            "provider, inputs, dependencies, protect, ...}], outputs}) for tools and diffs.",
+        ),
+    ] = Format.text,
+) -> None:
+    """Show what a stack would deploy, offline.
+
+    Runs the real Pulumi program (infra/) under the offline engine with the stack's settings and
+    prints every resource it registers: types and input names exactly as `pulumi preview --json`
+    writes them, secrets masked as \\[secret].
+
+    Examples:
+
+      backbone plan dev
+
+      backbone plan prod --format json > prod.plan.json
+
+      backbone plan ./stacks/Pulumi.free-tier.yaml
+    """
+    result = load_plan(stack)
+    if fmt is Format.json:
+        sys.stdout.write(result.dumps() + "\n")
+        return
+    out.print(render_tree(result))
+    counts = result.counts()
+    table = Table(title=f"{sum(counts.values())} resources by type", title_justify="left")
+    table.add_column("type")
+    table.add_column("count", justify="right")
+    for type_token, n in sorted(counts.items()):
+        table.add_row(type_token, str(n))
+    out.print(table)
+    if result.outputs:
+        outputs = Table(title="stack outputs", title_justify="left")
+        outputs.add_column("name")
+        outputs.add_column("value", overflow="fold")
+        for name, value in sorted(result.outputs.items()):
+            outputs.add_row(name, _value(value))
+        out.print(outputs)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

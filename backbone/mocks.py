@@ -1,0 +1,226 @@
+"""Realistic mock outputs for the offline engine.
+
+Every resource gets an id and the computed properties its type really has (ARNs in the right shape
+and region, DNS names, endpoints), so every ``apply`` in the program runs. Values are derived from
+the resource's type and name only, so two plans of the same program are identical.
+Provider functions are answered here too; a function with no answer is an error that names it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pulumi
+
+ACCOUNT = "123456789012"
+PARTITION = "aws"
+
+# Zones per region as AWS lists them (describe-availability-zones, default zones only, 2026).
+_ZONE_LETTERS = {
+    "us-east-1": "abcdef",
+    "us-west-2": "abcd",
+    "ap-northeast-1": "acd",
+    "us-west-1": "ac",
+    "ca-central-1": "abd",
+}
+
+
+def _h(*parts: str, n: int = 17) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:n]
+
+
+def availability_zones(region: str) -> dict[str, Any]:
+    letters = _ZONE_LETTERS.get(region, "abc")
+    parts = region.split("-")
+    short = parts[0] + "".join(p[0] for p in parts[1:-1]) + parts[-1]  # us-east-1 -> use1
+    names = [f"{region}{c}" for c in letters]
+    zone_ids = [f"{short}-az{i + 1}" for i in range(len(letters))]
+    return {
+        "id": region,
+        "names": names,
+        "zoneIds": zone_ids,
+        "groupNames": [region] * len(names),
+        "state": "available",
+    }
+
+
+Outputs = dict[str, Any]
+Maker = Callable[[str, str, dict[str, Any], str], tuple[str, Outputs]]
+
+
+def _arn(service: str, region: str, resource: str, *, account: str = ACCOUNT) -> str:
+    return f"arn:{PARTITION}:{service}:{region}:{account}:{resource}"
+
+
+def _ec2(prefix: str, kind: str) -> Maker:
+    def make(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+        rid = f"{prefix}-{_h(urn)}"
+        return rid, {"arn": _arn("ec2", region, f"{kind}/{rid}"), "ownerId": ACCOUNT}
+
+    return make
+
+
+def _vpc(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    rid = f"vpc-{_h(urn)}"
+    return rid, {
+        "arn": _arn("ec2", region, f"vpc/{rid}"),
+        "defaultSecurityGroupId": f"sg-{_h(urn, 'default')}",
+        "mainRouteTableId": f"rtb-{_h(urn, 'main')}",
+        "defaultNetworkAclId": f"acl-{_h(urn, 'acl')}",
+        "ownerId": ACCOUNT,
+    }
+
+
+def _eip(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    rid = f"eipalloc-{_h(urn)}"
+    n = int(_h(urn, n=4), 16)
+    return rid, {
+        "allocationId": rid,
+        "publicIp": f"203.0.113.{n % 250 + 1}",
+        "publicDns": f"ec2-203-0-113-{n % 250 + 1}.compute-1.amazonaws.com",
+        "arn": _arn("ec2", region, f"elastic-ip/{rid}"),
+    }
+
+
+def _log_group(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    group = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    return group, {"name": group, "arn": _arn("logs", region, f"log-group:{group}")}
+
+
+def _iam(kind: str) -> Maker:
+    def make(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+        rname = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+        path = inputs.get("path", "/")
+        return rname, {
+            "name": rname,
+            "arn": f"arn:{PARTITION}:iam::{ACCOUNT}:{kind}{path}{rname}",
+            "uniqueId": f"ARO{_h(urn, n=17).upper()}",
+        }
+
+    return make
+
+
+def _named(service: str, kind: str, sep: str = "/") -> Maker:
+    """Resources whose id is their (generated) name and whose ARN ends in kind/name."""
+
+    def make(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+        rname = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+        return rname, {"name": rname, "arn": _arn(service, region, f"{kind}{sep}{rname}")}
+
+    return make
+
+
+MAKERS: dict[str, Maker] = {
+    "aws:ec2/vpc:Vpc": _vpc,
+    "aws:ec2/subnet:Subnet": _ec2("subnet", "subnet"),
+    "aws:ec2/internetGateway:InternetGateway": _ec2("igw", "internet-gateway"),
+    "aws:ec2/natGateway:NatGateway": _ec2("nat", "natgateway"),
+    "aws:ec2/routeTable:RouteTable": _ec2("rtb", "route-table"),
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": _ec2("rtbassoc", "route-table-association"),
+    "aws:ec2/route:Route": _ec2("r", "route"),
+    "aws:ec2/securityGroup:SecurityGroup": _ec2("sg", "security-group"),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": _ec2("sgr", "security-group-rule"),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": _ec2("sgr", "security-group-rule"),
+    "aws:ec2/flowLog:FlowLog": _ec2("fl", "vpc-flow-log"),
+    "aws:ec2/eip:Eip": _eip,
+    "aws:cloudwatch/logGroup:LogGroup": _log_group,
+    "aws:iam/role:Role": _iam("role"),
+    "aws:iam/policy:Policy": _iam("policy"),
+    "aws:iam/rolePolicy:RolePolicy": _named("iam", "role-policy"),
+    "aws:sns/topic:Topic": _named("sns", "", sep=""),
+}
+
+
+def register(type_token: str) -> Callable[[Maker], Maker]:
+    """Add a maker for a type (used by modules that bring new resource types)."""
+
+    def deco(fn: Maker) -> Maker:
+        MAKERS[type_token] = fn
+        return fn
+
+    return deco
+
+
+def _generic(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    rid = f"{name}-{_h(urn, n=8)}"
+    return rid, {}
+
+
+class BackboneMocks(pulumi.runtime.Mocks):
+    """Answers the engine's calls the way AWS would, offline and deterministically."""
+
+    def __init__(self, stack: str, project: str, region: str | None) -> None:
+        self.stack = stack
+        self.project = project
+        self.region = region or "us-east-1"
+
+    def _urn(self, typ: str, name: str) -> str:
+        return f"{self.project}::{self.stack}::{typ}::{name}"
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        if args.typ.startswith("pulumi:providers:"):
+            return f"{args.name}-provider", dict(args.inputs)
+        if not args.custom:
+            return None, {}
+        urn = self._urn(args.typ, args.name)
+        maker = MAKERS.get(args.typ, _generic)
+        region = args.inputs.get("region") or self.region
+        rid, outputs = maker(args.name, urn, args.inputs, region)
+        state = {**args.inputs, **outputs, "id": rid}
+        if "tags" in args.inputs or args.typ.startswith("aws:"):
+            state.setdefault("tagsAll", args.inputs.get("tags") or {})
+        return rid, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
+        answer = CALLS.get(args.token)
+        if answer is None:
+            raise NotImplementedError(
+                f"the offline engine has no answer for the provider function {args.token!r}; "
+                "add one in backbone/mocks.py"
+            )
+        return answer(self, args.args)
+
+
+def _get_azs(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
+    region = a.get("region") or m.region
+    zones = availability_zones(region)
+    excluded = set(a.get("excludeZoneIds") or [])
+    keep = [i for i, z in enumerate(zones["zoneIds"]) if z not in excluded]
+    for key in ("names", "zoneIds", "groupNames"):
+        zones[key] = [zones[key][i] for i in keep]
+    return zones
+
+
+CALLS: dict[str, Callable[[BackboneMocks, dict[str, Any]], dict[str, Any]]] = {
+    "aws:index/getAvailabilityZones:getAvailabilityZones": _get_azs,
+    "aws:index/getCallerIdentity:getCallerIdentity": lambda m, a: {
+        "accountId": ACCOUNT,
+        "arn": f"arn:{PARTITION}:iam::{ACCOUNT}:user/deployer",
+        "userId": "AIDAOFFLINEDEPLOYER",
+        "id": ACCOUNT,
+    },
+    "aws:index/getRegion:getRegion": lambda m, a: {
+        "name": m.region,
+        "region": m.region,
+        "id": m.region,
+        "endpoint": f"ec2.{m.region}.amazonaws.com",
+        "description": m.region,
+    },
+    "aws:index/getPartition:getPartition": lambda m, a: {
+        "partition": PARTITION,
+        "dnsSuffix": "amazonaws.com",
+        "id": PARTITION,
+        "reverseDnsPrefix": "com.amazonaws",
+    },
+    "aws:ecr/getAuthorizationToken:getAuthorizationToken": lambda m, a: {
+        "authorizationToken": base64.b64encode(b"AWS:offline-token").decode(),
+        "userName": "AWS",
+        "password": "offline-token",
+        "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{m.region}.amazonaws.com",
+        "expiresAt": "2099-01-01T00:00:00Z",
+        "id": m.region,
+    },
+}

@@ -1,0 +1,338 @@
+"""The offline engine: run the real Pulumi program in-process under mocks and return a Plan.
+
+It loads the stack file exactly as the Pulumi CLI would hand it to the program (every value a
+string, objects as JSON), runs ``infra/__main__.py`` inside a fresh context and a fresh event loop
+against a recording resource monitor, and records each registration as the engine receives it:
+the type token, the wire-form inputs, the parent, the provider reference, the dependencies and the
+options (protect, retainOnDelete, deleteBeforeReplace, ignoreChanges, aliases). The mocks answer
+with realistic outputs (backbone.mocks), so every ``apply`` runs.
+
+No Pulumi CLI, no credentials, no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import os
+import runpy
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from google.protobuf import json_format
+
+import pulumi
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import settings as psettings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_in_stack
+
+from backbone.mocks import BackboneMocks
+from backbone.plan import SECRET, STACK_TYPE, Plan, Resource
+
+# Pulumi's wire signatures (sdk/go/common/resource/sig).
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SIG_SECRET = "1b47061264138c4ac30d75fd1eb44270"
+SIG_ASSET = "c44067f5952c0a294b673a41bacd8c17"
+SIG_ARCHIVE = "0def7320c3a5731c473e5ecbe6d01bc7"
+SIG_RESOURCE = "5cf8f73096256a8f31e491e813e4eb8e"
+SIG_OUTPUT = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+# Top-level keys a Pulumi stack settings file may hold.
+STACK_FILE_KEYS = {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"}
+
+
+class StackNotFound(Exception):
+    """The stack named on the command line has no settings file."""
+
+
+@dataclass(frozen=True)
+class StackRef:
+    project_dir: Path
+    project: str
+    stack: str
+    file: Path
+
+    @property
+    def shown(self) -> str:
+        """The stack file as a user would name it: relative to the working directory if inside."""
+        try:
+            return str(self.file.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return str(self.file)
+
+
+def find_project(start: Path | None = None) -> Path:
+    """The folder of the nearest Pulumi.yaml, from `start` upward (as the pulumi CLI looks)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    raise StackNotFound(
+        f"no Pulumi.yaml in {here} or any folder above it; run backbone inside the project, "
+        "or name a stack file by its path"
+    )
+
+
+def _project_name(project_dir: Path) -> str:
+    data = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
+    return str(data.get("name", "backbone"))
+
+
+def _stack_dir(project_dir: Path) -> Path:
+    data = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
+    return project_dir / str(data.get("stackConfigDir", "."))
+
+
+def available_stacks(project_dir: Path) -> list[str]:
+    return sorted(
+        p.name[len("Pulumi.") : -len(".yaml")]
+        for p in _stack_dir(project_dir).glob("Pulumi.*.yaml")
+    )
+
+
+def resolve(stack: str, cwd: Path | None = None) -> StackRef:
+    """A stack name (found in the project's stack folder) or a path to a stack settings file."""
+    cwd = cwd or Path.cwd()
+    as_path = Path(stack)
+    if not as_path.is_absolute():
+        as_path = cwd / as_path
+    looks_like_path = os.sep in stack or stack.endswith((".yaml", ".yml"))
+    if looks_like_path or as_path.is_file():
+        if not as_path.is_file():
+            raise StackNotFound(f"{stack}: no such stack settings file")
+        name = as_path.name
+        if name.startswith("Pulumi.") and name.endswith((".yaml", ".yml")):
+            name = name[len("Pulumi.") :].rsplit(".", 1)[0]
+        else:
+            name = as_path.stem
+        try:
+            project_dir = find_project(as_path.parent)
+        except StackNotFound:
+            project_dir = find_project(cwd)
+        return StackRef(project_dir, _project_name(project_dir), name, as_path)
+    project_dir = find_project(cwd)
+    file = _stack_dir(project_dir) / f"Pulumi.{stack}.yaml"
+    if not file.is_file():
+        known = available_stacks(project_dir)
+        raise StackNotFound(
+            f"no stack named {stack!r}: {file} does not exist; allowed: "
+            + (", ".join(known) if known else "(no stacks yet)")
+            + ", or a path to a stack settings file"
+        )
+    return StackRef(project_dir, _project_name(project_dir), stack, file)
+
+
+def _wire(value: Any) -> str:
+    """A YAML config value as the Pulumi CLI passes it to a program."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value)
+
+
+def read_config(ref: StackRef) -> tuple[dict[str, str], list[str]]:
+    """The stack file's config as the engine passes it, and the secret keys.
+
+    Secure values (`secure: v1:...`) can only be decrypted by the Pulumi CLI; offline they become
+    the placeholder `[secret]` and are marked secret, so nothing downstream can print them.
+    """
+    from infra.config import ConfigError, Problem
+
+    source = ref.shown
+    try:
+        data = yaml.safe_load(ref.file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem("", f"{where}not valid YAML ({problem})")]) from None
+    except OSError as exc:
+        raise ConfigError(source, [Problem("", f"cannot read the file ({exc.strerror})")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source,
+            [Problem("", f"the file holds a {type(data).__name__}; allowed: a mapping with a "
+                     "`config:` key, as `pulumi config set` writes it")],
+        )
+    problems = [
+        Problem(str(k), f"unknown top-level key; allowed: {', '.join(sorted(STACK_FILE_KEYS))}")
+        for k in data
+        if k not in STACK_FILE_KEYS
+    ]
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        problems.append(Problem("config", "must be a mapping of `namespace:key: value`"))
+        config = {}
+    if problems:
+        raise ConfigError(source, problems)
+    raw: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in config.items():
+        key = str(key)
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            raw[key] = SECRET
+            secret_keys.append(key)
+        else:
+            raw[key] = _wire(value)
+    return raw, secret_keys
+
+
+def load_config(ref: StackRef) -> Any:
+    """The stack's validated config (infra.config.StackConfig), or ConfigError."""
+    from infra.config import parse
+
+    raw, _ = read_config(ref)
+    return parse(raw, source=ref.shown, stack=ref.stack)
+
+
+# --------------------------------------------------------------------------------------------
+# The recording monitor
+
+
+def _plain(value: Any) -> Any:
+    """Wire values to plain, printable JSON: secrets masked, assets and references named."""
+    if isinstance(value, dict):
+        sig = value.get(SIG_KEY)
+        if sig == SIG_SECRET:
+            return SECRET
+        if sig == SIG_RESOURCE:
+            return value.get("urn")
+        if sig == SIG_ASSET:
+            return {"asset": value.get("path") or value.get("uri") or "[text]"}
+        if sig == SIG_ARCHIVE:
+            if "assets" in value:
+                return {"archive": sorted((value.get("assets") or {}).keys())}
+            return {"archive": value.get("path") or value.get("uri")}
+        if sig == SIG_OUTPUT:
+            return SECRET if value.get("secret") else _plain(value.get("value"))
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _provider_urn(ref: str) -> str | None:
+    return ref.split("::" + UNKNOWN)[0].rsplit("::", 1)[0] if ref else None
+
+
+class RecordingMonitor(pmocks.MockMonitor):
+    """The mock monitor, keeping every registration request as the engine would receive it."""
+
+    def __init__(self, mocks: BackboneMocks) -> None:
+        super().__init__(mocks)
+        self.records: list[Resource] = []
+        self.stack_outputs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+        response = super().RegisterResource(request)
+        if request.type != STACK_TYPE:
+            inputs = _plain(json_format.MessageToDict(request.object))
+            inputs.pop("__defaults", None)
+            record = Resource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                custom=bool(request.custom),
+                parent=request.parent or None,
+                provider=_provider_urn(request.provider),
+                inputs=inputs,
+                dependencies=sorted(set(request.dependencies)),
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                ignore_changes=list(request.ignoreChanges),
+                aliases=[a.urn for a in request.aliases if a.urn]
+                + [a.spec.name for a in request.aliases if a.HasField("spec") and a.spec.name],
+                id=response.id or None,
+            )
+            with self._lock:
+                self.records.append(record)
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802
+        if f"::{STACK_TYPE}::" in request.urn:
+            self.stack_outputs = _plain(json_format.MessageToDict(request.outputs))
+        return super().RegisterResourceOutputs(request)
+
+
+def _tree_order(resources: list[Resource], root: str) -> list[Resource]:
+    """Parents before children, siblings by type then name: the same order every run."""
+    by_parent: dict[str | None, list[Resource]] = {}
+    for r in resources:
+        by_parent.setdefault(r.parent, []).append(r)
+    out: list[Resource] = []
+
+    def walk(parent: str | None) -> None:
+        for r in sorted(by_parent.get(parent, []), key=lambda r: (r.is_provider is False, r.type, r.name)):
+            out.append(r)
+            walk(r.urn)
+
+    walk(root)
+    walk(None)
+    seen = {id(r) for r in out}
+    out.extend(r for r in resources if id(r) not in seen)
+    return out
+
+
+def _run(ref: StackRef, raw: dict[str, str], secret_keys: list[str], region: str | None) -> Plan:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    mocks = BackboneMocks(ref.stack, ref.project, region)
+    monitor = RecordingMonitor(mocks)
+    settings = psettings.Settings(
+        project=ref.project,
+        stack=ref.stack,
+        monitor=monitor,
+        engine=pmocks.MockEngine(None),
+        dry_run=True,
+        organization="organization",
+        root_directory=str(ref.project_dir),
+    )
+    psettings.configure(settings)
+    psettings.ROOT.set(None)
+    set_all_config(raw, secret_keys)
+    main = ref.project_dir / "infra" / "__main__.py"
+    try:
+        loop.run_until_complete(run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        asyncio.set_event_loop(None)
+    root = f"urn:pulumi:{ref.stack}::{ref.project}::{STACK_TYPE}::{ref.project}-{ref.stack}"
+    resources = _tree_order(monitor.records, root)
+    return Plan(ref.stack, ref.project, resources, monitor.stack_outputs)
+
+
+def synth(stack: str | StackRef, cwd: Path | None = None) -> Plan:
+    """Run the program for a stack (name or settings file) offline and return its Plan.
+
+    Raises infra.config.ConfigError for a bad stack file (before anything is registered) and
+    StackNotFound for a stack that does not exist.
+    """
+    ref = stack if isinstance(stack, StackRef) else resolve(stack, cwd)
+    raw, secret_keys = read_config(ref)
+    # Validate first: the program would refuse the same way, but before it runs we can say so
+    # without starting an engine.
+    from infra.config import parse
+
+    cfg = parse(raw, source=ref.shown, stack=ref.stack)
+    ctx = contextvars.Context()
+    return ctx.run(_run, ref, raw, secret_keys, cfg.region)
+
+
+__all__ = ["Plan", "StackNotFound", "StackRef", "available_stacks", "find_project", "pulumi",
+           "resolve", "synth"]

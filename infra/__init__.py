@@ -1,0 +1,1 @@
+"""The Pulumi program: what gets deployed. Never imports the tool (backbone/)."""

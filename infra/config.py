@@ -1,0 +1,392 @@
+"""Typed, validated stack configuration: the only code that reads stack settings.
+
+A stack file (``stacks/Pulumi.<stack>.yaml``) holds keys in the ``backbone:`` namespace plus
+``aws:region``. Under ``pulumi up`` the engine hands the program those keys as strings (objects as
+JSON); the offline engine (``backbone.synth``) hands them over in exactly the same form. Either way
+:func:`parse` turns them into one :class:`StackConfig` or raises :class:`ConfigError` listing every
+problem at once: the file, the key, the bad value, what is allowed, and "did you mean" for a typo.
+
+Every setting is documented here, once, with its default. ``docs()`` renders that documentation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pulumi
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "backbone"
+
+# Namespaces a stack file may hold besides ours: provider settings the Pulumi CLI passes to providers.
+PROVIDER_NAMESPACES = {"aws", "kubernetes", "docker", "random", "pulumi"}
+
+# AWS commercial regions (aws ec2 describe-regions, 2026). An unknown region is refused here, before
+# the provider would fail on its first call.
+AWS_REGIONS = frozenset(
+    {
+        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "af-south-1", "ap-east-1",
+        "ap-east-2", "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2",
+        "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-7",
+        "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ca-central-1", "ca-west-1",
+        "eu-central-1", "eu-central-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-south-1",
+        "eu-south-2", "eu-north-1", "il-central-1", "me-south-1", "me-central-1", "mx-central-1",
+        "sa-east-1",
+    }
+)  # fmt: skip
+
+# RFC 1918: the only ranges a VPC should use for a private network.
+PRIVATE_RANGES = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+
+# CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                      2192, 2557, 2922, 3288, 3653)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class _Section(BaseModel):
+    """Base for every config section: camelCase keys in the stack file, unknown keys refused."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class NetworkConfig(_Section):
+    """The VPC: public and private subnets in each availability zone, and how private subnets
+    reach the internet."""
+
+    cidr: str = "10.0.0.0/16"
+    """The VPC's IPv4 range: a private (RFC 1918) network between /16 and /24."""
+
+    az_count: int = Field(default=2, ge=1, le=6)
+    """How many availability zones to spread subnets over (1 to 6); looked up in the region at run
+    time. A database or a load balancer needs at least 2."""
+
+    subnet_prefix_length: int = Field(default=20, ge=16, le=28)
+    """The prefix length of every subnet (/16 to /28, AWS's limits); one public and one private
+    subnet per zone are carved from the VPC in order."""
+
+    nat: Literal["none", "single", "per-az"] = "single"
+    """How private subnets reach the internet: `none` (no NAT gateway: private subnets are
+    isolated; no cost), `single` (one NAT gateway, about $33/month), `per-az` (one per zone,
+    survives a zone outage, about $33/month each)."""
+
+    flow_logs: bool = False
+    """Record VPC flow logs (all traffic) to a CloudWatch log group."""
+
+    flow_logs_retention_days: int = 30
+    """How long flow logs are kept, in days (a CloudWatch Logs retention value)."""
+
+    def problems(self) -> list[Problem]:
+        """What AWS (or sound practice) would refuse in this section."""
+        out: list[Problem] = []
+
+        def bad(key: str, text: str) -> None:
+            out.append(Problem(f"{NAMESPACE}:network.{key}", text))
+
+        try:
+            net = ipaddress.ip_network(self.cidr, strict=True)
+        except ValueError as exc:
+            bad("cidr", f"{self.cidr!r} is not an IPv4 network ({exc}); allowed: a private "
+                "network such as 10.0.0.0/16")
+            return out
+        if net.version != 4:
+            bad("cidr", f"{self.cidr!r} is IPv6; allowed: an IPv4 network such as 10.0.0.0/16")
+        elif not any(net.subnet_of(r) for r in PRIVATE_RANGES):  # type: ignore[arg-type]
+            bad("cidr", f"{self.cidr!r} is not a private network; allowed: inside 10.0.0.0/8, "
+                "172.16.0.0/12 or 192.168.0.0/16 (RFC 1918)")
+        elif not 16 <= net.prefixlen <= 24:
+            bad("cidr", f"{self.cidr!r} has prefix /{net.prefixlen}; allowed: /16 to /24 (AWS "
+                "allows /16 to /28; /24 is the smallest that still fits subnets for two zones)")
+        elif self.subnet_prefix_length < net.prefixlen:
+            bad("subnetPrefixLength", f"/{self.subnet_prefix_length} is larger than the VPC "
+                f"{self.cidr}; allowed: /{net.prefixlen} to /28")
+        else:
+            needed = 2 * self.az_count
+            available = 2 ** (self.subnet_prefix_length - net.prefixlen)
+            if needed > available:
+                bad("subnetPrefixLength", f"{needed} subnets of /{self.subnet_prefix_length} (a "
+                    f"public and a private one in each of {self.az_count} zones) do not fit in "
+                    f"{self.cidr}, which holds {available}; allowed: /"
+                    f"{net.prefixlen + (needed - 1).bit_length()} or longer, or a larger VPC")
+        if self.flow_logs_retention_days not in LOG_RETENTION_DAYS:
+            bad("flowLogsRetentionDays", f"{self.flow_logs_retention_days} is not a CloudWatch "
+                f"retention period; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+        return out
+
+    def subnets(self) -> tuple[list[str], list[str]]:
+        """(public, private) subnet CIDRs, one of each per zone, carved in order."""
+        net = ipaddress.ip_network(self.cidr)
+        blocks = net.subnets(new_prefix=self.subnet_prefix_length)
+        carved = [str(next(blocks)) for _ in range(2 * self.az_count)]
+        return carved[: self.az_count], carved[self.az_count :]
+
+    def nat_gateway_count(self) -> int:
+        return {"none": 0, "single": 1, "per-az": self.az_count}[self.nat]
+
+
+class DatabaseConfig(_Section):
+    """RDS PostgreSQL for the app."""
+
+    enabled: bool = False
+    """Create the database. It needs a network with at least two availability zones."""
+
+
+class LoadBalancerConfig(_Section):
+    """The public Application Load Balancer in front of the app."""
+
+    enabled: bool = False
+    """Create the load balancer. It needs a network with at least two availability zones."""
+
+
+class StackConfig(_Section):
+    """Every setting of one stack. Keys live under `backbone:` in stacks/Pulumi.<stack>.yaml."""
+
+    target: Literal["aws", "docker"] = "aws"
+    """Where the stack runs: `aws` (a real AWS account) or `docker` (your own Docker engine, no
+    cloud at all)."""
+
+    region: str | None = Field(default=None, alias="aws:region")
+    """The AWS region (`aws:region`, the provider's own key). Required when target is aws."""
+
+    protect: bool = False
+    """Protect stateful resources (database, registry, keys) from deletion by `pulumi destroy` or
+    a replacement: the engine refuses until the flag is lifted."""
+
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Extra tags on every AWS resource (through the provider's default tags)."""
+
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    loadbalancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
+
+    # Set by the loader, not by the stack file.
+    stack: str = Field(default="dev", exclude=True)
+    """The stack's name (from the file name or the engine)."""
+
+    def problems(self) -> list[Problem]:
+        """Cross-field rules: what AWS would refuse, refused first."""
+        out = self.network.problems()
+        if self.target == "aws":
+            if self.region is None:
+                out.append(Problem("aws:region", "missing; allowed: an AWS region such as "
+                                   "us-east-1 or eu-west-1 (target is aws)"))
+            elif self.region not in AWS_REGIONS:
+                hint = _suggest(self.region, sorted(AWS_REGIONS))
+                out.append(Problem("aws:region", f"{self.region!r} is not an AWS region{hint}; "
+                                   f"allowed: {', '.join(sorted(AWS_REGIONS))}"))
+            for what, section in (("database", self.database), ("loadbalancer", self.loadbalancer)):
+                if section.enabled and self.network.az_count < 2:
+                    out.append(Problem(
+                        f"{NAMESPACE}:network.azCount",
+                        f"{self.network.az_count} zone is too few for the {what} (AWS needs "
+                        f"subnets in at least two availability zones); allowed: 2 to 6, or "
+                        f"{NAMESPACE}:{what}.enabled: false",
+                    ))
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class ConfigError(pulumi.RunError):
+    """Every problem of one stack file. A RunError: under `pulumi up` the engine prints the message
+    with no traceback, before any resource is registered."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the stack config:"]
+        lines += [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _decode(value: Any) -> Any:
+    """A config value as the engine passes it (a string; objects and lists as JSON) to Python."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _aliases(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+    """A model's stack-file keys, each with its sub-model when it is a section."""
+    out: dict[str, type[BaseModel] | None] = {}
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        ann = field.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        out[field.alias or name] = sub
+    return out
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower().replace("-", "").replace("_", ""): c for c in choices}
+        match = lowered.get(key.lower().replace("-", "").replace("_", ""))
+        close = [match] if match else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _display_key(loc: tuple[Any, ...]) -> str:
+    """`backbone:network.azCount` from a pydantic location."""
+    if not loc:
+        return ""
+    head, *rest = loc
+    head = str(head)
+    key = head if ":" in head else f"{NAMESPACE}:{head}"
+    for part in rest:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    model: type[BaseModel] = StackConfig
+    for part in loc:
+        sub = _aliases(model).get(str(part))
+        if sub is None:
+            break
+        model = sub
+    return model
+
+
+def _problems(exc: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        etype = err["type"]
+        if etype == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            allowed = sorted(_aliases(parent))
+            hint = _suggest(str(loc[-1]), allowed)
+            problems.append(
+                Problem(
+                    _display_key(loc),
+                    f"unknown key{hint}; allowed here: {', '.join(allowed)}",
+                )
+            )
+            continue
+        value = err.get("input")
+        shown = json.dumps(value) if not isinstance(value, str) else repr(value)
+        allowed = _allowed_text(err)
+        problems.append(Problem(_display_key(loc), f"{shown} is not allowed: {allowed}"))
+    return problems
+
+
+def _allowed_text(err: Any) -> str:
+    ctx = err.get("ctx") or {}
+    etype = err["type"]
+    if etype == "literal_error":
+        return f"allowed: {ctx.get('expected')}"
+    if etype in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
+        return err["msg"].lower()
+    if etype.endswith("_type") or etype.endswith("_parsing"):
+        kind = etype.split("_")[0]
+        return f"allowed: a {dict(bool='true or false', int='whole number', dict='mapping', string='string', float='number', list='list').get(kind, kind)}"
+    return err["msg"]
+
+
+def parse(raw: Mapping[str, Any], source: str, stack: str) -> StackConfig:
+    """Validate a stack's config as the engine passes it: `{"backbone:network": "{...}", ...}`."""
+    problems: list[Problem] = []
+    data: dict[str, Any] = {}
+    top = sorted(_aliases(StackConfig))
+    for full_key, value in raw.items():
+        ns, sep, key = full_key.partition(":")
+        if not sep:
+            problems.append(
+                Problem(full_key, f"a config key needs a namespace; did you mean '{NAMESPACE}:{full_key}'?")
+            )
+        elif ns == NAMESPACE:
+            data[key] = _decode(value)
+        elif full_key == "aws:region":
+            data["aws:region"] = value
+        elif ns not in PROVIDER_NAMESPACES:
+            hint = _suggest(ns, [NAMESPACE, *sorted(PROVIDER_NAMESPACES)])
+            problems.append(
+                Problem(
+                    full_key,
+                    f"unknown namespace {ns!r}{hint}; allowed: {NAMESPACE}:<key> for the kit's "
+                    f"settings ({', '.join(k for k in top if ':' not in k)}) and provider "
+                    f"settings under {', '.join(sorted(PROVIDER_NAMESPACES))}",
+                )
+            )
+    cfg: StackConfig | None = None
+    try:
+        cfg = StackConfig.model_validate({**data, "stack": stack})
+    except ValidationError as exc:
+        problems.extend(_problems(exc))
+    if cfg is not None:
+        problems.extend(cfg.problems())
+    if problems:
+        raise ConfigError(source, problems)
+    assert cfg is not None
+    return cfg
+
+
+def stack_file(project_dir: Path, stack: str) -> Path:
+    return project_dir / "stacks" / f"Pulumi.{stack}.yaml"
+
+
+def from_engine() -> StackConfig:
+    """The running program's config, as the Pulumi engine (or the offline engine) passes it."""
+    from pulumi.runtime import config as runtime_config
+
+    stack = pulumi.get_stack()
+    raw = dict(runtime_config.get_config_env())
+    raw.update(runtime_config.CONFIG.get())
+    return parse(raw, source=f"stacks/Pulumi.{stack}.yaml", stack=stack)
+
+
+def docs() -> str:
+    """Every setting, its type, default and meaning, as Markdown (for README and `--help`)."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if field.exclude:
+                continue
+            key = field.alias or name
+            full = key if ":" in key else f"{prefix}{key}"
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{full}.")
+                continue
+            default = field.get_default(call_default_factory=True)
+            text = (field.description or "").replace("\n", " ")
+            text = " ".join(text.split())
+            lines.append(f"| `{full}` | `{json.dumps(default)}` | {text} |")
+
+    walk(StackConfig, f"{NAMESPACE}:")
+    return "| key | default | meaning |\n|---|---|---|\n" + "\n".join(lines)
