@@ -1,0 +1,191 @@
+"""12-factor configuration: every setting comes from the environment, with defaults that run locally.
+
+The only module that reads the environment. A bad value stops the process with a message naming the
+variable, the value (never for secrets) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from psycopg.conninfo import conninfo_to_dict
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting from the environment is invalid."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # where the database is; libpq URL or key=value string. The password is never logged.
+    database_url: str = "postgresql://localhost:5432/shortener"
+    # bearer token for writes; empty means writes are refused (503) until it is set
+    api_token: str = field(default="", repr=False)
+    host: str = "0.0.0.0"  # a container listens on all interfaces
+    port: int = 8000
+    log_level: str = "INFO"
+    # the redirect cache: entries live this long and at most this many are kept (LRU beyond)
+    cache_ttl_seconds: float = 60.0
+    cache_max_entries: int = 10_000
+    # the connection pool
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    db_pool_timeout_seconds: float = 5.0  # how long a request waits for a connection
+    db_connect_timeout_seconds: int = 5
+    db_statement_timeout_ms: int = 5_000
+    # /readyz: the database must answer within this
+    ready_timeout_seconds: float = 2.0
+    # request bodies larger than this are refused with 413
+    max_body_bytes: int = 8_192
+    # click counts are buffered in memory and written in one statement this often
+    click_flush_seconds: float = 1.0
+    # run the schema migrations at startup (the Kubernetes Job runs `python -m shortener.migrate`)
+    migrate_on_startup: bool = True
+    # at startup, wait at most this long for the database before giving up (exit 1)
+    startup_db_timeout_seconds: float = 30.0
+    # SIGTERM: stop accepting, let in-flight requests finish within this many seconds
+    shutdown_timeout_seconds: int = 20
+    # the base of the short links returned by POST; empty means "from the request's Host"
+    public_base_url: str = ""
+
+    def redacted_database_url(self) -> str:
+        """The database location without credentials: host, port and database name only."""
+        return describe_database(self.database_url)
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log line."""
+        found = [self.api_token] if self.api_token else []
+        try:
+            password = conninfo_to_dict(self.database_url).get("password")
+        except Exception:
+            password = None
+        if password:
+            found.append(str(password))
+        return found
+
+
+def describe_database(url: str) -> str:
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:
+        return "<unparseable DATABASE_URL>"
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    dbname = params.get("dbname") or params.get("user") or ""
+    return f"postgresql://{host}:{port}/{dbname}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer (allowed: {lo}..{hi})") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range (allowed: {lo}..{hi})")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number (allowed: {lo}..{hi})") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range (allowed: {lo}..{hi})")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (allowed: true/false, 1/0, yes/no)")
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment (or the given mapping, for tests)."""
+    env = os.environ if env is None else env
+    d = Settings()
+
+    database_url = env.get("DATABASE_URL", "").strip() or d.database_url
+    try:
+        conninfo_to_dict(database_url)
+    except Exception:
+        # the message of the parser may echo the URL, password included: do not chain it
+        raise ConfigError(
+            "DATABASE_URL is not a valid libpq connection string "
+            "(expected e.g. postgresql://user:password@host:5432/dbname)"
+        ) from None
+
+    token = env.get("API_TOKEN", "")
+    if token and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise ConfigError(
+            "API_TOKEN is too weak or malformed (allowed: 16 or more characters, no spaces)"
+        )
+
+    log_level = env.get("LOG_LEVEL", d.log_level).strip().upper() or d.log_level
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+
+    public_base_url = env.get("PUBLIC_BASE_URL", "").strip().rstrip("/")
+    if public_base_url:
+        parts = urlsplit(public_base_url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ConfigError(
+                f"PUBLIC_BASE_URL={public_base_url!r} is not an http(s) URL with a host"
+            )
+
+    pool_min = _int(env, "DB_POOL_MIN", d.db_pool_min, 0, 100)
+    pool_max = _int(env, "DB_POOL_MAX", d.db_pool_max, 1, 100)
+    if pool_max < max(pool_min, 1):
+        raise ConfigError(f"DB_POOL_MAX={pool_max} is below DB_POOL_MIN={pool_min}")
+
+    return Settings(
+        database_url=database_url,
+        api_token=token,
+        host=env.get("HOST", d.host).strip() or d.host,
+        port=_int(env, "PORT", d.port, 1, 65535),
+        log_level=log_level,
+        cache_ttl_seconds=_float(env, "CACHE_TTL_SECONDS", d.cache_ttl_seconds, 0.0, 86_400.0),
+        cache_max_entries=_int(env, "CACHE_MAX_ENTRIES", d.cache_max_entries, 0, 10_000_000),
+        db_pool_min=pool_min,
+        db_pool_max=pool_max,
+        db_pool_timeout_seconds=_float(
+            env, "DB_POOL_TIMEOUT_SECONDS", d.db_pool_timeout_seconds, 0.1, 120.0
+        ),
+        db_connect_timeout_seconds=_int(
+            env, "DB_CONNECT_TIMEOUT_SECONDS", d.db_connect_timeout_seconds, 1, 120
+        ),
+        db_statement_timeout_ms=_int(
+            env, "DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms, 100, 600_000
+        ),
+        ready_timeout_seconds=_float(
+            env, "READY_TIMEOUT_SECONDS", d.ready_timeout_seconds, 0.1, 60.0
+        ),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 256, 1_048_576),
+        click_flush_seconds=_float(env, "CLICK_FLUSH_SECONDS", d.click_flush_seconds, 0.05, 300.0),
+        migrate_on_startup=_bool(env, "MIGRATE_ON_STARTUP", d.migrate_on_startup),
+        startup_db_timeout_seconds=_float(
+            env, "STARTUP_DB_TIMEOUT_SECONDS", d.startup_db_timeout_seconds, 0.0, 600.0
+        ),
+        shutdown_timeout_seconds=_int(
+            env, "SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, 1, 3_600
+        ),
+        public_base_url=public_base_url,
+    )

@@ -1,0 +1,168 @@
+"""The API against a real PostgreSQL: create, redirect, stats, duplicates, 404s, cache, metrics."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from .conftest import TOKEN
+
+pytestmark = pytest.mark.realpart
+
+
+def test_create_redirect_and_stats(client) -> None:
+    r = client.post("/api/links", json={"url": "https://example.org/a?b=c#d"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    code = body["code"]
+    assert len(code) == 7
+    assert body["url"] == "https://example.org/a?b=c#d"
+    assert body["short_url"] == f"http://sho.rt/{code}"
+    assert r.headers["location"] == body["short_url"]
+    assert body["clicks"] == 0
+
+    for _ in range(3):
+        r = client.get(f"/{code}", follow_redirects=False)
+        assert r.status_code == 307
+        assert r.headers["location"] == "https://example.org/a?b=c#d"
+
+    stats = client.get(f"/api/links/{code}").json()
+    assert stats["clicks"] == 3  # counted even before the buffered counts are written
+    # and written to the database within a flush interval
+    deadline = time.monotonic() + 5
+    settings = client.app_state.settings
+    while time.monotonic() < deadline:
+        with psycopg.connect(settings.database_url) as conn:
+            row = conn.execute("SELECT clicks FROM links WHERE code = %s", (code,)).fetchone()
+        if row and row[0] == 3:
+            break
+        time.sleep(0.1)
+    assert row == (3,)
+    assert client.get(f"/api/links/{code}").json()["clicks"] == 3
+
+
+def test_custom_code_and_duplicate(client) -> None:
+    r = client.post("/api/links", json={"url": "http://example.com", "code": "my-Link_1"})
+    assert r.status_code == 201, r.text
+    assert r.json()["code"] == "my-Link_1"
+    r = client.post("/api/links", json={"url": "http://other.example", "code": "my-Link_1"})
+    assert r.status_code == 409
+    assert r.json()["error"]["type"] == "code_taken"
+    # the first link is unchanged
+    r = client.get("/my-Link_1", follow_redirects=False)
+    assert r.headers["location"] == "http://example.com"
+    # the same URL twice gives two codes
+    a = client.post("/api/links", json={"url": "http://example.com"}).json()["code"]
+    b = client.post("/api/links", json={"url": "http://example.com"}).json()["code"]
+    assert a != b
+
+
+def test_unknown_codes_are_404(client) -> None:
+    r = client.get("/nosuchcode", follow_redirects=False)
+    assert r.status_code == 404
+    assert r.json()["error"]["type"] == "not_found"
+    assert client.get("/api/links/nosuchcode").status_code == 404
+    assert client.get("/a/b/c").status_code == 404
+
+
+def test_request_id_in_and_out(client) -> None:
+    r = client.get("/healthz", headers={"x-request-id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = client.get("/healthz")
+    assert len(r.headers["x-request-id"]) == 32
+    # a hostile id is replaced, not echoed
+    r = client.get("/healthz", headers={"x-request-id": "x" * 500})
+    assert r.headers["x-request-id"] != "x" * 500
+    r = client.get("/nosuchcode", headers={"x-request-id": "req-9"})
+    assert r.json()["request_id"] == "req-9"
+
+
+def test_health_and_readiness(client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ready"
+
+
+def test_cache_hits_on_the_redirect_path(client) -> None:
+    code = client.post("/api/links", json={"url": "https://example.org/x"}).json()["code"]
+    cache = client.app_state.cache
+    cache.invalidate(code)
+    hits, misses = cache.hits, cache.misses
+    for _ in range(5):
+        assert client.get(f"/{code}", follow_redirects=False).status_code == 307
+    assert cache.misses == misses + 1
+    assert cache.hits == hits + 4
+
+
+def test_cache_serves_without_the_database_and_expires(make_settings) -> None:
+    """A cached code redirects without a query; after the TTL the database is asked again."""
+    from fastapi.testclient import TestClient
+    from shortener.app import create_app
+
+    app = create_app(make_settings(CACHE_TTL_SECONDS="0.5"))
+    with TestClient(app) as c:
+        c.headers["authorization"] = f"Bearer {TOKEN}"
+        code = c.post("/api/links", json={"url": "https://example.org/ttl"}).json()["code"]
+        with psycopg.connect(app.state.settings.database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE links SET url = %s WHERE code = %s", ("https://changed.example", code)
+            )
+        # still the cached target
+        assert (
+            c.get(f"/{code}", follow_redirects=False).headers["location"]
+            == "https://example.org/ttl"
+        )
+        time.sleep(0.6)
+        assert (
+            c.get(f"/{code}", follow_redirects=False).headers["location"]
+            == "https://changed.example"
+        )
+
+
+def test_metrics_exposed(client) -> None:
+    code = client.post("/api/links", json={"url": "https://example.org/m"}).json()["code"]
+    client.get(f"/{code}", follow_redirects=False)
+    client.get(f"/{code}", follow_redirects=False)
+    client.get("/readyz")
+    text = client.get("/metrics").text
+    assert 'http_requests_total{method="GET",route="/{code}",status="307"} 2.0' in text
+    assert 'http_requests_total{method="POST",route="/api/links",status="201"} 1.0' in text
+    assert (
+        'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/{code}",status="307"}'
+        in text
+    )
+    assert "app_ready 1.0" in text
+    assert "app_cache_hits_total 2.0" in text or "app_cache_hits_total" in text
+    for name in (
+        "app_cache_misses_total",
+        "app_cache_entries",
+        "app_db_pool_size",
+        "app_db_pool_available",
+        "app_db_pool_in_use",
+        "app_db_pool_max_size",
+        "app_db_pool_requests_waiting",
+        "app_links_created_total 1.0",
+        "app_redirects_total 2.0",
+        "http_requests_in_progress",
+        'app_info{version="0.1.0"} 1.0',
+    ):
+        assert name in text, name
+    # unknown paths do not create a label per path
+    client.get("/x/y/z")
+    assert 'route="<unmatched>"' in client.get("/metrics").text
+
+
+def test_migration_is_idempotent(db_url) -> None:
+    import asyncio
+
+    from shortener import config
+    from shortener.db import SCHEMA_VERSION, migrate_url
+
+    from .conftest import app_env
+
+    settings = config.load(app_env(db_url))
+    assert asyncio.run(migrate_url(settings, 5)) == list(range(1, SCHEMA_VERSION + 1))
+    assert asyncio.run(migrate_url(settings, 5)) == []
