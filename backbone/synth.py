@@ -216,7 +216,8 @@ def _plain(value: Any) -> Any:
             return {"archive": value.get("path") or value.get("uri")}
         if sig == SIG_OUTPUT:
             return SECRET if value.get("secret") else _plain(value.get("value"))
-        return {k: _plain(v) for k, v in value.items()}
+        # Sorted, as `pulumi preview --json` writes them: the same plan prints the same bytes.
+        return {k: _plain(value[k]) for k in sorted(value)}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, float) and value.is_integer():
@@ -236,6 +237,12 @@ class RecordingMonitor(pmocks.MockMonitor):
         self.records: list[Resource] = []
         self.stack_outputs: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # As the real engine: the root stack does not prefix its children's types.
+        if f"::{STACK_TYPE}::" in parent:
+            parent = ""
+        return super().make_urn(parent, type_, name)
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
         response = super().RegisterResource(request)
@@ -288,11 +295,15 @@ def _tree_order(resources: list[Resource], root: str) -> list[Resource]:
     return out
 
 
-def _run(ref: StackRef, raw: dict[str, str], secret_keys: list[str], region: str | None) -> Plan:
+def run_program(
+    ref: StackRef, raw: dict[str, str], secret_keys: list[str], monitor: RecordingMonitor
+) -> Plan:
+    """Run infra/__main__.py against `monitor` with `raw` config, as the engine would.
+
+    Call it inside a fresh contextvars.Context (synth does): Pulumi keeps its settings there.
+    """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = BackboneMocks(ref.stack, ref.project, region)
-    monitor = RecordingMonitor(mocks)
     settings = psettings.Settings(
         project=ref.project,
         stack=ref.stack,
@@ -310,6 +321,9 @@ def _run(ref: StackRef, raw: dict[str, str], secret_keys: list[str], region: str
         loop.run_until_complete(run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
+        # Pulumi gives each executor thread its own event loop for synchronous invokes; ending the
+        # threads now lets those loops close while the process is whole, not at interpreter exit.
+        loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
         asyncio.set_event_loop(None)
     root = f"urn:pulumi:{ref.stack}::{ref.project}::{STACK_TYPE}::{ref.project}-{ref.stack}"
@@ -330,8 +344,8 @@ def synth(stack: str | StackRef, cwd: Path | None = None) -> Plan:
     from infra.config import parse
 
     cfg = parse(raw, source=ref.shown, stack=ref.stack)
-    ctx = contextvars.Context()
-    return ctx.run(_run, ref, raw, secret_keys, cfg.region)
+    monitor = RecordingMonitor(BackboneMocks(ref.stack, ref.project, cfg.region))
+    return contextvars.Context().run(run_program, ref, raw, secret_keys, monitor)
 
 
 __all__ = ["Plan", "StackNotFound", "StackRef", "available_stacks", "find_project", "pulumi",

@@ -342,17 +342,41 @@ def parse(raw: Mapping[str, Any], source: str, stack: str) -> StackConfig:
                     f"settings under {', '.join(sorted(PROVIDER_NAMESPACES))}",
                 )
             )
+    data["stack"] = stack
     cfg: StackConfig | None = None
     try:
-        cfg = StackConfig.model_validate({**data, "stack": stack})
+        cfg = StackConfig.model_validate(data)
+        problems.extend(cfg.problems())
     except ValidationError as exc:
         problems.extend(_problems(exc))
-    if cfg is not None:
-        problems.extend(cfg.problems())
+        # Every problem at once: drop what failed, and check the rest with the cross-field rules.
+        bad = {p.key for p in problems}
+        for err in exc.errors():
+            _drop(data, tuple(err["loc"]))
+        try:
+            partial = StackConfig.model_validate(data)
+        except ValidationError:
+            pass
+        else:
+            problems.extend(p for p in partial.problems() if p.key not in bad)
     if problems:
         raise ConfigError(source, problems)
     assert cfg is not None
     return cfg
+
+
+def _drop(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
+    """Remove the value at a pydantic location (so the rest can still be checked)."""
+    node: Any = data
+    for part in loc[:-1]:
+        if not isinstance(node, (dict, list)):
+            return
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(loc[-1], None)
 
 
 def stack_file(project_dir: Path, stack: str) -> Path:

@@ -1,0 +1,173 @@
+"""Stack config: every problem at once, naming the file, the key, the bad value and what is allowed.
+
+The same errors come from `backbone plan` (exit 2, no traceback) and from the program itself under
+the engine, before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from backbone.mocks import BackboneMocks
+from backbone.synth import RecordingMonitor, StackRef, read_config, run_program
+from infra.config import ConfigError, StackConfig, docs, parse
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def problems(yaml_text: str, tmp_path: Path, name: str = "Pulumi.bad.yaml") -> list[str]:
+    file = tmp_path / name
+    file.write_text(textwrap.dedent(yaml_text))
+    ref = StackRef(REPO, "backbone", "bad", file)
+    with pytest.raises(ConfigError) as info:
+        raw, _ = read_config(ref)
+        parse(raw, source=str(file), stack="bad")
+    assert str(file) in str(info.value)
+    return [str(p) for p in info.value.problems]
+
+
+def test_defaults_are_valid_and_documented():
+    cfg = parse({"aws:region": "eu-west-1"}, "x", "s")
+    assert cfg.network.cidr == "10.0.0.0/16" and cfg.network.nat == "single"
+    table = docs()
+    for key in ("backbone:network.cidr", "backbone:network.azCount", "backbone:network.nat",
+                "aws:region", "backbone:protect"):
+        assert f"`{key}`" in table
+    # every documented key has a meaning
+    assert "|  |" not in table
+
+
+def test_unknown_key_is_refused_with_did_you_mean(tmp_path):
+    got = problems(
+        """
+        config:
+          aws:region: us-east-1
+          backbone:netwrok: {cidr: 10.0.0.0/16}
+          backbone:network: {azcount: 2}
+        """,
+        tmp_path,
+    )
+    assert any(p.startswith("backbone:netwrok: unknown key (did you mean 'network'?)") for p in got)
+    assert any(p.startswith("backbone:network.azcount: unknown key (did you mean 'azCount'?)") for p in got)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    got = problems(
+        """
+        config:
+          aws:region: us-east-1
+          backbone:network:
+            nat: sometimes
+            azCount: 9
+            flowLogs: maybe
+        """,
+        tmp_path,
+    )
+    text = "\n".join(got)
+    assert "backbone:network.nat: 'sometimes' is not allowed: allowed: 'none', 'single' or 'per-az'" in text
+    assert "backbone:network.azCount: 9 is not allowed: input should be less than or equal to 6" in text
+    assert "backbone:network.flowLogs: 'maybe' is not allowed: allowed: a true or false" in text
+    assert len(got) == 3
+
+
+@pytest.mark.parametrize(
+    ("cidr", "expected"),
+    [
+        ("10.0.0.1/16", "is not an IPv4 network"),
+        ("banana", "is not an IPv4 network"),
+        ("8.8.0.0/16", "is not a private network"),
+        ("fd00::/48", "is IPv6"),
+        ("10.0.0.0/8", "has prefix /8; allowed: /16 to /24"),
+    ],
+)
+def test_bad_vpc_cidr(tmp_path, cidr, expected):
+    got = problems(f"config:\n  aws:region: us-east-1\n  backbone:network: {{cidr: '{cidr}'}}\n", tmp_path)
+    assert len(got) == 1 and got[0].startswith(f"backbone:network.cidr: '{cidr}' {expected}")
+
+
+def test_subnets_that_do_not_fit_the_vpc(tmp_path):
+    got = problems(
+        """
+        config:
+          aws:region: us-east-1
+          backbone:network: {cidr: 10.0.0.0/22, azCount: 3, subnetPrefixLength: 24}
+        """,
+        tmp_path,
+    )
+    assert got == [
+        "backbone:network.subnetPrefixLength: 6 subnets of /24 (a public and a private one in "
+        "each of 3 zones) do not fit in 10.0.0.0/22, which holds 4; allowed: /25 or longer, or a "
+        "larger VPC"
+    ]
+
+
+def test_one_zone_is_too_few_for_a_database(tmp_path):
+    got = problems(
+        """
+        config:
+          aws:region: us-east-1
+          backbone:network: {azCount: 1}
+          backbone:database: {enabled: true}
+        """,
+        tmp_path,
+    )
+    assert got == [
+        "backbone:network.azCount: 1 zone is too few for the database (AWS needs subnets in at "
+        "least two availability zones); allowed: 2 to 6, or backbone:database.enabled: false"
+    ]
+
+
+def test_region_typo_and_missing_region(tmp_path):
+    got = problems("config:\n  aws:region: us-east-7\n", tmp_path)
+    assert got[0].startswith("aws:region: 'us-east-7' is not an AWS region (did you mean 'us-east-")
+    got = problems("config:\n  backbone:protect: true\n", tmp_path)
+    assert got == ["aws:region: missing; allowed: an AWS region such as us-east-1 or eu-west-1 (target is aws)"]
+
+
+def test_unknown_namespace_and_keys_without_namespace(tmp_path):
+    got = problems("config:\n  aws:region: us-east-1\n  backbon:protect: true\n  protect: true\n", tmp_path)
+    assert any(p.startswith("backbon:protect: unknown namespace 'backbon' (did you mean 'backbone'?)") for p in got)
+    assert "protect: a config key needs a namespace; did you mean 'backbone:protect'?" in got
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("config: [1, 2\n", "line 2, column 1: not valid YAML"),
+        ("- just\n- a list\n", "the file holds a list; allowed: a mapping with a `config:` key"),
+        ("configs:\n  aws:region: us-east-1\n", "configs: unknown top-level key"),
+        ("config: 3\n", "config: must be a mapping"),
+    ],
+)
+def test_malformed_files(tmp_path, text, expected):
+    got = problems(text, tmp_path)
+    assert any(expected in p for p in got), got
+
+
+def test_secure_values_never_reach_the_program_in_clear(tmp_path):
+    file = tmp_path / "Pulumi.s.yaml"
+    file.write_text("config:\n  aws:region: us-east-1\n  aws:secretKey:\n    secure: v1:abcdef\n")
+    raw, secret_keys = read_config(StackRef(REPO, "backbone", "s", file))
+    assert raw["aws:secretKey"] == "[secret]" and secret_keys == ["aws:secretKey"]
+
+
+def test_the_program_refuses_bad_config_before_registering_anything(tmp_path):
+    """What `pulumi up` does: the program's own config check stops it, nothing is registered."""
+    ref = StackRef(REPO, "backbone", "dev", tmp_path / "unused.yaml")
+    raw = {"aws:region": "us-east-1", "backbone:network": '{"nat": "always"}'}
+    monitor = RecordingMonitor(BackboneMocks("dev", "backbone", "us-east-1"))
+    with pytest.raises(ConfigError) as info:
+        contextvars.Context().run(run_program, ref, raw, [], monitor)
+    assert str(info.value).startswith("stacks/Pulumi.dev.yaml: 1 problem in the stack config:")
+    assert "backbone:network.nat: 'always' is not allowed" in str(info.value)
+    assert monitor.records == []
+
+
+def test_config_model_is_frozen():
+    cfg = StackConfig(region="us-east-1")
+    with pytest.raises(Exception):
+        cfg.protect = True  # type: ignore[misc]

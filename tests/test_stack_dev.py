@@ -1,0 +1,22 @@
+"""dev: a small, cheap copy of production: two zones, one NAT gateway, nothing protected."""
+
+from tests.network_checks import NAT, check_network
+
+
+def test_network_two_zones_one_nat(plan_of):
+    plan = plan_of("dev")
+    check_network(plan, azs=2, nat=1, cidr="10.20.0.0/16")
+    assert plan.outputs["natGatewayCount"] == 1
+    assert plan.outputs["availabilityZones"] == ["us-east-1a", "us-east-1b"]
+
+
+def test_nothing_protected_and_no_flow_logs(plan_of):
+    plan = plan_of("dev")
+    assert not [r.name for r in plan if r.protect]
+    assert not plan.of_type("aws:ec2/flowLog:FlowLog")
+
+
+def test_single_nat_sits_in_the_first_zone(plan_of):
+    plan = plan_of("dev")
+    (nat,) = plan.of_type(NAT)
+    assert nat.name == "network-nat-a"
