@@ -1,0 +1,275 @@
+"""Synthetic canary: probe the app through its load balancer, publish what we saw to CloudWatch.
+
+Lambda handler: ``canary.handler``. Runs on a schedule (EventBridge). Stdlib HTTP only (urllib), so
+the package needs nothing beyond the boto3 that the Lambda Python runtime already ships.
+
+Every run makes two probes, ``health`` (the app's readiness endpoint) and ``read`` (one real read
+path), each with a bounded timeout and a bounded number of attempts, and publishes in one
+PutMetricData call, namespace ``Backbone/Canary``, dimensions ``Stack`` and ``Probe``:
+
+* ``Availability`` (unit None): 1 if an attempt answered 2xx/3xx, else 0. Always published.
+* ``Latency`` (unit Milliseconds): the time to the HTTP answer of the last attempt. Published only
+  when an HTTP answer arrived (any status); a timeout, refused connection or DNS failure has no
+  latency and shows as ``Availability`` 0 instead.
+
+A failed probe (5xx, 4xx, timeout, connection refused, DNS failure) is a metric and a log line,
+never an exception. Only a failure to publish the metrics, or a missing setting, raises: Lambda
+then counts an error, which the function's Errors alarm catches.
+
+Environment (names in app/functions/README.md):
+    CANARY_BASE_URL       required, e.g. ``http://my-alb-123.eu-west-1.elb.amazonaws.com``
+    CANARY_READ_PATH      required, e.g. ``/api/links/canary``
+    CANARY_HEALTH_PATH    default ``/readyz``
+    STACK_NAME            required, the value of the ``Stack`` dimension
+    METRICS_NAMESPACE     default ``Backbone/Canary``
+    CANARY_TIMEOUT_SECONDS  per attempt, default 5
+    CANARY_ATTEMPTS         per probe, default 2 (1 = no retry)
+    CANARY_RETRY_DELAY_SECONDS  default 0.5
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+LOG = logging.getLogger("canary")
+LOG.setLevel(logging.INFO)
+
+DEFAULT_NAMESPACE = "Backbone/Canary"
+DEFAULT_HEALTH_PATH = "/readyz"
+USER_AGENT = "backbone-canary/1"
+MAX_BODY_BYTES = 64 * 1024
+# Leave this much of the Lambda's remaining time for publishing the metrics.
+PUBLISH_RESERVE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_url: str
+    health_path: str
+    read_path: str
+    stack: str
+    namespace: str
+    timeout: float
+    attempts: int
+    retry_delay: float
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        missing = [
+            k for k in ("CANARY_BASE_URL", "CANARY_READ_PATH", "STACK_NAME") if not env.get(k)
+        ]
+        if missing:
+            raise RuntimeError(f"canary: missing environment variable(s): {', '.join(missing)}")
+        base = env["CANARY_BASE_URL"].rstrip("/")
+        if urllib.parse.urlsplit(base).scheme not in {"http", "https"}:
+            raise RuntimeError(f"canary: CANARY_BASE_URL must be http(s)://..., got {base!r}")
+        return cls(
+            base_url=base,
+            health_path=_path(env.get("CANARY_HEALTH_PATH") or DEFAULT_HEALTH_PATH),
+            read_path=_path(env["CANARY_READ_PATH"]),
+            stack=env["STACK_NAME"],
+            namespace=env.get("METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+            timeout=_bounded(float(env.get("CANARY_TIMEOUT_SECONDS") or 5), 0.1, 30.0),
+            attempts=int(_bounded(int(env.get("CANARY_ATTEMPTS") or 2), 1, 5)),
+            retry_delay=_bounded(float(env.get("CANARY_RETRY_DELAY_SECONDS") or 0.5), 0.0, 10.0),
+        )
+
+
+def _path(p: str) -> str:
+    return p if p.startswith("/") else "/" + p
+
+
+def _bounded(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    probe: str
+    url: str
+    ok: bool
+    status: int | None  # HTTP status of the last attempt; None when no HTTP answer arrived
+    latency_ms: float | None  # time to the last attempt's HTTP answer; None without one
+    attempts: int
+    error: str | None  # short reason when not ok: "http 500", "timeout", "connection refused", ...
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Report a 3xx as the answer: the read path of a link shortener redirects to a third party."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+
+
+def _classify(exc: BaseException) -> str:
+    reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return "timeout"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return "dns failure"
+    if isinstance(reason, ConnectionError):
+        return "connection error"
+    return f"{type(reason).__name__}: {reason}"[:200]
+
+
+def _attempt(url: str, timeout: float) -> tuple[int | None, float | None, str | None]:
+    """One GET. Returns (status, latency_ms, error). Never raises for network or HTTP failures."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT}, method="GET")
+    start = time.perf_counter()
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            response.read(MAX_BODY_BYTES)
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:  # 4xx/5xx, and 3xx since redirects are not followed
+        status = int(exc.code)
+        exc.close()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        # OSError covers TimeoutError and connection errors raised while reading the body;
+        # http.client.HTTPException (bad status line, remote closed) is not an OSError.
+        return None, None, _classify(exc)
+    except Exception as exc:  # http.client.HTTPException and friends: still a failed probe
+        return None, None, f"{type(exc).__name__}: {exc}"[:200]
+    latency_ms = (time.perf_counter() - start) * 1000.0
+    if 200 <= status < 400:
+        return status, latency_ms, None
+    return status, latency_ms, f"http {status}"
+
+
+def probe(
+    name: str,
+    url: str,
+    *,
+    timeout: float,
+    attempts: int,
+    retry_delay: float,
+    deadline: float | None = None,
+) -> ProbeResult:
+    """GET ``url`` up to ``attempts`` times; retry timeouts, connection failures and 5xx only.
+
+    ``deadline`` (a ``time.monotonic()`` value) stops retries that could not finish in time and
+    shortens the last attempt's timeout, so the canary never outlives its Lambda timeout.
+    """
+    status: int | None = None
+    latency: float | None = None
+    error: str | None = "not attempted"
+    made = 0
+    for n in range(1, attempts + 1):
+        attempt_timeout = timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left < 0.1:
+                if made == 0:
+                    error = "no time left"
+                break
+            attempt_timeout = min(timeout, left)
+        made = n
+        status, latency, error = _attempt(url, attempt_timeout)
+        if error is None:
+            break
+        retryable = status is None or status >= 500
+        if not retryable or n == attempts:
+            break
+        time.sleep(retry_delay)
+    return ProbeResult(
+        probe=name,
+        url=url,
+        ok=error is None,
+        status=status,
+        latency_ms=latency,
+        attempts=made,
+        error=error,
+    )
+
+
+def metric_data(results: list[ProbeResult], stack: str, when: datetime) -> list[dict[str, Any]]:
+    """The PutMetricData entries for ``results`` (pure; the README documents this shape)."""
+    data: list[dict[str, Any]] = []
+    for r in results:
+        dims = [{"Name": "Stack", "Value": stack}, {"Name": "Probe", "Value": r.probe}]
+        data.append(
+            {
+                "MetricName": "Availability",
+                "Dimensions": dims,
+                "Timestamp": when,
+                "Value": 1.0 if r.ok else 0.0,
+                "Unit": "None",
+            }
+        )
+        if r.latency_ms is not None:
+            data.append(
+                {
+                    "MetricName": "Latency",
+                    "Dimensions": dims,
+                    "Timestamp": when,
+                    "Value": round(r.latency_ms, 3),
+                    "Unit": "Milliseconds",
+                }
+            )
+    return data
+
+
+def _cloudwatch() -> Any:
+    # Bounded AWS calls too. AWS_ENDPOINT_URL (boto3 >= 1.28) points this at an emulator in tests.
+    config = Config(
+        connect_timeout=3, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+    )
+    return boto3.client("cloudwatch", config=config)
+
+
+def run(
+    settings: Settings, *, deadline: float | None = None, cloudwatch: Any = None
+) -> dict[str, Any]:
+    when = datetime.now(UTC)
+    results = [
+        probe(
+            name,
+            settings.base_url + path,
+            timeout=settings.timeout,
+            attempts=settings.attempts,
+            retry_delay=settings.retry_delay,
+            deadline=deadline,
+        )
+        for name, path in (("health", settings.health_path), ("read", settings.read_path))
+    ]
+    for r in results:
+        LOG.log(
+            logging.INFO if r.ok else logging.WARNING,
+            json.dumps({"event": "probe", "stack": settings.stack, **r.__dict__}),
+        )
+    client = cloudwatch if cloudwatch is not None else _cloudwatch()
+    client.put_metric_data(
+        Namespace=settings.namespace, MetricData=metric_data(results, settings.stack, when)
+    )
+    return {
+        "stack": settings.stack,
+        "ok": all(r.ok for r in results),
+        "probes": [r.__dict__ for r in results],
+    }
+
+
+def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    settings = Settings.from_env()
+    deadline = None
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(remaining):
+        deadline = time.monotonic() + remaining() / 1000.0 - PUBLISH_RESERVE_SECONDS
+    return run(settings, deadline=deadline)

@@ -1,0 +1,246 @@
+"""Real parts for the Lambda function tests: moto's AWS emulation in server mode, a throwaway
+PostgreSQL cluster, and a stdlib HTTP server standing in for the app."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.realparts import REPO, missing, require_tool
+
+FUNCTIONS = REPO / "app" / "functions"
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load_function(name: str) -> ModuleType:
+    """Import app/functions/<name>/<name>.py under a unique module name, as Lambda would load it."""
+    path = FUNCTIONS / name / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"fn_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- moto (server mode)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        missing("moto[server]", "pip install 'moto[server]'")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """boto3 anywhere in this process talks to moto: fake credentials, AWS_ENDPOINT_URL."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    boto3.DEFAULT_SESSION = None
+    # each test starts from an empty emulated account
+    import urllib.request
+
+    urllib.request.urlopen(
+        urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10
+    ).close()
+    yield moto_endpoint
+    boto3.DEFAULT_SESSION = None
+
+
+def datapoints(namespace: str, name: str, dimensions: dict[str, str]) -> list[dict[str, Any]]:
+    """The datapoints of one metric (exact dimensions) in the emulated CloudWatch, one per minute:
+    each has Sum, SampleCount, Minimum, Maximum and the Unit it was published with."""
+    import datetime as dt
+
+    import boto3
+
+    cw = boto3.client("cloudwatch", region_name=REGION)
+    now = dt.datetime.now(dt.UTC)
+    out = cw.get_metric_statistics(
+        Namespace=namespace,
+        MetricName=name,
+        Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()],
+        StartTime=now - dt.timedelta(minutes=10),
+        EndTime=now + dt.timedelta(minutes=10),
+        Period=60,
+        Statistics=["Sum", "SampleCount", "Minimum", "Maximum"],
+    )
+    return list(out["Datapoints"])
+
+
+def metrics_in(namespace: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(metric name, sorted dimensions) of every metric in a namespace of the emulated CloudWatch."""
+    import boto3
+
+    cw = boto3.client("cloudwatch", region_name=REGION)
+    found = set()
+    for page in cw.get_paginator("list_metrics").paginate(Namespace=namespace):
+        for m in page["Metrics"]:
+            dims = tuple(sorted((d["Name"], d["Value"]) for d in m.get("Dimensions", [])))
+            found.add((m["MetricName"], dims))
+    return found
+
+
+class _AppHandler(BaseHTTPRequestHandler):
+    """/readyz, /ok (200), /slow (sleeps), /boom (500), /redirect (302 to a third party)."""
+
+    slow_seconds = 3.0
+    hits: list[str]
+
+    def do_GET(self) -> None:
+        self.server.hits.append(self.path)  # type: ignore[attr-defined]
+        if self.path in ("/readyz", "/ok", "/api/links/canary"):
+            self._answer(200, b'{"status":"ok"}')
+        elif self.path == "/slow":
+            time.sleep(self.slow_seconds)
+            self._answer(200, b"late")
+        elif self.path == "/boom":
+            self._answer(500, b"oops")
+        elif self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://example.invalid/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._answer(404, b"not found")
+
+    def _answer(self, status: int, body: bytes) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the canary gave up (timeout): expected in the slow case
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def app_server() -> Iterator[tuple[str, list[str]]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AppHandler)
+    server.daemon_threads = True
+    server.hits = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.hits  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class Postgres:
+    def __init__(self, datadir: Path, port: int, pg_ctl: str, log: Path) -> None:
+        self.datadir, self.port, self.pg_ctl, self.log = datadir, port, pg_ctl, log
+        self.host = "127.0.0.1"
+        self.superuser = "postgres"
+        self.dbname = "shortener"
+        self.user = "janitor"
+        self.password = "s3cr3t-Pa55word-never-logged"
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run(
+            [self.pg_ctl, "-D", str(self.datadir), "-l", str(self.log), "-w", "-t", "30", *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        self.ctl("start", "-o", f"-p {self.port} -k '' -c listen_addresses=127.0.0.1 -c fsync=off")
+
+    def stop(self) -> None:
+        self.ctl("stop", "-m", "fast")
+
+    def conninfo(self, *, admin: bool = False) -> str:
+        if admin:
+            return f"host={self.host} port={self.port} dbname={self.dbname} user={self.superuser}"
+        return (
+            f"host={self.host} port={self.port} dbname={self.dbname} user={self.user} "
+            f"password={self.password}"
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    initdb = require_tool("initdb", "install the PostgreSQL 15 server binaries (initdb, pg_ctl)")
+    pg_ctl = require_tool("pg_ctl", "install the PostgreSQL 15 server binaries (initdb, pg_ctl)")
+    tmp = Path(tempfile.mkdtemp(prefix="backbone-fn-pg-"))
+    datadir = tmp / "data"
+    # initdb refuses to run as root; a CI container often is root, so run it as nobody there.
+    as_user: list[str] = []
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        shutil.chown(tmp, "nobody")
+        as_user = ["runuser", "-u", "nobody", "--"]
+    subprocess.run(
+        [*as_user, initdb, "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    # password auth over TCP for the job's user; trust for the superuser the tests use to seed
+    (datadir / "pg_hba.conf").write_text(
+        "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    )
+    pg = Postgres(datadir, free_port(), pg_ctl, tmp / "pg.log")
+    if as_user:
+        shutil.chown(datadir / "pg_hba.conf", "nobody")
+        pg.ctl = lambda *args: subprocess.run(  # type: ignore[method-assign]
+            [*as_user, pg_ctl, "-D", str(datadir), "-l", str(pg.log), "-w", "-t", "30", *args],
+            check=True,
+            capture_output=True,
+        )
+    pg.start()
+    try:
+        import psycopg
+
+        dsn = f"host=127.0.0.1 port={pg.port} dbname=postgres user=postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {pg.user} LOGIN PASSWORD '{pg.password}'")
+            conn.execute(f"CREATE DATABASE {pg.dbname} OWNER {pg.user}")
+        yield pg
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""The canary, run for real: a local HTTP server stands in for the app behind its load balancer, and
+moto's CloudWatch (server mode, over HTTP on loopback) receives the metrics."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from tests.functions.conftest import datapoints, free_port, load_function, metrics_in
+
+canary = load_function("canary")
+
+NS = "Backbone/Canary"
+STACK = "test-stack"
+
+
+class FakeContext:
+    def __init__(self, remaining_ms: int) -> None:
+        self.end = time.monotonic() + remaining_ms / 1000.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.end - time.monotonic()) * 1000)
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, base: str, read: str, **extra: str) -> None:
+    monkeypatch.setenv("CANARY_BASE_URL", base)
+    monkeypatch.setenv("CANARY_READ_PATH", read)
+    monkeypatch.setenv("STACK_NAME", STACK)
+    monkeypatch.setenv("CANARY_TIMEOUT_SECONDS", extra.pop("timeout", "1"))
+    monkeypatch.setenv("CANARY_ATTEMPTS", extra.pop("attempts", "2"))
+    monkeypatch.setenv("CANARY_RETRY_DELAY_SECONDS", extra.pop("delay", "0.05"))
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+
+
+def availability(probe: str) -> list[dict[str, Any]]:
+    return datapoints(NS, "Availability", {"Stack": STACK, "Probe": probe})
+
+
+def latency(probe: str) -> list[dict[str, Any]]:
+    return datapoints(NS, "Latency", {"Stack": STACK, "Probe": probe})
+
+
+def test_healthy_app_publishes_availability_1_and_latency(
+    aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, hits = app_server
+    configure(monkeypatch, base, "/api/links/canary")
+
+    result = canary.handler({}, FakeContext(30_000))
+
+    assert result["ok"] is True
+    assert hits == ["/readyz", "/api/links/canary"]
+    # exactly these metrics, with exactly these dimensions
+    assert metrics_in(NS) == {
+        (name, (("Probe", probe), ("Stack", STACK)))
+        for name in ("Availability", "Latency")
+        for probe in ("health", "read")
+    }
+    for probe in ("health", "read"):
+        [a] = availability(probe)
+        assert (a["SampleCount"], a["Sum"], a["Unit"]) == (1.0, 1.0, "None")
+        [lat] = latency(probe)
+        assert lat["Unit"] == "Milliseconds"
+        assert lat["SampleCount"] == 1.0
+        assert 0.0 < lat["Sum"] < 1000.0  # loopback: well under a second
+
+
+def test_http_500_is_availability_0_with_latency_after_bounded_retries(
+    aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, hits = app_server
+    configure(monkeypatch, base, "/boom", attempts="3")
+
+    result = canary.handler({}, FakeContext(30_000))
+
+    assert result["ok"] is False
+    read = next(p for p in result["probes"] if p["probe"] == "read")
+    assert (read["status"], read["attempts"], read["error"]) == (500, 3, "http 500")
+    assert hits.count("/boom") == 3  # a 5xx is retried, and only up to CANARY_ATTEMPTS
+    assert [a["Sum"] for a in availability("read")] == [0.0]
+    assert [a["Sum"] for a in availability("health")] == [1.0]
+    # an HTTP answer arrived, so its latency is published too
+    [lat] = latency("read")
+    assert lat["Unit"] == "Milliseconds" and lat["Sum"] > 0
+
+
+def test_404_is_a_failure_and_not_retried(
+    aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, hits = app_server
+    configure(monkeypatch, base, "/api/links/does-not-exist", attempts="3")
+    canary.handler({}, FakeContext(30_000))
+    assert hits.count("/api/links/does-not-exist") == 1
+    assert [a["Sum"] for a in availability("read")] == [0.0]
+
+
+def test_redirect_counts_as_success_and_is_not_followed(
+    aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the read path of a link shortener answers 302 to a third party: never probe the third party
+    base, _ = app_server
+    configure(monkeypatch, base, "/redirect")
+    result = canary.handler({}, FakeContext(30_000))
+    read = next(p for p in result["probes"] if p["probe"] == "read")
+    assert (read["ok"], read["status"]) == (True, 302)
+    assert [a["Sum"] for a in availability("read")] == [1.0]
+
+
+def test_slow_app_times_out_within_bounds(
+    aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, hits = app_server  # /slow sleeps 3 s before answering
+    configure(monkeypatch, base, "/slow", timeout="0.4", attempts="2", delay="0.05")
+
+    started = time.monotonic()
+    result = canary.handler({}, FakeContext(30_000))
+    elapsed = time.monotonic() - started
+
+    read = next(p for p in result["probes"] if p["probe"] == "read")
+    assert (read["ok"], read["status"], read["error"], read["attempts"]) == (
+        False,
+        None,
+        "timeout",
+        2,
+    )
+    assert hits.count("/slow") == 2
+    assert elapsed < 2 * 0.4 + 0.05 + 1.0  # two bounded attempts, not the server's 3 s each
+    assert [a["Sum"] for a in availability("read")] == [0.0]
+    assert latency("read") == []  # no answer, no latency: availability says it
+    assert [a["Sum"] for a in availability("health")] == [1.0]
+
+
+def test_lambda_deadline_cuts_retries_short(
+    aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _ = app_server
+    configure(monkeypatch, base, "/slow", timeout="5", attempts="3")
+    # 4.2 s left, 3 s reserved for publishing: the probes get about 1.2 s in all
+    started = time.monotonic()
+    result = canary.handler({}, FakeContext(4_200))
+    assert time.monotonic() - started < 3.0
+    read = next(p for p in result["probes"] if p["probe"] == "read")
+    assert read["ok"] is False
+    assert [a["Sum"] for a in availability("read")] == [0.0]
+
+
+def test_connection_refused_is_a_metric_not_a_crash(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()  # nothing listens here
+    configure(monkeypatch, f"http://127.0.0.1:{port}", "/api/links/canary")
+    result = canary.handler({}, FakeContext(30_000))
+    assert {p["error"] for p in result["probes"]} == {"connection refused"}
+    assert {p["attempts"] for p in result["probes"]} == {2}
+    for probe in ("health", "read"):
+        assert [a["Sum"] for a in availability(probe)] == [0.0]
+        assert latency(probe) == []
+
+
+def test_dns_failure_is_a_metric_not_a_crash(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = "no-such-load-balancer.invalid"  # RFC 2606: never resolves
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo(host, 80)
+    configure(monkeypatch, f"http://{host}", "/api/links/canary")
+    result = canary.handler({}, FakeContext(30_000))
+    assert {p["error"] for p in result["probes"]} == {"dns failure"}
+    for probe in ("health", "read"):
+        assert [a["Sum"] for a in availability(probe)] == [0.0]
+        assert latency(probe) == []
+
+
+def test_namespace_and_health_path_from_env(
+    aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, hits = app_server
+    configure(
+        monkeypatch,
+        base,
+        "api/links/canary",
+        METRICS_NAMESPACE="Backbone/Other",
+        CANARY_HEALTH_PATH="/ok",
+    )
+    canary.handler({}, FakeContext(30_000))
+    assert hits == ["/ok", "/api/links/canary"]
+    assert datapoints("Backbone/Other", "Availability", {"Stack": STACK, "Probe": "health"})
+    assert metrics_in(NS) == set()
+
+
+def test_missing_settings_raise_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("CANARY_BASE_URL", "CANARY_READ_PATH", "STACK_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(RuntimeError, match="CANARY_BASE_URL, CANARY_READ_PATH, STACK_NAME"):
+        canary.handler({}, None)
+    monkeypatch.setenv("CANARY_BASE_URL", "ftp://x")
+    monkeypatch.setenv("CANARY_READ_PATH", "/r")
+    monkeypatch.setenv("STACK_NAME", "s")
+    with pytest.raises(RuntimeError, match="http"):
+        canary.handler({}, None)
+
+
+def test_metric_data_shape_is_what_the_readme_documents() -> None:
+    from datetime import UTC, datetime
+
+    ok = canary.ProbeResult("health", "u", True, 200, 12.3456, 1, None)
+    down = canary.ProbeResult("read", "u", False, None, None, 2, "timeout")
+    data = canary.metric_data([ok, down], "prod", datetime(2026, 11, 24, tzinfo=UTC))
+    assert [(d["MetricName"], d["Unit"], d["Value"]) for d in data] == [
+        ("Availability", "None", 1.0),
+        ("Latency", "Milliseconds", 12.346),
+        ("Availability", "None", 0.0),
+    ]
+    assert data[2]["Dimensions"] == [
+        {"Name": "Stack", "Value": "prod"},
+        {"Name": "Probe", "Value": "read"},
+    ]

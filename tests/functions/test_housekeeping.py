@@ -1,0 +1,373 @@
+"""The nightly housekeeping job, run for real: a throwaway PostgreSQL cluster holds the app's own
+schema (app/shortener/db.py's migrations), moto's Secrets Manager holds the credentials and moto's
+CloudWatch receives the metrics (server mode, HTTP on loopback)."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+
+from tests.functions.conftest import REGION, Postgres, datapoints, free_port, load_function
+
+hk = load_function("housekeeping")
+
+NS = "Backbone/Jobs"
+STACK = "test-stack"
+DIMS = {"Stack": STACK, "Job": "housekeeping"}
+NOW = datetime.now(UTC)
+
+
+def app_migrations() -> list[str]:
+    """The app's real schema, so the job is tested against the table the app actually creates."""
+    from app.shortener.db import MIGRATIONS
+
+    return [statement for _, _, statements in MIGRATIONS for statement in statements]
+
+
+@pytest.fixture
+def db(postgres: Postgres) -> Iterator[Postgres]:
+    with psycopg.connect(postgres.conninfo(), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS links, link_stats_daily, schema_migrations CASCADE")
+        for statement in app_migrations():
+            conn.execute(statement)
+    yield postgres
+
+
+def add_expiry(pg: Postgres) -> None:
+    """The expiry column the job also supports (a later app migration may add it)."""
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE links ADD COLUMN IF NOT EXISTS expires_at timestamptz")
+
+
+def seed(pg: Postgres, rows: list[dict[str, Any]]) -> None:
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        for row in rows:
+            cols = list(row)
+            conn.execute(
+                f"INSERT INTO links ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                [row[c] for c in cols],
+            )
+
+
+def codes(pg: Postgres) -> set[str]:
+    with psycopg.connect(pg.conninfo()) as conn:
+        return {r[0] for r in conn.execute("SELECT code FROM links").fetchall()}
+
+
+def stats_rows(pg: Postgres) -> list[dict[str, Any]]:
+    with psycopg.connect(pg.conninfo()) as conn:
+        exists = conn.execute("SELECT to_regclass('link_stats_daily')").fetchone()
+        if not exists or exists[0] is None:
+            return []
+        cur = conn.execute("SELECT * FROM link_stats_daily")
+        names = [d.name for d in cur.description or []]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def make_secret(pg: Postgres, **override: Any) -> str:
+    value: dict[str, Any] = {
+        "engine": "postgres",
+        "host": pg.host,
+        "port": pg.port,
+        "dbname": pg.dbname,
+        "username": pg.user,
+        "password": pg.password,
+    }
+    value.update(override)
+    value = {k: v for k, v in value.items() if v is not None}
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    return str(sm.create_secret(Name="backbone/db", SecretString=json.dumps(value))["ARN"])
+
+
+@pytest.fixture
+def env(aws: str, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.setenv("STACK_NAME", STACK)
+    monkeypatch.setenv("DB_SSLMODE", "disable")  # the throwaway cluster has no TLS; RDS: require
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "3")
+    for key in ("PURGE_GRACE_DAYS", "PURGE_UNUSED_AFTER_DAYS", "PURGE_BATCH_SIZE", "DB_HOST"):
+        monkeypatch.delenv(key, raising=False)
+    return monkeypatch
+
+
+def metric(name: str) -> list[dict[str, Any]]:
+    return datapoints(NS, name, DIMS)
+
+
+def expiry_rows() -> list[dict[str, Any]]:
+    return [
+        {"code": "gone-old", "url": "https://a.example/", "expires_at": NOW - timedelta(days=3)},
+        {"code": "gone-new", "url": "https://b.example/", "expires_at": NOW - timedelta(hours=1)},
+        {"code": "later", "url": "https://c.example/", "expires_at": NOW + timedelta(days=1)},
+        {
+            "code": "forever",
+            "url": "https://d.example/",
+            "clicks": 5,
+            "last_clicked_at": NOW - timedelta(hours=2),
+        },
+        {
+            "code": "old-one",
+            "url": "https://e.example/",
+            "clicks": 7,
+            "created_at": NOW - timedelta(days=90),
+        },
+    ]
+
+
+@pytest.mark.realpart
+def test_purges_expired_keeps_live_writes_stats_and_metrics(
+    db: Postgres, env: pytest.MonkeyPatch
+) -> None:
+    add_expiry(db)
+    seed(db, expiry_rows())
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+
+    result = hk.handler({}, None)
+
+    assert codes(db) == {"later", "forever", "old-one"}
+    assert (result["purged"], result["complete"], result["skipped"]) == (2, True, False)
+    [row] = stats_rows(db)
+    assert row["day"] == datetime.now(UTC).date()
+    assert (row["links_total"], row["links_live"], row["links_expired"]) == (3, 3, 0)
+    assert (row["links_created_24h"], row["links_clicked_24h"]) == (2, 1)
+    assert (row["clicks_total"], row["purged"], row["runs"]) == (12, 2, 1)
+    [ok] = metric("Success")
+    assert (ok["Sum"], ok["Unit"]) == (1.0, "None")
+    [purged] = metric("PurgedLinks")
+    assert (purged["Sum"], purged["Unit"]) == (2.0, "Count")
+    [live] = metric("LiveLinks")
+    assert (live["Sum"], live["Unit"]) == (3.0, "Count")
+
+
+@pytest.mark.realpart
+def test_second_run_is_idempotent(db: Postgres, env: pytest.MonkeyPatch) -> None:
+    add_expiry(db)
+    seed(db, expiry_rows())
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    hk.handler({}, None)
+    [first] = stats_rows(db)
+
+    again = hk.handler({}, None)
+
+    assert again["purged"] == 0
+    assert codes(db) == {"later", "forever", "old-one"}
+    [second] = stats_rows(db)
+    ignore = {"runs", "computed_at"}
+    assert {k: v for k, v in second.items() if k not in ignore} == {
+        k: v for k, v in first.items() if k not in ignore
+    }
+    assert second["runs"] == 2 and second["purged"] == 2  # the day's total, not doubled
+    [ok] = metric("Success")
+    assert (ok["SampleCount"], ok["Minimum"]) == (2.0, 1.0)
+    [purged] = metric("PurgedLinks")
+    assert (purged["SampleCount"], purged["Sum"]) == (2.0, 2.0)  # 2, then 0
+
+
+@pytest.mark.realpart
+def test_grace_days_keep_recently_expired_links(db: Postgres, env: pytest.MonkeyPatch) -> None:
+    add_expiry(db)
+    seed(db, expiry_rows())
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    env.setenv("PURGE_GRACE_DAYS", "1")
+
+    result = hk.handler({}, None)
+
+    assert codes(db) == {"gone-new", "later", "forever", "old-one"}
+    assert result["stats"]["links_expired"] == 1
+    assert result["stats"]["links_live"] == 3
+
+
+@pytest.mark.realpart
+def test_app_schema_without_expiry_purges_only_by_the_chosen_retention(
+    db: Postgres, env: pytest.MonkeyPatch
+) -> None:
+    seed(
+        db,
+        [
+            {"code": "fresh", "url": "https://a.example/"},
+            {
+                "code": "stale-clicked",
+                "url": "https://b.example/",
+                "created_at": NOW - timedelta(days=100),
+                "clicks": 3,
+                "last_clicked_at": NOW - timedelta(days=40),
+            },
+            {
+                "code": "stale-never",
+                "url": "https://c.example/",
+                "created_at": NOW - timedelta(days=40),
+            },
+            {
+                "code": "old-but-used",
+                "url": "https://d.example/",
+                "created_at": NOW - timedelta(days=400),
+                "clicks": 9,
+                "last_clicked_at": NOW - timedelta(days=1),
+            },
+        ],
+    )
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+
+    # the default deletes nothing by age: that policy is the owner's choice
+    assert hk.handler({}, None)["purged"] == 0
+    assert len(codes(db)) == 4
+
+    env.setenv("PURGE_UNUSED_AFTER_DAYS", "30")
+    result = hk.handler({}, None)
+    assert result["purged"] == 2
+    assert codes(db) == {"fresh", "old-but-used"}
+    stats = result["stats"]
+    assert (stats["links_total"], stats["links_live"], stats["links_expired"]) == (2, 2, 0)
+    assert (stats["clicks_total"], stats["purged"], stats["runs"]) == (9, 2, 2)
+
+
+@pytest.mark.realpart
+def test_purges_in_small_batches(db: Postgres, env: pytest.MonkeyPatch) -> None:
+    add_expiry(db)
+    seed(
+        db,
+        [
+            {"code": f"x{i:03d}", "url": "https://a.example/", "expires_at": NOW - timedelta(1)}
+            for i in range(7)
+        ]
+        + [{"code": "keep", "url": "https://k.example/"}],
+    )
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    env.setenv("PURGE_BATCH_SIZE", "2")
+    assert hk.handler({}, None)["purged"] == 7
+    assert codes(db) == {"keep"}
+
+
+@pytest.mark.realpart
+def test_rds_managed_secret_with_only_username_and_password(
+    db: Postgres, env: pytest.MonkeyPatch
+) -> None:
+    # RDS's own master-user secret (manage_master_user_password) holds username and password only
+    arn = make_secret(db, host=None, port=None, dbname=None, engine=None)
+    env.setenv("DB_SECRET_ARN", arn)
+    env.setenv("DB_HOST", db.host)
+    env.setenv("DB_PORT", str(db.port))
+    env.setenv("DB_NAME", db.dbname)
+    assert hk.handler({}, None)["skipped"] is False
+    env.delenv("DB_HOST")
+    with pytest.raises(hk.JobError, match="lacks host"):
+        hk.handler({}, None)
+
+
+@pytest.mark.realpart
+def test_a_concurrent_run_skips(db: Postgres, env: pytest.MonkeyPatch) -> None:
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    with psycopg.connect(db.conninfo(), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext(%s))", (hk.LOCK_KEY,))
+        result = hk.handler({}, None)
+    assert result["skipped"] is True
+    assert stats_rows(db) == []
+    assert [p["Sum"] for p in metric("Success")] == [1.0]
+
+
+def assert_failed_cleanly(
+    excinfo: pytest.ExceptionInfo[BaseException],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    secret: str,
+) -> None:
+    """A failure metric landed, and the password is nowhere: not in the message, the traceback
+    Lambda would print, the log records or the captured output."""
+    shown = "".join(traceback.format_exception(excinfo.value))
+    out = capsys.readouterr()
+    assert secret not in shown
+    assert secret not in caplog.text
+    assert secret not in out.out + out.err
+    assert any('"event": "failed"' in r.getMessage() for r in caplog.records)
+    ok = metric("Success")
+    assert [(p["Sum"], p["SampleCount"]) for p in ok] == [(0.0, 1.0)]
+    assert metric("PurgedLinks") == []
+
+
+@pytest.mark.realpart
+def test_wrong_password_fails_clearly_without_leaking_it(
+    db: Postgres,
+    env: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wrong = "Wr0ng-but-still-a-secret-42"
+    env.setenv("DB_SECRET_ARN", make_secret(db, password=wrong))
+    with pytest.raises(hk.JobError, match=r"cannot connect to janitor@127\.0\.0\.1") as excinfo:
+        hk.handler({}, None)
+    assert "password authentication failed" in str(excinfo.value)
+    assert_failed_cleanly(excinfo, caplog, capsys, wrong)
+
+
+@pytest.mark.realpart
+def test_database_down_fails_clearly(
+    db: Postgres,
+    env: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env.setenv("DB_SECRET_ARN", make_secret(db, port=free_port()))  # nothing listens there
+    with pytest.raises(hk.JobError, match="cannot connect to") as excinfo:
+        hk.handler({}, None)
+    assert_failed_cleanly(excinfo, caplog, capsys, db.password)
+
+
+@pytest.mark.parametrize(
+    ("secret_string", "expected"),
+    [
+        (None, "ResourceNotFoundException"),
+        ("not json at all", "is not a JSON object"),
+        (json.dumps({"username": "u", "host": "h", "dbname": "d"}), "lacks password"),
+    ],
+)
+def test_bad_secret_fails_clearly(
+    aws: str,
+    env: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    secret_string: str | None,
+    expected: str,
+) -> None:
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    if secret_string is None:
+        arn = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:backbone/none-AbCdEf"
+    else:
+        arn = sm.create_secret(Name="backbone/bad", SecretString=secret_string)["ARN"]
+    env.setenv("DB_SECRET_ARN", arn)
+    with pytest.raises(hk.JobError, match=expected) as excinfo:
+        hk.handler({}, None)
+    assert_failed_cleanly(excinfo, caplog, capsys, "not json at all")
+
+
+@pytest.mark.realpart
+def test_missing_links_table_is_a_clear_failure(db: Postgres, env: pytest.MonkeyPatch) -> None:
+    with psycopg.connect(db.conninfo(), autocommit=True) as conn:
+        conn.execute("DROP TABLE links")
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    with pytest.raises(hk.JobError, match="has the app migrated"):
+        hk.handler({}, None)
+    assert [p["Sum"] for p in metric("Success")] == [0.0]
+
+
+def test_settings_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+    monkeypatch.delenv("STACK_NAME", raising=False)
+    with pytest.raises(hk.JobError, match="DB_SECRET_ARN, STACK_NAME"):
+        hk.Settings.from_env()
+    env = {"DB_SECRET_ARN": "arn", "STACK_NAME": "s", "PURGE_BATCH_SIZE": "0"}
+    with pytest.raises(hk.JobError, match=r"PURGE_BATCH_SIZE=0 is out of range"):
+        hk.Settings.from_env(env)
+
+
+def test_purge_condition_follows_the_schema() -> None:
+    cols = {"code", "url", "created_at", "clicks", "last_clicked_at"}
+    assert hk.purge_condition(cols, grace_days=0, unused_days=0) is None
+    assert "last_clicked_at" in (hk.purge_condition(cols, grace_days=0, unused_days=30) or "")
+    both = hk.purge_condition(cols | {"expires_at"}, grace_days=1, unused_days=30) or ""
+    assert "expires_at" in both and "%(grace)s" in both and "%(unused)s" in both
