@@ -173,8 +173,11 @@ def app_server() -> Iterator[tuple[str, list[str]]]:
 
 
 class Postgres:
-    def __init__(self, datadir: Path, port: int, pg_ctl: str, log: Path) -> None:
+    def __init__(
+        self, datadir: Path, port: int, pg_ctl: str, log: Path, as_user: list[str]
+    ) -> None:
         self.datadir, self.port, self.pg_ctl, self.log = datadir, port, pg_ctl, log
+        self.as_user = as_user  # e.g. runuser -u nobody --: the server refuses to run as root
         self.host = "127.0.0.1"
         self.superuser = "postgres"
         self.dbname = "shortener"
@@ -182,8 +185,9 @@ class Postgres:
         self.password = "s3cr3t-Pa55word-never-logged"
 
     def ctl(self, *args: str) -> None:
+        where = ["-D", str(self.datadir), "-l", str(self.log)]
         subprocess.run(
-            [self.pg_ctl, "-D", str(self.datadir), "-l", str(self.log), "-w", "-t", "30", *args],
+            [*self.as_user, self.pg_ctl, *where, "-w", "-t", "30", *args],
             check=True,
             capture_output=True,
         )
@@ -223,14 +227,9 @@ def postgres() -> Iterator[Postgres]:
     (datadir / "pg_hba.conf").write_text(
         "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
     )
-    pg = Postgres(datadir, free_port(), pg_ctl, tmp / "pg.log")
     if as_user:
         shutil.chown(datadir / "pg_hba.conf", "nobody")
-        pg.ctl = lambda *args: subprocess.run(  # type: ignore[method-assign]
-            [*as_user, pg_ctl, "-D", str(datadir), "-l", str(pg.log), "-w", "-t", "30", *args],
-            check=True,
-            capture_output=True,
-        )
+    pg = Postgres(datadir, free_port(), pg_ctl, tmp / "pg.log", as_user)
     pg.start()
     try:
         import psycopg

@@ -248,7 +248,7 @@ def read_credentials(settings: Settings, secrets: Any) -> Credentials:
         data = None
     if not isinstance(data, dict):
         raise JobError(f"database secret {settings.secret_arn} is not a JSON object")
-    merged = {
+    merged: dict[str, Any] = {
         "host": data.get("host") or settings.host,
         "port": data.get("port") or settings.port or 5432,
         "dbname": data.get("dbname") or settings.dbname,
