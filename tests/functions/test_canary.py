@@ -98,6 +98,19 @@ def test_404_is_a_failure_and_not_retried(
     assert [a["Sum"] for a in availability("read")] == [0.0]
 
 
+def test_read_probe_can_accept_404_when_no_canary_link_exists(
+    aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _ = app_server
+    configure(monkeypatch, base, "/api/links/nope", CANARY_READ_ACCEPT_STATUS="404")
+    result = canary.handler({}, FakeContext(30_000))
+    assert result["ok"] is True
+    assert [a["Sum"] for a in availability("read")] == [1.0]
+    monkeypatch.setenv("CANARY_READ_ACCEPT_STATUS", "nope")
+    with pytest.raises(RuntimeError, match="CANARY_READ_ACCEPT_STATUS"):
+        canary.handler({}, None)
+
+
 def test_redirect_counts_as_success_and_is_not_followed(
     aws: str, app_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,6 +25,8 @@ Environment (names in app/functions/README.md):
     CANARY_TIMEOUT_SECONDS  per attempt, default 5
     CANARY_ATTEMPTS         per probe, default 2 (1 = no retry)
     CANARY_RETRY_DELAY_SECONDS  default 0.5
+    CANARY_READ_ACCEPT_STATUS   extra statuses that count as up for the read probe, e.g. ``404``
+                                (a lookup of an unknown code still went through the database)
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Settings:
     timeout: float
     attempts: int
     retry_delay: float
+    read_accept: frozenset[int] = frozenset()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
@@ -86,7 +89,20 @@ class Settings:
             timeout=_bounded(float(env.get("CANARY_TIMEOUT_SECONDS") or 5), 0.1, 30.0),
             attempts=int(_bounded(int(env.get("CANARY_ATTEMPTS") or 2), 1, 5)),
             retry_delay=_bounded(float(env.get("CANARY_RETRY_DELAY_SECONDS") or 0.5), 0.0, 10.0),
+            read_accept=_statuses(env.get("CANARY_READ_ACCEPT_STATUS") or ""),
         )
+
+
+def _statuses(raw: str) -> frozenset[int]:
+    try:
+        codes = frozenset(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise RuntimeError(
+            f"canary: CANARY_READ_ACCEPT_STATUS={raw!r} is not a list of codes"
+        ) from None
+    if any(not 100 <= c <= 599 for c in codes):
+        raise RuntimeError(f"canary: CANARY_READ_ACCEPT_STATUS={raw!r} holds a non-HTTP status")
+    return codes
 
 
 def _path(p: str) -> str:
@@ -131,7 +147,9 @@ def _classify(exc: BaseException) -> str:
     return f"{type(reason).__name__}: {reason}"[:200]
 
 
-def _attempt(url: str, timeout: float) -> tuple[int | None, float | None, str | None]:
+def _attempt(
+    url: str, timeout: float, accept: frozenset[int] = frozenset()
+) -> tuple[int | None, float | None, str | None]:
     """One GET. Returns (status, latency_ms, error). Never raises for network or HTTP failures."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT}, method="GET")
     start = time.perf_counter()
@@ -149,7 +167,7 @@ def _attempt(url: str, timeout: float) -> tuple[int | None, float | None, str | 
     except Exception as exc:  # http.client.HTTPException and friends: still a failed probe
         return None, None, f"{type(exc).__name__}: {exc}"[:200]
     latency_ms = (time.perf_counter() - start) * 1000.0
-    if 200 <= status < 400:
+    if 200 <= status < 400 or status in accept:
         return status, latency_ms, None
     return status, latency_ms, f"http {status}"
 
@@ -162,6 +180,7 @@ def probe(
     attempts: int,
     retry_delay: float,
     deadline: float | None = None,
+    accept: frozenset[int] = frozenset(),
 ) -> ProbeResult:
     """GET ``url`` up to ``attempts`` times; retry timeouts, connection failures and 5xx only.
 
@@ -182,7 +201,7 @@ def probe(
                 break
             attempt_timeout = min(timeout, left)
         made = n
-        status, latency, error = _attempt(url, attempt_timeout)
+        status, latency, error = _attempt(url, attempt_timeout, accept)
         if error is None:
             break
         retryable = status is None or status >= 500
@@ -247,8 +266,12 @@ def run(
             attempts=settings.attempts,
             retry_delay=settings.retry_delay,
             deadline=deadline,
+            accept=accept,
         )
-        for name, path in (("health", settings.health_path), ("read", settings.read_path))
+        for name, path, accept in (
+            ("health", settings.health_path, frozenset[int]()),
+            ("read", settings.read_path, settings.read_accept),
+        )
     ]
     for r in results:
         LOG.log(
