@@ -102,6 +102,8 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
                 log.warning("click counts not written yet: %s", type(exc).__name__)
             metrics.clicks_pending.set(len(clicks.pending))
 
+    recovery: list[asyncio.Task[bool]] = []
+
     async def check_ready() -> tuple[bool, str]:
         try:
             version = await asyncio.wait_for(
@@ -109,6 +111,9 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
             )
         except (DatabaseUnavailable, TimeoutError) as exc:
             metrics.ready.set(0)
+            # in the background: if the database is back but the pool is still backing off
+            if not recovery or recovery[-1].done():
+                recovery[:] = [asyncio.create_task(store.recover(), name="db-recover")]
             return False, f"database unavailable ({type(exc).__name__ or 'timeout'})"
         if version < SCHEMA_VERSION:
             metrics.ready.set(0)
@@ -149,9 +154,9 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
         try:
             yield
         finally:
-            for task in tasks:
+            for task in [*tasks, *recovery]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *recovery, return_exceptions=True)
             try:
                 await clicks.flush(store)
             except Exception as exc:

@@ -126,9 +126,18 @@ async def migrate_url(settings: Settings, wait_seconds: float) -> list[int]:
 class Store:
     """The queries of the app, over an async connection pool."""
 
+    # at most one pool renewal this often (see recover())
+    RENEW_INTERVAL_SECONDS = 2.0
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        timeout_ms = settings.db_statement_timeout_ms
+        self.pool = self._new_pool()
+        self._recovering = False
+        self._renewed_at = -1e9
+        self._retired: set[asyncio.Task[None]] = set()
+
+    def _new_pool(self) -> AsyncConnectionPool:
+        timeout_ms = self.settings.db_statement_timeout_ms
 
         async def configure(conn: AsyncConnection) -> None:
             # a statement that hangs must not hold a connection forever
@@ -137,12 +146,12 @@ class Store:
             )
             await conn.commit()
 
-        self.pool = AsyncConnectionPool(
-            settings.database_url,
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
-            timeout=settings.db_pool_timeout_seconds,
-            kwargs=connection_kwargs(settings),
+        return AsyncConnectionPool(
+            self.settings.database_url,
+            min_size=self.settings.db_pool_min,
+            max_size=self.settings.db_pool_max,
+            timeout=self.settings.db_pool_timeout_seconds,
+            kwargs=connection_kwargs(self.settings),
             configure=configure,
             check=AsyncConnectionPool.check_connection,
             # the pool keeps retrying in the background; it never gives up while we run
@@ -155,10 +164,44 @@ class Store:
         await self.pool.open(wait=False)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._retired, return_exceptions=True)
         await self.pool.close(timeout=5.0)
 
     def stats(self) -> dict[str, int]:
         return self.pool.get_stats()
+
+    async def recover(self) -> bool:
+        """After an outage, make the pool usable as soon as the database answers again.
+
+        While the database is down the pool retries with an exponential backoff (1 s, 2 s, 4 s...),
+        so after a long outage it could wait many seconds after the database is back. Called when a
+        readiness check fails: if a direct connection succeeds while the pool could not give one,
+        the pool is replaced by a fresh one (the old one is closed once its connections return).
+        Returns True if the pool was renewed.
+        """
+        loop = asyncio.get_running_loop()
+        if self._recovering or loop.time() - self._renewed_at < self.RENEW_INTERVAL_SECONDS:
+            return False
+        self._recovering = True
+        try:
+            try:
+                conn = await AsyncConnection.connect(
+                    self.settings.database_url,
+                    **connection_kwargs(self.settings),  # type: ignore[arg-type]
+                )
+            except psycopg.Error:
+                return False  # still down: nothing to do
+            await conn.close()
+            old, self.pool = self.pool, self._new_pool()
+            await self.pool.open(wait=False)
+            self._renewed_at = loop.time()
+            task = asyncio.create_task(old.close(timeout=30.0))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+            log.warning("database answers again: connection pool renewed")
+            return True
+        finally:
+            self._recovering = False
 
     async def ping(self, timeout: float) -> int:
         """The schema version, from a live query; raises DatabaseUnavailable."""
