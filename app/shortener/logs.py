@@ -12,7 +12,12 @@ from typing import Any
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
 # LogRecord attributes that are not "extra" fields
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,125 @@
+"""The image from app/Dockerfile on a real Docker engine, against the test PostgreSQL.
+
+Docker Hub is unreachable here: the image is built FROM the local Debian base that .ci/docker.sh
+makes (backbone/python-base:3.11). The container uses the host's network, so it reaches the test
+cluster on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.realparts import REPO, in_ci, missing, require_tool
+
+from .conftest import TOKEN, PgCluster, free_port
+
+pytestmark = [pytest.mark.realpart, pytest.mark.slow]
+
+BASE_IMAGE = "backbone/python-base:3.11"
+IMAGE = "backbone/shortener:test"
+HOW = "install and start a Docker engine: bash .ci/docker.sh"
+
+
+def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    require_tool("docker", HOW)
+    if docker("info", check=False).returncode != 0:
+        missing("a running Docker engine", HOW)
+    if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
+        if not in_ci():
+            missing(f"the base image {BASE_IMAGE}", HOW)
+        subprocess.run(["bash", str(REPO / ".ci" / "docker.sh")], check=True, timeout=900)
+    built = docker(
+        "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", IMAGE, str(REPO / "app"),
+        timeout=900, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, f"docker build failed:\n{built.stdout}\n{built.stderr}"
+    return IMAGE
+
+
+@pytest.fixture
+def container(image: str, pg: PgCluster) -> Iterator[tuple[str, str, str]]:
+    db = pg.new_database()
+    port = free_port()
+    name = f"shortener-test-{uuid.uuid4().hex[:8]}"
+    docker(
+        "run", "-d", "--name", name, "--network", "host",
+        "-e", f"DATABASE_URL={db}", "-e", f"API_TOKEN={TOKEN}", "-e", f"PORT={port}",
+        "-e", "SHUTDOWN_TIMEOUT_SECONDS=5", image,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                logs = docker("logs", name, check=False)
+                raise AssertionError(f"the container did not come up:\n{logs.stdout}{logs.stderr}")
+            time.sleep(0.2)
+        yield name, base, db
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def test_container_serves_against_postgres(container: tuple[str, str, str]) -> None:
+    name, base, _ = container
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    r = httpx.post(
+        f"{base}/api/links",
+        json={"url": "https://example.org/from-a-container", "code": "in-docker"},
+        headers={"authorization": f"Bearer {TOKEN}"},
+    )
+    assert r.status_code == 201, r.text
+    r = httpx.get(f"{base}/in-docker")
+    assert r.status_code == 307
+    assert r.headers["location"] == "https://example.org/from-a-container"
+    assert httpx.get(f"{base}/api/links/in-docker").json()["url"].endswith("from-a-container")
+    assert "http_requests_total" in httpx.get(f"{base}/metrics").text
+
+    # not root, by the user the image declares
+    uid = docker("exec", name, "id", "-u").stdout.strip()
+    assert uid == "10001"
+    assert docker("inspect", "-f", "{{.Config.User}}", name).stdout.strip() == "10001:10001"
+    # the HEALTHCHECK command works (no curl in the image)
+    assert (
+        docker("exec", name, "python", "-m", "shortener.healthcheck", check=False).returncode == 0
+    )
+    # nothing of the build stage: no /build, no compiler
+    probe = "test ! -e /build && ! command -v gcc && ! command -v curl"
+    assert docker("exec", name, "sh", "-c", probe, check=False).returncode == 0
+    # JSON logs, no token
+    logs = docker("logs", name).stdout
+    assert '"msg": "request"' in logs and TOKEN not in logs
+
+    # SIGTERM (docker stop) ends it cleanly and promptly, as PID 1
+    started = time.monotonic()
+    docker("stop", "-t", "10", name)
+    assert time.monotonic() - started < 8
+    assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+
+
+def test_migrate_entry_point_in_the_image(image: str, pg: PgCluster) -> None:
+    db = pg.new_database()
+    for _ in range(2):  # idempotent
+        done = docker(
+            "run", "--rm", "--network", "host", "-e", f"DATABASE_URL={db}", image,
+            "python", "-m", "shortener.migrate",
+        )  # fmt: skip
+        assert done.returncode == 0
+        assert '"msg": "schema migrated"' in done.stdout
