@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
+import psycopg
 import pytest
 
 from tests.realparts import REPO, missing, require_tool
@@ -243,3 +246,37 @@ def postgres() -> Iterator[Postgres]:
         with contextlib.suppress(subprocess.CalledProcessError):
             pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the app's schema
+
+
+def app_migrations() -> list[str]:
+    """The app's real schema, so the job is tested against the table the app actually creates."""
+    from app.shortener.db import MIGRATIONS
+
+    return [statement for _, _, statements in MIGRATIONS for statement in statements]
+
+
+@pytest.fixture
+def db(postgres: Postgres) -> Iterator[Postgres]:
+    with psycopg.connect(postgres.conninfo(), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS links, link_stats_daily, schema_migrations CASCADE")
+        for statement in app_migrations():
+            conn.execute(statement)
+    yield postgres
+
+
+def make_secret(pg: Postgres, **override: Any) -> str:
+    value: dict[str, Any] = {
+        "engine": "postgres",
+        "host": pg.host,
+        "port": pg.port,
+        "dbname": pg.dbname,
+        "username": pg.user,
+        "password": pg.password,
+    }
+    value.update(override)
+    value = {k: v for k, v in value.items() if v is not None}
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    return str(sm.create_secret(Name="backbone/db", SecretString=json.dumps(value))["ARN"])

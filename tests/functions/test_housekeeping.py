@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +13,14 @@ import boto3
 import psycopg
 import pytest
 
-from tests.functions.conftest import REGION, Postgres, datapoints, free_port, load_function
+from tests.functions.conftest import (
+    REGION,
+    Postgres,
+    datapoints,
+    free_port,
+    load_function,
+    make_secret,
+)
 
 hk = load_function("housekeeping")
 
@@ -22,22 +28,6 @@ NS = "Backbone/Jobs"
 STACK = "test-stack"
 DIMS = {"Stack": STACK, "Job": "housekeeping"}
 NOW = datetime.now(UTC)
-
-
-def app_migrations() -> list[str]:
-    """The app's real schema, so the job is tested against the table the app actually creates."""
-    from app.shortener.db import MIGRATIONS
-
-    return [statement for _, _, statements in MIGRATIONS for statement in statements]
-
-
-@pytest.fixture
-def db(postgres: Postgres) -> Iterator[Postgres]:
-    with psycopg.connect(postgres.conninfo(), autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS links, link_stats_daily, schema_migrations CASCADE")
-        for statement in app_migrations():
-            conn.execute(statement)
-    yield postgres
 
 
 def add_expiry(pg: Postgres) -> None:
@@ -69,21 +59,6 @@ def stats_rows(pg: Postgres) -> list[dict[str, Any]]:
         cur = conn.execute("SELECT * FROM link_stats_daily")
         names = [d.name for d in cur.description or []]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
-def make_secret(pg: Postgres, **override: Any) -> str:
-    value: dict[str, Any] = {
-        "engine": "postgres",
-        "host": pg.host,
-        "port": pg.port,
-        "dbname": pg.dbname,
-        "username": pg.user,
-        "password": pg.password,
-    }
-    value.update(override)
-    value = {k: v for k, v in value.items() if v is not None}
-    sm = boto3.client("secretsmanager", region_name=REGION)
-    return str(sm.create_secret(Name="backbone/db", SecretString=json.dumps(value))["ARN"])
 
 
 @pytest.fixture
@@ -371,3 +346,18 @@ def test_purge_condition_follows_the_schema() -> None:
     assert "last_clicked_at" in (hk.purge_condition(cols, grace_days=0, unused_days=30) or "")
     both = hk.purge_condition(cols | {"expires_at"}, grace_days=1, unused_days=30) or ""
     assert "expires_at" in both and "%(grace)s" in both and "%(unused)s" in both
+
+
+@pytest.mark.realpart
+def test_deadline_stops_the_purge_and_still_writes_stats(
+    db: Postgres, env: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    add_expiry(db)
+    seed(db, expiry_rows())
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    result = hk.run(hk.Settings.from_env(), deadline=time.monotonic() - 1)
+    assert (result["purged"], result["complete"]) == (0, False)
+    assert len(codes(db)) == 5  # the next run carries on
+    assert result["stats"]["links_expired"] == 2

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
 from infra import packaging
-from tests.functions.conftest import FUNCTIONS
+from tests.functions.conftest import FUNCTIONS, Postgres, datapoints, make_secret
 
 CANARY = FUNCTIONS / "canary"
 HOUSEKEEPING = FUNCTIONS / "housekeeping"
@@ -242,14 +245,9 @@ def test_arm64_archive_holds_aarch64_native_code(tmp_path: Path) -> None:
         assert all(tag_fits(t, "cp312", "aarch64") for t in info["tags"]), dist
 
 
-@pytest.mark.slow
-def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(tmp_path: Path) -> None:
-    """A cp312 extension cannot load under this 3.11 interpreter, so this check builds the same
-    function for THIS interpreter's version and machine (the same code path, another tag), unpacks
-    it as Lambda does into its task directory, and imports the handler in a fresh ``python -I``
-    with that directory first on sys.path. It proves the archive is complete and self-contained
-    for psycopg (its binary implementation loads from the archive, not from site-packages); boto3
-    comes from this interpreter, as it comes from the runtime on Lambda."""
+def local_variant(tmp_path: Path) -> Path:
+    """The job's archive built for THIS interpreter's version and machine, unpacked as Lambda
+    unpacks it into its task directory (native extensions cannot load from inside a zip)."""
     machine = platform.machine()
     arch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(machine)
     if arch is None or not sys.platform.startswith("linux"):
@@ -261,6 +259,18 @@ def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(tmp_path: P
     task = tmp_path / "task"
     with zipfile.ZipFile(zip_path) as z:
         z.extractall(task)
+    return task
+
+
+@pytest.mark.slow
+def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(tmp_path: Path) -> None:
+    """A cp312 extension cannot load under this 3.11 interpreter, so this check builds the same
+    function for THIS interpreter's version and machine (the same code path, another tag) and
+    imports the handler in a fresh ``python -I`` with the task directory first on sys.path. It
+    proves the archive is complete and self-contained for psycopg (its binary implementation loads
+    from the archive, not from site-packages); boto3 comes from this interpreter, as it comes from
+    the runtime on Lambda. The cp312 archive itself is checked by its contents above."""
+    task = local_variant(tmp_path)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import housekeeping, psycopg; "
         "assert housekeeping.__file__.startswith(sys.argv[1]); "
@@ -273,3 +283,56 @@ def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "binary"
+
+
+INVOKE = (
+    "import json, sys; sys.path.insert(0, sys.argv[1]); mod = __import__(sys.argv[2]); "
+    "assert mod.__file__.startswith(sys.argv[1]); "
+    "print(json.dumps(mod.handler({}, None), default=str))"
+)
+
+
+def invoke_packaged(task: Path, module: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run ``module.handler`` from an unpacked archive in a fresh isolated interpreter."""
+    base = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "PATH"))}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", INVOKE, str(task), module],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+@pytest.mark.realpart
+def test_packaged_job_runs_against_postgres_and_moto(
+    tmp_path: Path, db: Postgres, aws: str
+) -> None:
+    """The unpacked archive's handler, in a fresh process, does the whole job for real."""
+    import psycopg
+
+    with psycopg.connect(db.conninfo(), autocommit=True) as conn:
+        conn.execute("INSERT INTO links (code, url) VALUES ('abc', 'https://a.example/')")
+    arn = make_secret(db)
+    task = local_variant(tmp_path)
+    env = {"DB_SECRET_ARN": arn, "STACK_NAME": "pkg", "DB_SSLMODE": "disable"}
+    out = invoke_packaged(task, "housekeeping", env)
+    assert (out["purged"], out["stats"]["links_total"]) == (0, 1)
+    [ok] = datapoints("Backbone/Jobs", "Success", {"Stack": "pkg", "Job": "housekeeping"})
+    assert ok["Sum"] == 1.0
+
+
+def test_packaged_canary_runs_in_a_fresh_process(
+    tmp_path: Path, aws: str, app_server: tuple[str, list[str]]
+) -> None:
+    zip_path = packaging.build(CANARY, build_dir=tmp_path)
+    base, hits = app_server
+    env = {"CANARY_BASE_URL": base, "CANARY_READ_PATH": "/api/links/canary", "STACK_NAME": "pkg"}
+    out = invoke_packaged(zip_path, "canary", env)  # pure Python: straight from the zip
+    assert out["ok"] is True and hits == ["/readyz", "/api/links/canary"]
+    [a] = datapoints("Backbone/Canary", "Availability", {"Stack": "pkg", "Probe": "read"})
+    assert a["Sum"] == 1.0
