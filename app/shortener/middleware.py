@@ -23,6 +23,7 @@ access_log = logging.getLogger("shortener.access")
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+_PROBE_ROUTES = {"/healthz", "/readyz", "/metrics"}
 
 
 def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -79,7 +80,10 @@ class RequestContext:
             route = getattr(route_obj, "path", None) or UNMATCHED_ROUTE
             self.metrics.in_progress.dec()
             self.metrics.observe(route, method, status, elapsed)
-            access_log.info(
+            # probes and scrapes every few seconds would drown the log: DEBUG unless they fail
+            quiet = route in _PROBE_ROUTES and status < 400
+            access_log.log(
+                logging.DEBUG if quiet else logging.INFO,
                 "request",
                 extra={
                     "method": method,
