@@ -38,6 +38,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
 @app.callback()
 def _root() -> None:
     """Plan, price, check and review the backbone Pulumi stacks offline: no cloud account, no
@@ -51,7 +52,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     text = "text"
     json = "json"
 
@@ -159,6 +160,22 @@ def plan(
         for name, value in sorted(result.outputs.items()):
             outputs.add_row(name, _value(value))
         out.print(outputs)
+
+
+@app.command()
+def settings() -> None:
+    """List every stack setting: its key, default and meaning (Markdown).
+
+    Settings live under `backbone:` in stacks/Pulumi.<stack>.yaml, plus the provider's own
+    `aws:region`. Unknown keys are errors.
+
+    Example:
+
+      backbone settings
+    """
+    from infra.config import docs
+
+    sys.stdout.write(docs() + "\n")
 
 
 def main() -> None:

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import yaml
 from google.protobuf import json_format
-
-import pulumi
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import settings as psettings
 from pulumi.runtime.config import set_all_config
@@ -162,8 +161,13 @@ def read_config(ref: StackRef) -> tuple[dict[str, str], list[str]]:
     if not isinstance(data, dict):
         raise ConfigError(
             source,
-            [Problem("", f"the file holds a {type(data).__name__}; allowed: a mapping with a "
-                     "`config:` key, as `pulumi config set` writes it")],
+            [
+                Problem(
+                    "",
+                    f"the file holds a {type(data).__name__}; allowed: a mapping with a "
+                    "`config:` key, as `pulumi config set` writes it",
+                )
+            ],
         )
     problems = [
         Problem(str(k), f"unknown top-level key; allowed: {', '.join(sorted(STACK_FILE_KEYS))}")
@@ -244,7 +248,7 @@ class RecordingMonitor(pmocks.MockMonitor):
             parent = ""
         return super().make_urn(parent, type_, name)
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC name)
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != STACK_TYPE:
             inputs = _plain(json_format.MessageToDict(request.object))
@@ -270,7 +274,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                 self.records.append(record)
         return response
 
-    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802
+    def RegisterResourceOutputs(self, request: Any) -> Any:
         if f"::{STACK_TYPE}::" in request.urn:
             self.stack_outputs = _plain(json_format.MessageToDict(request.outputs))
         return super().RegisterResourceOutputs(request)
@@ -284,7 +288,9 @@ def _tree_order(resources: list[Resource], root: str) -> list[Resource]:
     out: list[Resource] = []
 
     def walk(parent: str | None) -> None:
-        for r in sorted(by_parent.get(parent, []), key=lambda r: (r.is_provider is False, r.type, r.name)):
+        for r in sorted(
+            by_parent.get(parent, []), key=lambda r: (r.is_provider is False, r.type, r.name)
+        ):
             out.append(r)
             walk(r.urn)
 
@@ -293,6 +299,10 @@ def _tree_order(resources: list[Resource], root: str) -> list[Resource]:
     seen = {id(r) for r in out}
     out.extend(r for r in resources if id(r) not in seen)
     return out
+
+
+def _run_main(main: Path) -> None:
+    runpy.run_path(str(main), run_name="__main__")
 
 
 def run_program(
@@ -318,7 +328,7 @@ def run_program(
     set_all_config(raw, secret_keys)
     main = ref.project_dir / "infra" / "__main__.py"
     try:
-        loop.run_until_complete(run_in_stack(lambda: runpy.run_path(str(main), run_name="__main__")))
+        loop.run_until_complete(run_in_stack(lambda: _run_main(main)))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         # Pulumi gives each executor thread its own event loop for synchronous invokes; ending the
@@ -348,5 +358,13 @@ def synth(stack: str | StackRef, cwd: Path | None = None) -> Plan:
     return contextvars.Context().run(run_program, ref, raw, secret_keys, monitor)
 
 
-__all__ = ["Plan", "StackNotFound", "StackRef", "available_stacks", "find_project", "pulumi",
-           "resolve", "synth"]
+__all__ = [
+    "Plan",
+    "StackNotFound",
+    "StackRef",
+    "available_stacks",
+    "find_project",
+    "pulumi",
+    "resolve",
+    "synth",
+]

@@ -109,31 +109,49 @@ class NetworkConfig(_Section):
         try:
             net = ipaddress.ip_network(self.cidr, strict=True)
         except ValueError as exc:
-            bad("cidr", f"{self.cidr!r} is not an IPv4 network ({exc}); allowed: a private "
-                "network such as 10.0.0.0/16")
+            bad(
+                "cidr",
+                f"{self.cidr!r} is not an IPv4 network ({exc}); allowed: a private "
+                "network such as 10.0.0.0/16",
+            )
             return out
         if net.version != 4:
             bad("cidr", f"{self.cidr!r} is IPv6; allowed: an IPv4 network such as 10.0.0.0/16")
         elif not any(net.subnet_of(r) for r in PRIVATE_RANGES):  # type: ignore[arg-type]
-            bad("cidr", f"{self.cidr!r} is not a private network; allowed: inside 10.0.0.0/8, "
-                "172.16.0.0/12 or 192.168.0.0/16 (RFC 1918)")
+            bad(
+                "cidr",
+                f"{self.cidr!r} is not a private network; allowed: inside 10.0.0.0/8, "
+                "172.16.0.0/12 or 192.168.0.0/16 (RFC 1918)",
+            )
         elif not 16 <= net.prefixlen <= 24:
-            bad("cidr", f"{self.cidr!r} has prefix /{net.prefixlen}; allowed: /16 to /24 (AWS "
-                "allows /16 to /28; /24 is the smallest that still fits subnets for two zones)")
+            bad(
+                "cidr",
+                f"{self.cidr!r} has prefix /{net.prefixlen}; allowed: /16 to /24 (AWS "
+                "allows /16 to /28; /24 is the smallest that still fits subnets for two zones)",
+            )
         elif self.subnet_prefix_length < net.prefixlen:
-            bad("subnetPrefixLength", f"/{self.subnet_prefix_length} is larger than the VPC "
-                f"{self.cidr}; allowed: /{net.prefixlen} to /28")
+            bad(
+                "subnetPrefixLength",
+                f"/{self.subnet_prefix_length} is larger than the VPC "
+                f"{self.cidr}; allowed: /{net.prefixlen} to /28",
+            )
         else:
             needed = 2 * self.az_count
             available = 2 ** (self.subnet_prefix_length - net.prefixlen)
             if needed > available:
-                bad("subnetPrefixLength", f"{needed} subnets of /{self.subnet_prefix_length} (a "
+                bad(
+                    "subnetPrefixLength",
+                    f"{needed} subnets of /{self.subnet_prefix_length} (a "
                     f"public and a private one in each of {self.az_count} zones) do not fit in "
                     f"{self.cidr}, which holds {available}; allowed: /"
-                    f"{net.prefixlen + (needed - 1).bit_length()} or longer, or a larger VPC")
+                    f"{net.prefixlen + (needed - 1).bit_length()} or longer, or a larger VPC",
+                )
         if self.flow_logs_retention_days not in LOG_RETENTION_DAYS:
-            bad("flowLogsRetentionDays", f"{self.flow_logs_retention_days} is not a CloudWatch "
-                f"retention period; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+            bad(
+                "flowLogsRetentionDays",
+                f"{self.flow_logs_retention_days} is not a CloudWatch "
+                f"retention period; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}",
+            )
         return out
 
     def subnets(self) -> tuple[list[str], list[str]]:
@@ -191,20 +209,32 @@ class StackConfig(_Section):
         out = self.network.problems()
         if self.target == "aws":
             if self.region is None:
-                out.append(Problem("aws:region", "missing; allowed: an AWS region such as "
-                                   "us-east-1 or eu-west-1 (target is aws)"))
+                out.append(
+                    Problem(
+                        "aws:region",
+                        "missing; allowed: an AWS region such as "
+                        "us-east-1 or eu-west-1 (target is aws)",
+                    )
+                )
             elif self.region not in AWS_REGIONS:
                 hint = _suggest(self.region, sorted(AWS_REGIONS))
-                out.append(Problem("aws:region", f"{self.region!r} is not an AWS region{hint}; "
-                                   f"allowed: {', '.join(sorted(AWS_REGIONS))}"))
+                out.append(
+                    Problem(
+                        "aws:region",
+                        f"{self.region!r} is not an AWS region{hint}; "
+                        f"allowed: {', '.join(sorted(AWS_REGIONS))}",
+                    )
+                )
             for what, section in (("database", self.database), ("loadbalancer", self.loadbalancer)):
                 if section.enabled and self.network.az_count < 2:
-                    out.append(Problem(
-                        f"{NAMESPACE}:network.azCount",
-                        f"{self.network.az_count} zone is too few for the {what} (AWS needs "
-                        f"subnets in at least two availability zones); allowed: 2 to 6, or "
-                        f"{NAMESPACE}:{what}.enabled: false",
-                    ))
+                    out.append(
+                        Problem(
+                            f"{NAMESPACE}:network.azCount",
+                            f"{self.network.az_count} zone is too few for the {what} (AWS needs "
+                            f"subnets in at least two availability zones); allowed: 2 to 6, or "
+                            f"{NAMESPACE}:{what}.enabled: false",
+                        )
+                    )
         return out
 
 
@@ -219,7 +249,9 @@ class ConfigError(pulumi.RunError):
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
         self.problems = problems
-        lines = [f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the stack config:"]
+        lines = [
+            f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''} in the stack config:"
+        ]
         lines += [f"  - {p}" for p in problems]
         super().__init__("\n".join(lines))
 
@@ -288,7 +320,7 @@ def _problems(exc: ValidationError) -> list[Problem]:
         etype = err["type"]
         if etype == "extra_forbidden":
             parent = _model_at(loc[:-1])
-            allowed = sorted(_aliases(parent))
+            allowed = sorted(k for k in _aliases(parent) if ":" not in k)
             hint = _suggest(str(loc[-1]), allowed)
             problems.append(
                 Problem(
@@ -299,8 +331,7 @@ def _problems(exc: ValidationError) -> list[Problem]:
             continue
         value = err.get("input")
         shown = json.dumps(value) if not isinstance(value, str) else repr(value)
-        allowed = _allowed_text(err)
-        problems.append(Problem(_display_key(loc), f"{shown} is not allowed: {allowed}"))
+        problems.append(Problem(_display_key(loc), f"{shown} is not allowed: {_allowed_text(err)}"))
     return problems
 
 
@@ -326,7 +357,10 @@ def parse(raw: Mapping[str, Any], source: str, stack: str) -> StackConfig:
         ns, sep, key = full_key.partition(":")
         if not sep:
             problems.append(
-                Problem(full_key, f"a config key needs a namespace; did you mean '{NAMESPACE}:{full_key}'?")
+                Problem(
+                    full_key,
+                    f"a config key needs a namespace; did you mean '{NAMESPACE}:{full_key}'?",
+                )
             )
         elif ns == NAMESPACE:
             data[key] = _decode(value)

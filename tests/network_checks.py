@@ -53,7 +53,11 @@ def check_network(plan: Plan, *, azs: int, nat: int, cidr: str) -> None:
     routes = plan.of_type(ROUTE)
     tables = {t.id: t for t in plan.of_type(ROUTE_TABLE)}
     assoc = {a.inputs["subnetId"]: a.inputs["routeTableId"] for a in plan.of_type(ASSOC)}
-    default_route = {r.inputs["routeTableId"]: r for r in routes if r.inputs["destinationCidrBlock"] == "0.0.0.0/0"}
+    default_route = {
+        r.inputs["routeTableId"]: r
+        for r in routes
+        if r.inputs["destinationCidrBlock"] == "0.0.0.0/0"
+    }
     for s in public:
         table = assoc[s.id]
         assert table in tables

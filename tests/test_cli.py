@@ -26,7 +26,11 @@ def test_plan_json_is_the_plan(backbone_cli):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["stack"] == "dev" and data["project"] == "backbone"
-    subnet = next(r for r in data["resources"] if r["name"] == "network-public-a" and r["type"] == "aws:ec2/subnet:Subnet")
+    subnet = next(
+        r
+        for r in data["resources"]
+        if r["name"] == "network-public-a" and r["type"] == "aws:ec2/subnet:Subnet"
+    )
     assert subnet["urn"] == (
         "urn:pulumi:dev::backbone::backbone:network:Network$aws:ec2/subnet:Subnet::network-public-a"
     )
@@ -62,13 +66,15 @@ def test_plan_is_deterministic(backbone_cli):
 def test_unknown_stack(backbone_cli, args, message):
     result = backbone_cli(*args)
     assert result.returncode == 2
-    assert message in result.stderr and "allowed" in result.stderr or "no such" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_bad_stack_file_exit_2_no_traceback(backbone_cli, tmp_path):
     bad = tmp_path / "Pulumi.broken.yaml"
-    bad.write_text("config:\n  aws:region: mars-1\n  backbone:network: {cidr: 1.2.3.0/24, nat: yes}\n")
+    bad.write_text(
+        "config:\n  aws:region: mars-1\n  backbone:network: {cidr: 1.2.3.0/24, nat: yes}\n"
+    )
     result = backbone_cli("plan", str(bad))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
@@ -77,7 +83,10 @@ def test_bad_stack_file_exit_2_no_traceback(backbone_cli, tmp_path):
     assert "aws:region: 'mars-1' is not an AWS region" in result.stderr
     assert "backbone:network.cidr: '1.2.3.0/24' is not a private network" in result.stderr
     # YAML 1.1 reads `yes` as true: the message shows the value as the program received it.
-    assert "backbone:network.nat: true is not allowed: allowed: 'none', 'single' or 'per-az'" in result.stderr
+    assert (
+        "backbone:network.nat: true is not allowed: allowed: 'none', 'single' or 'per-az'"
+        in result.stderr
+    )
 
 
 def test_outside_a_project_a_name_is_an_error(backbone_cli, tmp_path):
@@ -88,7 +97,9 @@ def test_outside_a_project_a_name_is_an_error(backbone_cli, tmp_path):
 
 def test_help_teaches(backbone_cli):
     top = backbone_cli("--help")
-    assert top.returncode == 0 and "plan" in top.stdout and "Example: backbone plan dev" in top.stdout
+    assert (
+        top.returncode == 0 and "plan" in top.stdout and "Example: backbone plan dev" in top.stdout
+    )
     sub = backbone_cli("plan", "--help")
     assert sub.returncode == 0
     for text in ("--format", "backbone plan prod --format json", "stacks/ folder", "[secret]"):

@@ -135,7 +135,10 @@ class Network(pulumi.ComponentResource):
         for i in range(nat_count):
             suffix = self.availability_zones[i][-1]
             eip = aws.ec2.Eip(
-                f"{name}-nat-{suffix}", domain="vpc", tags={"Name": f"{name}-nat-{suffix}"}, opts=child
+                f"{name}-nat-{suffix}",
+                domain="vpc",
+                tags={"Name": f"{name}-nat-{suffix}"},
+                opts=child,
             )
             self.nat_gateways.append(
                 aws.ec2.NatGateway(
