@@ -213,6 +213,15 @@ def test_missing_settings_raise_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("STACK_NAME", "s")
     with pytest.raises(RuntimeError, match="http"):
         canary.handler({}, None)
+    monkeypatch.setenv("CANARY_BASE_URL", "http://x")
+    monkeypatch.setenv("CANARY_TIMEOUT_SECONDS", "soon")
+    with pytest.raises(RuntimeError, match=r"CANARY_TIMEOUT_SECONDS='soon' is not a number"):
+        canary.handler({}, None)
+    # out-of-range values are clamped to the bounds, not refused
+    monkeypatch.setenv("CANARY_TIMEOUT_SECONDS", "600")
+    monkeypatch.setenv("CANARY_ATTEMPTS", "99")
+    settings = canary.Settings.from_env()
+    assert (settings.timeout, settings.attempts) == (30.0, 5)
 
 
 def test_metric_data_shape_is_what_the_readme_documents() -> None:

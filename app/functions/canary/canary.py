@@ -86,9 +86,9 @@ class Settings:
             read_path=_path(env["CANARY_READ_PATH"]),
             stack=env["STACK_NAME"],
             namespace=env.get("METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
-            timeout=_bounded(float(env.get("CANARY_TIMEOUT_SECONDS") or 5), 0.1, 30.0),
-            attempts=int(_bounded(int(env.get("CANARY_ATTEMPTS") or 2), 1, 5)),
-            retry_delay=_bounded(float(env.get("CANARY_RETRY_DELAY_SECONDS") or 0.5), 0.0, 10.0),
+            timeout=_number(env, "CANARY_TIMEOUT_SECONDS", 5.0, 0.1, 30.0),
+            attempts=int(_number(env, "CANARY_ATTEMPTS", 2, 1, 5)),
+            retry_delay=_number(env, "CANARY_RETRY_DELAY_SECONDS", 0.5, 0.0, 10.0),
             read_accept=_statuses(env.get("CANARY_READ_ACCEPT_STATUS") or ""),
         )
 
@@ -109,7 +109,15 @@ def _path(p: str) -> str:
     return p if p.startswith("/") else "/" + p
 
 
-def _bounded(value: float, low: float, high: float) -> float:
+def _number(env: Any, name: str, default: float, low: float, high: float) -> float:
+    """A number from the environment, clamped to [low, high]: a bound, never a crash loop."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RuntimeError(f"canary: {name}={raw!r} is not a number ({low:g}..{high:g})") from None
     return max(low, min(high, value))
 
 
