@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     # where the database is; libpq URL or key=value string. The password is never logged.
-    database_url: str = field(default="postgresql://localhost:5432/shortener", repr=False)
+    database_url: str = field(default="postgresql://localhost/shortener", repr=False)
     # bearer token for writes; empty means writes are refused (503) until it is set
     api_token: str = field(default="", repr=False)
     host: str = "0.0.0.0"  # a container listens on all interfaces

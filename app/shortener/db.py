@@ -89,7 +89,7 @@ async def migrate(conn: AsyncConnection) -> list[int]:
             if version in done:
                 continue
             for statement in statements:
-                await conn.execute(sql.SQL(statement))  # type: ignore[arg-type]
+                await conn.execute(sql.SQL(statement))
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
             )
@@ -236,7 +236,7 @@ class Store:
             raise
         if row is None:
             raise CodeTaken(code)
-        return Link(**row)  # type: ignore[arg-type]
+        return Link(**row)
 
     async def resolve(self, code: str) -> str | None:
         try:
@@ -264,7 +264,7 @@ class Store:
         except Exception as exc:
             _raise_unavailable(exc)
             raise
-        return Link(**row) if row else None  # type: ignore[arg-type]
+        return Link(**row) if row else None
 
     async def add_clicks(self, counts: dict[str, tuple[int, datetime]]) -> None:
         """Add buffered click counts in one statement (two arrays, never string-built SQL)."""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,11 @@ if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 import psycopg  # noqa: E402
+
+with warnings.catch_warnings():
+    # Starlette 1.x nudges towards `httpx2` for its TestClient; the httpx one works as documented
+    warnings.simplefilter("ignore")
+    import fastapi.testclient  # noqa: F401
 
 TOKEN = "test-token-0123456789abcdef"
 HOW_PG = "install the PostgreSQL 15 server (Debian: apt-get install postgresql-15) and put its bin on PATH"

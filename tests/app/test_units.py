@@ -57,7 +57,7 @@ def test_cache_disabled() -> None:
 
 def test_config_defaults_run_locally() -> None:
     s = config.load({})
-    assert s.database_url == "postgresql://localhost:5432/shortener"
+    assert s.database_url == "postgresql://localhost/shortener"
     assert s.port == 8000 and s.api_token == "" and s.log_level == "INFO"
     assert s.cache_ttl_seconds == 60 and s.cache_max_entries == 10_000
 
