@@ -113,7 +113,145 @@ def _named(service: str, kind: str, sep: str = "/") -> Maker:
     return make
 
 
+def _ecr_repo(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    repo = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    return repo, {
+        "name": repo,
+        "arn": _arn("ecr", region, f"repository/{repo}"),
+        "registryId": ACCOUNT,
+        "repositoryUrl": f"{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{repo}",
+    }
+
+
+def _docker_image(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    image = str(inputs.get("imageName", name))
+    repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    digest = hashlib.sha256(image.encode()).hexdigest()
+    return f"{repo}@sha256:{digest}", {
+        "imageName": image,
+        "baseImageName": image,
+        "repoDigest": f"{repo}@sha256:{digest}",
+        "registryServer": image.split("/")[0],
+    }
+
+
+def _eks_cluster(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    cname = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    oidc = _h(urn, "oidc", n=32).upper()
+    vpc = dict(inputs.get("vpcConfig") or {})
+    vpc["clusterSecurityGroupId"] = f"sg-{_h(urn, 'cluster-sg')}"
+    vpc["vpcId"] = f"vpc-{_h(urn, 'vpc')}"
+    return cname, {
+        "name": cname,
+        "arn": _arn("eks", region, f"cluster/{cname}"),
+        "endpoint": f"https://{oidc}.gr7.{region}.eks.amazonaws.com",
+        "certificateAuthority": {"data": base64.b64encode(b"offline CA " + oidc.encode()).decode()},
+        "identities": [
+            {"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{oidc}"}]}
+        ],
+        "vpcConfig": vpc,
+        "platformVersion": "eks.1",
+        "status": "ACTIVE",
+    }
+
+
+def _node_group(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    ng = f"{name}-{_h(urn, n=8)}"
+    cluster = inputs.get("clusterName", "cluster")
+    asg = f"eks-{ng}-{_h(urn, 'asg', n=8)}"
+    return f"{cluster}:{ng}", {
+        "nodeGroupName": ng,
+        "arn": _arn("eks", region, f"nodegroup/{cluster}/{ng}/{_h(urn, n=8)}"),
+        "resources": [{"autoscalingGroups": [{"name": asg}], "remoteAccessSecurityGroupId": ""}],
+        "status": "ACTIVE",
+    }
+
+
+def _oidc_provider(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    host = str(inputs.get("url", "")).removeprefix("https://")
+    arn = f"arn:{PARTITION}:iam::{ACCOUNT}:oidc-provider/{host}"
+    return arn, {"arn": arn}
+
+
+def _rds_instance(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    ident = inputs.get("identifier") or f"{name}-{_h(urn, n=7)}"
+    address = f"{ident}.c{_h(urn, n=12)}.{region}.rds.amazonaws.com"
+    out: Outputs = {
+        "identifier": ident,
+        "arn": _arn("rds", region, f"db:{ident}"),
+        "address": address,
+        "endpoint": f"{address}:{inputs.get('port', 5432)}",
+        "resourceId": f"db-{_h(urn, n=26).upper()}",
+        "hostedZoneId": "Z2R2ITUGPM61AM",
+    }
+    if inputs.get("manageMasterUserPassword"):
+        out["masterUserSecrets"] = [
+            {
+                "secretArn": _arn("secretsmanager", region, f"secret:rds!{ident}-{_h(urn, n=6)}"),
+                "secretStatus": "active",
+                "kmsKeyId": "",
+            }
+        ]
+    return ident, out
+
+
+def _lb(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    lb = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    suffix = f"app/{lb}/{_h(urn, n=16)}"
+    arn = _arn("elasticloadbalancing", region, f"loadbalancer/{suffix}")
+    return arn, {
+        "arn": arn,
+        "arnSuffix": suffix,
+        "dnsName": f"{lb}-{int(_h(urn, n=8), 16)}.{region}.elb.amazonaws.com",
+        "zoneId": "Z35SXDOTRQ7X7K",
+        "name": lb,
+    }
+
+
+def _target_group(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    tg = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    suffix = f"targetgroup/{tg}/{_h(urn, n=16)}"
+    arn = _arn("elasticloadbalancing", region, suffix)
+    return arn, {"arn": arn, "arnSuffix": suffix, "name": tg}
+
+
+def _listener(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    arn = _arn("elasticloadbalancing", region, f"listener/app/{name}/{_h(urn, n=16)}")
+    return arn, {"arn": arn}
+
+
+def _bucket(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    bucket = inputs.get("bucket") or f"{name}-{_h(urn, n=7)}"
+    return bucket, {
+        "bucket": bucket,
+        "arn": f"arn:{PARTITION}:s3:::{bucket}",
+        "bucketDomainName": f"{bucket}.s3.amazonaws.com",
+        "bucketRegionalDomainName": f"{bucket}.s3.{region}.amazonaws.com",
+    }
+
+
+def _random_password(
+    name: str, urn: str, inputs: dict[str, Any], region: str
+) -> tuple[str, Outputs]:
+    # Not a real secret: the offline engine never makes one. The engine marks it secret anyway.
+    return "none", {"result": f"offline-{_h(urn, n=int(inputs.get('length', 16)))}"}
+
+
 MAKERS: dict[str, Maker] = {
+    "aws:ecr/repository:Repository": _ecr_repo,
+    "docker:index/image:Image": _docker_image,
+    "aws:eks/cluster:Cluster": _eks_cluster,
+    "aws:eks/nodeGroup:NodeGroup": _node_group,
+    "aws:eks/addon:Addon": _named("eks", "addon"),
+    "aws:iam/openIdConnectProvider:OpenIdConnectProvider": _oidc_provider,
+    "aws:rds/instance:Instance": _rds_instance,
+    "aws:rds/subnetGroup:SubnetGroup": _named("rds", "subgrp", sep=":"),
+    "aws:rds/parameterGroup:ParameterGroup": _named("rds", "pg", sep=":"),
+    "aws:lb/loadBalancer:LoadBalancer": _lb,
+    "aws:lb/targetGroup:TargetGroup": _target_group,
+    "aws:lb/listener:Listener": _listener,
+    "aws:s3/bucket:Bucket": _bucket,
+    "random:index/randomPassword:RandomPassword": _random_password,
     "aws:ec2/vpc:Vpc": _vpc,
     "aws:ec2/subnet:Subnet": _ec2("subnet", "subnet"),
     "aws:ec2/internetGateway:InternetGateway": _ec2("igw", "internet-gateway"),
@@ -196,7 +334,33 @@ def _get_azs(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
     return zones
 
 
+def _session_context(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
+    arn = str(a.get("arn", ""))
+    issuer = arn
+    if ":assumed-role/" in arn:  # arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION
+        account = arn.split(":")[4]
+        role = arn.split(":assumed-role/")[1].split("/")[0]
+        issuer = f"arn:{PARTITION}:iam::{account}:role/{role}"
+    return {
+        "arn": arn,
+        "issuerArn": issuer,
+        "issuerId": "",
+        "issuerName": "",
+        "sessionName": "",
+        "id": arn,
+    }
+
+
 CALLS: dict[str, Callable[[BackboneMocks, dict[str, Any]], dict[str, Any]]] = {
+    "aws:iam/getSessionContext:getSessionContext": _session_context,
+    "aws:secretsmanager/getSecretVersion:getSecretVersion": lambda m, a: {
+        "arn": a.get("secretId", ""),
+        "id": a.get("secretId", ""),
+        "secretId": a.get("secretId", ""),
+        "secretString": '{"username": "app_admin", "password": "offline-managed-password"}',
+        "versionId": "offline",
+        "versionStages": ["AWSCURRENT"],
+    },
     "aws:index/getAvailabilityZones:getAvailabilityZones": _get_azs,
     "aws:index/getCallerIdentity:getCallerIdentity": lambda m, a: {
         "accountId": ACCOUNT,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,11 +166,133 @@ class NetworkConfig(_Section):
         return {"none": 0, "single": 1, "per-az": self.az_count}[self.nat]
 
 
+# Kubernetes versions EKS offers under standard support on 2026-11-24 (EKS release calendar):
+# a version past its standard support costs $0.60/h instead of $0.10/h (extended support).
+EKS_VERSIONS = {"1.34": "2026-12-02", "1.35": "2027-03-27", "1.36": "2027-08-01"}
+
+# PostgreSQL majors RDS supports under standard support (RDS release calendar, 2026-11): 13 left
+# standard support on 2026-02-28 and would be billed as Extended Support.
+POSTGRES_MAJORS = {"14": "2027-02-28", "15": "2028-02-29", "16": "2029-02-28", "17": "2030-02-28",
+                   "18": "2031-02-28"}  # fmt: skip
+
+# RDS instance classes PostgreSQL 14+ runs on (RDS "supported DB engines for DB instance classes").
+_RDS_SIZES = {
+    "t3": ("micro", "small", "medium", "large", "xlarge", "2xlarge"),
+    "t4g": ("micro", "small", "medium", "large", "xlarge", "2xlarge"),
+    "m5": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
+    "m6g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "m6i": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "32xlarge"),
+    "m7g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "r5": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
+    "r6g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "r6i": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "32xlarge"),
+    "r7g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+}  # fmt: skip
+RDS_CLASSES = frozenset(f"db.{fam}.{size}" for fam, sizes in _RDS_SIZES.items() for size in sizes)
+# Older generations exist but PostgreSQL 14+ refuses them.
+RDS_RETIRED_FAMILIES = ("db.t2.", "db.m4.", "db.r4.", "db.m3.", "db.r3.")
+
+
+LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
+DEFAULT_LOG_TYPES: tuple[LogType, ...] = ("api", "audit", "authenticator")
+
+
+class RegistryConfig(_Section):
+    """The ECR repository the app's image is pushed to."""
+
+    keep_images: int = Field(default=10, ge=1, le=1000)
+    """How many images the lifecycle policy keeps; older ones are expired."""
+
+    scan_on_push: bool = True
+    """Scan every pushed image for known vulnerabilities (ECR basic scanning)."""
+
+
+class ClusterConfig(_Section):
+    """The EKS cluster that runs the app: control plane, managed node group, add-ons."""
+
+    enabled: bool = False
+    """Create the cluster. EKS is never free: about $73/month for the control plane alone."""
+
+    version: str = "1.35"
+    """Kubernetes minor version, one under EKS standard support: 1.34, 1.35 or 1.36."""
+
+    instance_types: list[str] = Field(default_factory=lambda: ["t3.medium"])
+    """EC2 instance types of the node group (all of the one architecture below)."""
+
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    """CPU architecture of the nodes; the image is built for it (linux/amd64 or linux/arm64)."""
+
+    min_nodes: int = Field(default=2, ge=1, le=100)
+    """Fewest nodes the node group scales to."""
+
+    desired_nodes: int = Field(default=2, ge=1, le=100)
+    """Nodes at creation (later changes are left to scaling: ignored on update)."""
+
+    max_nodes: int = Field(default=3, ge=1, le=100)
+    """Most nodes the node group scales to."""
+
+    disk_size_gb: int = Field(default=20, ge=20, le=1000)
+    """Root volume of each node, in GiB."""
+
+    log_types: list[LogType] = Field(default_factory=lambda: list(DEFAULT_LOG_TYPES))
+    """Control-plane logs sent to CloudWatch Logs."""
+
+    log_retention_days: int = 30
+    """How long control-plane logs are kept (a CloudWatch Logs retention value)."""
+
+    public_endpoint: bool = True
+    """Expose the Kubernetes API endpoint to the internet (still authenticated by IAM); false keeps
+    it inside the VPC, so `pulumi up` must then run from inside the VPC."""
+
+    public_access_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    """Who may reach the public API endpoint."""
+
+    admin_principal_arns: list[str] = Field(default_factory=list)
+    """Extra IAM role or user ARNs given cluster-admin access (the deploying identity always is)."""
+
+
 class DatabaseConfig(_Section):
     """RDS PostgreSQL for the app."""
 
     enabled: bool = False
     """Create the database. It needs a network with at least two availability zones."""
+
+    engine_version: str = "17"
+    """PostgreSQL major version under RDS standard support (14 to 18); RDS picks the minor and
+    keeps it patched. Paid Extended Support is switched off."""
+
+    instance_class: str = "db.t4g.micro"
+    """RDS instance class, e.g. db.t4g.micro (free-tier eligible) or db.m7g.large."""
+
+    allocated_storage_gb: int = Field(default=20, ge=20, le=65536)
+    """Storage at creation, in GiB (PostgreSQL's minimum is 20)."""
+
+    max_allocated_storage_gb: int = Field(default=100, ge=0, le=65536)
+    """Storage autoscaling ceiling, in GiB (0 turns autoscaling off)."""
+
+    storage_type: Literal["gp3", "gp2"] = "gp3"
+    """EBS volume type (the free tier covers gp2 only)."""
+
+    multi_az: bool = False
+    """A standby in a second zone with automatic failover (doubles the instance cost)."""
+
+    deletion_protection: bool = False
+    """RDS refuses to delete the instance until this is lifted."""
+
+    backup_retention_days: int = Field(default=7, ge=1, le=35)
+    """Days of automated backups (the point-in-time recovery window), 1 to 35."""
+
+    name: str = Field(default="app", pattern=r"^[a-zA-Z][a-zA-Z0-9_]{0,62}$")
+    """Name of the app's database."""
+
+    username: str = Field(default="app_admin", pattern=r"^[a-zA-Z][a-zA-Z0-9_]{0,15}$")
+    """Master user name (not a word RDS reserves, such as admin or postgres)."""
+
+    manage_password: bool = False
+    """Let RDS keep the master password in Secrets Manager (and rotate it); otherwise the kit
+    generates one (pulumi-random) and keeps it as a Pulumi secret."""
 
 
 class LoadBalancerConfig(_Section):
@@ -177,6 +300,44 @@ class LoadBalancerConfig(_Section):
 
     enabled: bool = False
     """Create the load balancer. It needs a network with at least two availability zones."""
+
+    certificate_arn: str | None = None
+    """An ACM certificate for HTTPS. With one, port 80 redirects to 443; without, the load
+    balancer serves plain HTTP on port 80 (fine for a trial, never for real users)."""
+
+    deletion_protection: bool = False
+    """AWS refuses to delete the load balancer until this is lifted."""
+
+    access_logs: bool = False
+    """Write access logs to an S3 bucket the kit creates."""
+
+    idle_timeout_seconds: int = Field(default=60, ge=1, le=4000)
+    """Seconds a connection may idle."""
+
+
+class AppConfig(_Section):
+    """The sample app on Kubernetes."""
+
+    replicas: int = Field(default=2, ge=1, le=100)
+    """Pods at creation (the autoscaler owns the count afterwards)."""
+
+    min_replicas: int = Field(default=2, ge=1, le=100)
+    """Fewest pods the HorizontalPodAutoscaler keeps."""
+
+    max_replicas: int = Field(default=4, ge=1, le=100)
+    """Most pods the HorizontalPodAutoscaler runs."""
+
+    target_cpu_percent: int = Field(default=70, ge=10, le=100)
+    """Average CPU use (of the request) the autoscaler aims for."""
+
+    cpu: str = Field(default="250m", pattern=r"^[0-9]+m?$")
+    """CPU request per pod (the limit is twice it)."""
+
+    memory: str = Field(default="256Mi", pattern=r"^[0-9]+(Mi|Gi)$")
+    """Memory request and limit per pod."""
+
+    node_port: int = Field(default=30080, ge=30000, le=32767)
+    """The Service's node port: the load balancer's target port."""
 
 
 class StackConfig(_Section):
@@ -197,8 +358,11 @@ class StackConfig(_Section):
     """Extra tags on every AWS resource (through the provider's default tags)."""
 
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     loadbalancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
+    app: AppConfig = Field(default_factory=AppConfig)
 
     # Set by the loader, not by the stack file.
     stack: str = Field(default="dev", exclude=True)
@@ -235,6 +399,158 @@ class StackConfig(_Section):
                             f"{NAMESPACE}:{what}.enabled: false",
                         )
                     )
+            out += self._cluster_problems() + self._database_problems() + self._app_problems()
+        return out
+
+    def _cluster_problems(self) -> list[Problem]:
+        c, out = self.cluster, list[Problem]()
+        key = f"{NAMESPACE}:cluster"
+        if not c.enabled:
+            return out
+        if c.version not in EKS_VERSIONS:
+            out.append(
+                Problem(
+                    f"{key}.version",
+                    f"{c.version!r} is not under EKS standard "
+                    f"support; allowed: {', '.join(EKS_VERSIONS)} (older versions "
+                    "cost six times as much in extended support)",
+                )
+            )
+        if not c.min_nodes <= c.desired_nodes <= c.max_nodes:
+            out.append(
+                Problem(
+                    f"{key}.desiredNodes",
+                    f"minNodes {c.min_nodes} <= desiredNodes "
+                    f"{c.desired_nodes} <= maxNodes {c.max_nodes} does not hold; "
+                    "allowed: counts in that order",
+                )
+            )
+        if not c.instance_types:
+            out.append(
+                Problem(
+                    f"{key}.instanceTypes", "empty; allowed: EC2 instance types such as t3.medium"
+                )
+            )
+        for t in c.instance_types:
+            family = t.split(".")[0]
+            if not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", t):
+                out.append(
+                    Problem(
+                        f"{key}.instanceTypes",
+                        f"{t!r} is not an EC2 instance type; "
+                        "allowed: family.size such as t3.medium or m7g.large",
+                    )
+                )
+            elif (c.architecture == "arm64") != bool(re.search(r"\dg", family)):
+                out.append(
+                    Problem(
+                        f"{key}.instanceTypes",
+                        f"{t!r} does not run {c.architecture} "
+                        "nodes; allowed: Graviton types (t4g, m7g, ...) for arm64, "
+                        "others for x86_64",
+                    )
+                )
+        if self.network.nat == "none":
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:network.nat",
+                    "'none' leaves the cluster's nodes in "
+                    "private subnets with no way to reach ECR and the EKS API; "
+                    "allowed: single or per-az when cluster.enabled is true",
+                )
+            )
+        if self.network.az_count < 2:
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:network.azCount",
+                    f"{self.network.az_count} zone is "
+                    "too few for EKS (it needs subnets in two zones); allowed: 2 to 6",
+                )
+            )
+        if c.log_retention_days not in LOG_RETENTION_DAYS:
+            out.append(
+                Problem(
+                    f"{key}.logRetentionDays",
+                    f"{c.log_retention_days} is not a "
+                    f"CloudWatch retention period; allowed: "
+                    f"{', '.join(map(str, LOG_RETENTION_DAYS))}",
+                )
+            )
+        for cidr in c.public_access_cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError:
+                out.append(
+                    Problem(
+                        f"{key}.publicAccessCidrs",
+                        f"{cidr!r} is not a network; allowed: CIDRs such as 203.0.113.0/24",
+                    )
+                )
+        return out
+
+    def _database_problems(self) -> list[Problem]:
+        d, out = self.database, list[Problem]()
+        key = f"{NAMESPACE}:database"
+        if not d.enabled:
+            return out
+        if d.engine_version not in POSTGRES_MAJORS:
+            out.append(
+                Problem(
+                    f"{key}.engineVersion",
+                    f"{d.engine_version!r} is not a "
+                    f"PostgreSQL major under RDS standard support; allowed: "
+                    f"{', '.join(POSTGRES_MAJORS)}",
+                )
+            )
+        if d.instance_class.startswith(RDS_RETIRED_FAMILIES):
+            out.append(
+                Problem(
+                    f"{key}.instanceClass",
+                    f"{d.instance_class!r} is a previous "
+                    "generation that RDS PostgreSQL 14+ does not support; allowed: "
+                    "db.t3, db.t4g, db.m5/m6g/m6i/m7g, db.r5/r6g/r6i/r7g classes",
+                )
+            )
+        elif d.instance_class not in RDS_CLASSES:
+            hint = _suggest(d.instance_class, sorted(RDS_CLASSES))
+            out.append(
+                Problem(
+                    f"{key}.instanceClass",
+                    f"{d.instance_class!r} is not an RDS "
+                    f"instance class for PostgreSQL{hint}; allowed: db.<family>.<size> "
+                    "of db.t3, db.t4g, db.m5/m6g/m6i/m7g, db.r5/r6g/r6i/r7g",
+                )
+            )
+        if d.max_allocated_storage_gb and d.max_allocated_storage_gb <= d.allocated_storage_gb:
+            out.append(
+                Problem(
+                    f"{key}.maxAllocatedStorageGb",
+                    f"{d.max_allocated_storage_gb} is "
+                    f"not above allocatedStorageGb {d.allocated_storage_gb}; allowed: "
+                    "0 (no autoscaling) or a larger ceiling",
+                )
+            )
+        if d.username.lower() in {"admin", "postgres", "rdsadmin", "user", "root"}:
+            out.append(
+                Problem(
+                    f"{key}.username",
+                    f"{d.username!r} is reserved by RDS "
+                    "PostgreSQL; allowed: another name such as app_admin",
+                )
+            )
+        return out
+
+    def _app_problems(self) -> list[Problem]:
+        a, out = self.app, list[Problem]()
+        if not a.min_replicas <= a.replicas <= a.max_replicas:
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:app.replicas",
+                    f"minReplicas {a.min_replicas} <= "
+                    f"replicas {a.replicas} <= maxReplicas {a.max_replicas} does not "
+                    "hold; allowed: counts in that order",
+                )
+            )
         return out
 
 

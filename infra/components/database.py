@@ -1,0 +1,171 @@
+"""The database: RDS PostgreSQL in the private subnets, reachable only from the app's nodes.
+
+Storage encrypted; TLS enforced by the parameter group (`rds.force_ssl`); automated backups; a
+final snapshot on delete; paid Extended Support switched off; Multi-AZ, deletion protection and
+`protect` from config. The master password is generated (pulumi-random) and kept secret, or kept
+by RDS in Secrets Manager. The app gets a secret connection string with `sslmode=require`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+PORT = 5432
+# RDS forbids '/', '@', '"' and spaces in a master password.
+PASSWORD_SPECIALS = "!#$%^&*()-_=+[]{}<>:?"
+
+
+@dataclass(frozen=True)
+class DatabaseArgs:
+    vpc_id: pulumi.Input[str]
+    subnet_ids: list[Any]
+    """Private subnets in at least two zones (RDS refuses a subnet group with fewer)."""
+    client_security_group_ids: list[Any]
+    """The only sources admitted on 5432: the app's nodes (and functions that need it)."""
+    engine_version: str
+    instance_class: str
+    allocated_storage_gb: int
+    max_allocated_storage_gb: int
+    storage_type: str
+    multi_az: bool
+    deletion_protection: bool
+    backup_retention_days: int
+    db_name: str
+    username: str
+    manage_password: bool
+    protect: bool
+
+
+def connection_url(username: str, password: str, host: str, port: int, db_name: str) -> str:
+    return (
+        f"postgresql://{quote(username, safe='')}:{quote(password, safe='')}@{host}:{port}/"
+        f"{db_name}?sslmode=require"
+    )
+
+
+class Database(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("backbone:database:Database", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # Data lives here: protected stacks keep it even if the resource leaves the program.
+        stateful = pulumi.ResourceOptions(
+            parent=self, protect=args.protect, retain_on_delete=args.protect
+        )
+
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.vpc_id,
+            description="PostgreSQL: 5432 from the app's nodes only; no egress",
+            opts=child,
+        )
+        for i, source in enumerate(args.client_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-client-{i}",
+                security_group_id=self.security_group.id,
+                referenced_security_group_id=source,
+                ip_protocol="tcp",
+                from_port=PORT,
+                to_port=PORT,
+                description="PostgreSQL from the app",
+                opts=child,
+            )
+
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            subnet_ids=args.subnet_ids,
+            description="private subnets, two zones at least",
+            opts=child,
+        )
+        family = f"postgres{args.engine_version}"
+        parameters = aws.rds.ParameterGroup(
+            f"{name}-params",
+            family=family,
+            description=f"{family}: TLS required, slow statements logged",
+            parameters=[
+                aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
+                aws.rds.ParameterGroupParameterArgs(name="log_min_duration_statement", value="500"),
+            ],
+            opts=child,
+        )
+
+        password: pulumi.Output[str] | None = None
+        if not args.manage_password:
+            password = random.RandomPassword(
+                f"{name}-password",
+                length=32,
+                special=True,
+                override_special=PASSWORD_SPECIALS,
+                opts=child,
+            ).result
+
+        stack = pulumi.get_stack()
+        self.instance = aws.rds.Instance(
+            f"{name}-postgres",
+            engine="postgres",
+            engine_version=args.engine_version,
+            engine_lifecycle_support="open-source-rds-extended-support-disabled",
+            auto_minor_version_upgrade=True,
+            allow_major_version_upgrade=False,
+            instance_class=args.instance_class,
+            allocated_storage=args.allocated_storage_gb,
+            max_allocated_storage=args.max_allocated_storage_gb or None,
+            storage_type=args.storage_type,
+            storage_encrypted=True,
+            db_name=args.db_name,
+            username=args.username,
+            password=password,
+            manage_master_user_password=True if args.manage_password else None,
+            port=PORT,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[self.security_group.id],
+            publicly_accessible=False,
+            parameter_group_name=parameters.name,
+            multi_az=args.multi_az,
+            backup_retention_period=args.backup_retention_days,
+            backup_window="03:00-04:00",
+            maintenance_window="sun:04:30-sun:05:30",
+            copy_tags_to_snapshot=True,
+            deletion_protection=args.deletion_protection,
+            skip_final_snapshot=False,
+            final_snapshot_identifier=f"{pulumi.get_project()}-{stack}-{name}-final",
+            delete_automated_backups=False,
+            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            ca_cert_identifier="rds-ca-rsa2048-g1",
+            apply_immediately=False,
+            opts=stateful,
+        )
+
+        if args.manage_password:
+            secret_arn = self.instance.master_user_secrets.apply(lambda s: s[0].secret_arn)
+            secret = aws.secretsmanager.get_secret_version_output(
+                secret_id=secret_arn, opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+            password = pulumi.Output.secret(
+                secret.secret_string.apply(lambda text: json.loads(text)["password"])
+            )
+        assert password is not None
+        self.address = self.instance.address
+        self.port = PORT
+        self.db_name = args.db_name
+        self.connection_url: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(password, self.instance.address).apply(
+                lambda a: connection_url(args.username, a[0], a[1], PORT, args.db_name)
+            )
+        )
+        self.register_outputs(
+            {
+                "address": self.address,
+                "port": PORT,
+                "name": args.db_name,
+                "connectionUrl": self.connection_url,
+            }
+        )

@@ -1,0 +1,275 @@
+"""The load balancer: a public ALB in front of the app's nodes.
+
+Its security group admits 80 and 443 from the internet and nothing else, and may only reach the
+targets' port inside the VPC. The target group checks the app's readiness endpoint. With an ACM
+certificate, port 80 redirects to HTTPS on 443 (TLS 1.3 policy); without one, port 80 serves plain
+HTTP. Invalid header fields are dropped. Targets: the node group's Auto Scaling group, attached to
+the target group, and the nodes' security group opened to the ALB on the node port.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# Elastic Load Balancing's account per region, for access-log bucket policies in regions that
+# predate August 2022 (ELB user guide, "Enable access logs"); newer regions use the service
+# principal logdelivery.elasticloadbalancing.amazonaws.com.
+ELB_ACCOUNTS = {
+    "us-east-1": "127311923021", "us-east-2": "033677994240", "us-west-1": "027434742980",
+    "us-west-2": "797873946194", "af-south-1": "098369216593", "ap-east-1": "754344448648",
+    "ap-south-1": "718504428378", "ap-northeast-1": "582318560864",
+    "ap-northeast-2": "600734575887", "ap-northeast-3": "383597477331",
+    "ap-southeast-1": "114774131450", "ap-southeast-2": "783225319266",
+    "ap-southeast-3": "589379963580", "ca-central-1": "985666609251",
+    "eu-central-1": "054676820928", "eu-west-1": "156460612806", "eu-west-2": "652711504416",
+    "eu-west-3": "009996457667", "eu-south-1": "635631232127", "eu-north-1": "897822967062",
+    "me-south-1": "076674570225", "sa-east-1": "507241528517",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LoadBalancerArgs:
+    vpc_id: pulumi.Input[str]
+    vpc_cidr: str
+    public_subnet_ids: list[Any]
+    """Public subnets in two zones at least (AWS refuses an ALB with fewer)."""
+    target_port: int
+    """The port the targets serve on (the app Service's node port)."""
+    health_check_path: str
+    region: str
+    target_asg_names: list[Any] = field(default_factory=list)
+    target_security_group_ids: list[Any] = field(default_factory=list)
+    certificate_arn: str | None = None
+    deletion_protection: bool = False
+    access_logs: bool = False
+    idle_timeout_seconds: int = 60
+    protect: bool = False
+
+
+class LoadBalancer(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("backbone:loadbalancer:LoadBalancer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.vpc_id,
+            description="ALB: 80 and 443 from the internet; out to the targets' port only",
+            opts=child,
+        )
+        for port in (80, 443):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-in-{port}",
+                security_group_id=self.security_group.id,
+                cidr_ipv4="0.0.0.0/0",
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                description=f"{'HTTPS' if port == 443 else 'HTTP'} from the internet",
+                opts=child,
+            )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-out-targets",
+            security_group_id=self.security_group.id,
+            cidr_ipv4=args.vpc_cidr,
+            ip_protocol="tcp",
+            from_port=args.target_port,
+            to_port=args.target_port,
+            description="to the targets' port inside the VPC",
+            opts=child,
+        )
+
+        access_logs = None
+        if args.access_logs:
+            bucket = self._log_bucket(name, args)
+            access_logs = aws.lb.LoadBalancerAccessLogsArgs(
+                bucket=bucket.bucket, prefix="alb", enabled=True
+            )
+
+        self.alb = aws.lb.LoadBalancer(
+            f"{name}-alb",
+            load_balancer_type="application",
+            internal=False,
+            subnets=args.public_subnet_ids,
+            security_groups=[self.security_group.id],
+            drop_invalid_header_fields=True,
+            enable_deletion_protection=args.deletion_protection,
+            idle_timeout=args.idle_timeout_seconds,
+            enable_http2=True,
+            access_logs=access_logs,
+            opts=child,
+        )
+        self.target_group = aws.lb.TargetGroup(
+            f"{name}-tg",
+            port=args.target_port,
+            protocol="HTTP",
+            target_type="instance",
+            vpc_id=args.vpc_id,
+            deregistration_delay=30,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                enabled=True,
+                path=args.health_check_path,
+                port="traffic-port",
+                protocol="HTTP",
+                matcher="200",
+                interval=15,
+                timeout=5,
+                healthy_threshold=2,
+                unhealthy_threshold=3,
+            ),
+            opts=child,
+        )
+        forward = [
+            aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
+        ]
+        if args.certificate_arn:
+            aws.lb.Listener(
+                f"{name}-https",
+                load_balancer_arn=self.alb.arn,
+                port=443,
+                protocol="HTTPS",
+                ssl_policy=TLS_POLICY,
+                certificate_arn=args.certificate_arn,
+                default_actions=forward,
+                opts=child,
+            )
+            http_actions = [
+                aws.lb.ListenerDefaultActionArgs(
+                    type="redirect",
+                    redirect=aws.lb.ListenerDefaultActionRedirectArgs(
+                        port="443", protocol="HTTPS", status_code="HTTP_301"
+                    ),
+                )
+            ]
+        else:
+            http_actions = forward
+        aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=self.alb.arn,
+            port=80,
+            protocol="HTTP",
+            default_actions=http_actions,
+            opts=child,
+        )
+
+        # Targets: the nodes' Auto Scaling groups, and the nodes opened to the ALB on the port.
+        for i, asg in enumerate(args.target_asg_names):
+            aws.autoscaling.Attachment(
+                f"{name}-targets-{i}",
+                autoscaling_group_name=asg,
+                lb_target_group_arn=self.target_group.arn,
+                opts=child,
+            )
+        for i, sg in enumerate(args.target_security_group_ids):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-to-targets-{i}",
+                security_group_id=sg,
+                referenced_security_group_id=self.security_group.id,
+                ip_protocol="tcp",
+                from_port=args.target_port,
+                to_port=args.target_port,
+                description="from the load balancer to the app's node port",
+                opts=child,
+            )
+
+        scheme = "https" if args.certificate_arn else "http"
+        self.url = self.alb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
+        self.register_outputs(
+            {
+                "dnsName": self.alb.dns_name,
+                "url": self.url,
+                "arnSuffix": self.alb.arn_suffix,
+                "targetGroupArnSuffix": self.target_group.arn_suffix,
+            }
+        )
+
+    def _log_bucket(self, name: str, args: LoadBalancerArgs) -> aws.s3.Bucket:
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        child = pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(f"{name}-logs", force_destroy=not args.protect, opts=stateful)
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-logs",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-logs",
+            bucket=bucket.id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        # ALB access logs support SSE-S3 only.
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-logs",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="AES256"
+                    )
+                )
+            ],
+            opts=child,
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-logs",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-access-logs",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix="alb/"),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=90),
+                )
+            ],
+            opts=child,
+        )
+        account = ELB_ACCOUNTS.get(args.region)
+        principal = (
+            {"AWS": f"arn:aws:iam::{account}:root"}
+            if account
+            else {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}
+        )
+        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        aws.s3.BucketPolicy(
+            f"{name}-logs",
+            bucket=bucket.id,
+            policy=pulumi.Output.all(bucket.arn, caller.account_id).apply(
+                lambda a: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "ElbAccessLogs",
+                                "Effect": "Allow",
+                                "Principal": principal,
+                                "Action": "s3:PutObject",
+                                "Resource": f"{a[0]}/alb/AWSLogs/{a[1]}/*",
+                            },
+                            {
+                                "Sid": "DenyInsecureTransport",
+                                "Effect": "Deny",
+                                "Principal": "*",
+                                "Action": "s3:*",
+                                "Resource": [a[0], f"{a[0]}/*"],
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            },
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+        return bucket

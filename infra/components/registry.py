@@ -1,0 +1,137 @@
+"""The registry: an ECR repository and the app's image, built from app/Dockerfile and pushed.
+
+Tags are `repository_url:<content tag>`, a digest of the build context (never `latest`), and the
+repository refuses to overwrite a tag (IMMUTABLE): the same source gives the same tag, a changed
+source a new one. Consumers use `image_ref`, the pushed image by digest (`repo@sha256:...`).
+Pushing uses credentials from ECR's authorization token, fetched at deploy time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker as docker
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    """A (simplified) .dockerignore match: glob patterns, `!` re-includes, folders match below."""
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pat = pattern[1:] if negate else pattern
+        pat = pat.strip("/")
+        if (
+            fnmatch.fnmatch(rel, pat)
+            or fnmatch.fnmatch(rel, f"{pat}/*")
+            or rel.startswith(f"{pat}/")
+        ):
+            ignored = not negate
+    return ignored
+
+
+def context_tag(context: Path) -> str:
+    """A content tag for a build context: sha256 over the paths and bytes of every file Docker
+    would send (the .dockerignore applied), first 16 hex digits. Same source, same tag."""
+    ignore_file = context / ".dockerignore"
+    patterns = []
+    if ignore_file.is_file():
+        patterns = [
+            line.strip()
+            for line in ignore_file.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        rel = path.relative_to(context).as_posix()
+        if _ignored(rel, patterns):
+            continue
+        digest.update(rel.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RegistryArgs:
+    context: Path
+    """The build context (app/), holding the Dockerfile."""
+    platform: str
+    """linux/amd64 or linux/arm64: the nodes' architecture."""
+    keep_images: int = 10
+    scan_on_push: bool = True
+    protect: bool = False
+
+
+class Registry(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("backbone:registry:Registry", name, None, opts)
+        self.repository = aws.ecr.Repository(
+            f"{name}-repo",
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                scan_on_push=args.scan_on_push
+            ),
+            encryption_configurations=[
+                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
+            ],
+            # An unprotected (dev) stack can be destroyed with its images; a protected one cannot.
+            force_delete=not args.protect,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        aws.ecr.LifecyclePolicy(
+            f"{name}-lifecycle",
+            repository=self.repository.name,
+            policy=json.dumps(
+                {
+                    "rules": [
+                        {
+                            "rulePriority": 1,
+                            "description": f"keep the last {args.keep_images} images",
+                            "selection": {
+                                "tagStatus": "any",
+                                "countType": "imageCountMoreThan",
+                                "countNumber": args.keep_images,
+                            },
+                            "action": {"type": "expire"},
+                        }
+                    ]
+                }
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        token = aws.ecr.get_authorization_token_output(
+            registry_id=self.repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        self.tag = context_tag(args.context)
+        self.image = docker.Image(
+            f"{name}-image",
+            image_name=self.repository.repository_url.apply(lambda url: f"{url}:{self.tag}"),
+            build=docker.DockerBuildArgs(
+                context=str(args.context),
+                dockerfile=str(args.context / "Dockerfile"),
+                platform=args.platform,
+            ),
+            registry=docker.RegistryArgs(
+                server=self.repository.repository_url.apply(lambda url: url.split("/")[0]),
+                username=token.user_name,
+                password=pulumi.Output.secret(token.password),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # The image as pushed, by digest: what the cluster runs.
+        self.image_ref = self.image.repo_digest
+        self.register_outputs(
+            {
+                "repositoryUrl": self.repository.repository_url,
+                "imageRef": self.image_ref,
+                "tag": self.tag,
+            }
+        )
