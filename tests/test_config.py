@@ -194,3 +194,66 @@ def test_config_model_is_frozen():
     cfg = StackConfig(region="us-east-1")
     with pytest.raises(ValidationError):
         cfg.protect = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "backbone:database: {enabled: true, instanceClass: db.t4g.mikro}",
+            "backbone:database.instanceClass: 'db.t4g.mikro' is not an RDS instance class for PostgreSQL (did you mean 'db.t4g.micro'?)",
+        ),
+        (
+            "backbone:database: {enabled: true, instanceClass: db.t2.micro}",
+            "backbone:database.instanceClass: 'db.t2.micro' is a previous generation that RDS PostgreSQL 14+ does not support",
+        ),
+        (
+            "backbone:database: {enabled: true, engineVersion: '13'}",
+            "backbone:database.engineVersion: '13' is not a PostgreSQL major under RDS standard support; allowed: 14, 15, 16, 17, 18",
+        ),
+        (
+            "backbone:database: {enabled: true, allocatedStorageGb: 10}",
+            "backbone:database.allocatedStorageGb: 10 is not allowed: input should be greater than or equal to 20",
+        ),
+        (
+            "backbone:database: {enabled: true, username: postgres}",
+            "backbone:database.username: 'postgres' is reserved by RDS PostgreSQL",
+        ),
+        (
+            "backbone:cluster: {enabled: true, version: '1.29'}",
+            "backbone:cluster.version: '1.29' is not under EKS standard support; allowed: 1.34, 1.35, 1.36",
+        ),
+        (
+            "backbone:cluster: {enabled: true, minNodes: 3, desiredNodes: 2, maxNodes: 4}",
+            "backbone:cluster.desiredNodes: minNodes 3 <= desiredNodes 2 <= maxNodes 4 does not hold",
+        ),
+        (
+            "backbone:cluster: {enabled: true, architecture: arm64, instanceTypes: [t3.medium]}",
+            "backbone:cluster.instanceTypes: 't3.medium' does not run arm64 nodes",
+        ),
+        (
+            "backbone:app: {replicas: 1, minReplicas: 2}",
+            "backbone:app.replicas: minReplicas 2 <= replicas 1 <= maxReplicas 4 does not hold",
+        ),
+    ],
+)
+def test_what_aws_would_refuse_is_refused_first(tmp_path, section, expected):
+    got = problems(f"config:\n  aws:region: us-east-1\n  {section}\n", tmp_path)
+    assert any(p.startswith(expected) for p in got), got
+
+
+def test_cluster_needs_a_nat_and_two_zones_and_so_does_the_load_balancer(tmp_path):
+    got = problems(
+        """
+        config:
+          aws:region: us-east-1
+          backbone:network: {azCount: 1, nat: none}
+          backbone:cluster: {enabled: true}
+          backbone:loadbalancer: {enabled: true}
+        """,
+        tmp_path,
+    )
+    text = "\n".join(got)
+    assert "backbone:network.nat: 'none' leaves the cluster's nodes in private subnets" in text
+    assert "backbone:network.azCount: 1 zone is too few for EKS" in text
+    assert "backbone:network.azCount: 1 zone is too few for the loadbalancer" in text

@@ -20,3 +20,19 @@ def test_single_nat_sits_in_the_first_zone(plan_of):
     plan = plan_of("dev")
     (nat,) = plan.of_type(NAT)
     assert nat.name == "network-nat-a"
+
+
+def test_dev_is_small_and_cheap(plan_of):
+    plan = plan_of("dev")
+    ng = plan.one("aws:eks/nodeGroup:NodeGroup").inputs
+    assert ng["instanceTypes"] == ["t3.medium"]
+    assert ng["scalingConfig"] == {"desiredSize": 2, "maxSize": 3, "minSize": 2}
+    db = plan.one("aws:rds/instance:Instance")
+    assert db.inputs["instanceClass"] == "db.t4g.micro"
+    assert db.inputs["multiAz"] is False and db.inputs["deletionProtection"] is False
+    assert db.inputs["backupRetentionPeriod"] == 1
+    assert not db.protect and not db.retain_on_delete
+    alb = plan.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    assert alb["enableDeletionProtection"] is False and "accessLogs" not in alb
+    # images and the repository go with `pulumi destroy` in dev
+    assert plan.one("aws:ecr/repository:Repository").inputs["forceDelete"] is True

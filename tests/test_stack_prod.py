@@ -35,3 +35,47 @@ def test_flow_logs_capture_all_traffic_to_a_log_group_kept_90_days(plan_of):
     ]
     assert all(res.startswith("arn:aws:logs:us-east-1:") for res in stmt["Resource"])
     assert flow.inputs["logDestination"] == stmt["Resource"][0]
+
+
+def test_prod_database_is_multi_az_protected_and_kept(plan_of):
+    plan = plan_of("prod")
+    db = plan.one("aws:rds/instance:Instance")
+    assert db.inputs["multiAz"] is True and db.inputs["deletionProtection"] is True
+    assert db.inputs["backupRetentionPeriod"] == 14
+    assert db.protect and db.retain_on_delete
+    assert plan.one("aws:ecr/repository:Repository").protect
+    assert plan.one("aws:ecr/repository:Repository").inputs["forceDelete"] is False
+
+
+def test_prod_nodes_survive_a_drain(plan_of):
+    ng = plan_of("prod").one("aws:eks/nodeGroup:NodeGroup").inputs
+    assert ng["scalingConfig"]["minSize"] >= 3
+    assert ng["updateConfig"] == {"maxUnavailable": 1}
+
+
+def test_prod_load_balancer_logs_to_a_locked_bucket_and_resists_deletion(plan_of):
+    plan = plan_of("prod")
+    alb = plan.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    assert alb["enableDeletionProtection"] is True
+    bucket = plan.one("aws:s3/bucket:Bucket")
+    assert alb["accessLogs"] == {"bucket": bucket.id, "enabled": True, "prefix": "alb"}
+    assert bucket.protect and bucket.inputs["forceDestroy"] is False
+    block = plan.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(
+        block[k]
+        for k in (
+            "blockPublicAcls",
+            "blockPublicPolicy",
+            "ignorePublicAcls",
+            "restrictPublicBuckets",
+        )
+    )
+    policy = json.loads(plan.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    write = policy["Statement"][0]
+    # us-east-1's Elastic Load Balancing account writes the logs, under this account's prefix
+    assert write["Principal"] == {"AWS": "arn:aws:iam::127311923021:root"}
+    assert write["Resource"] == f"arn:aws:s3:::{bucket.id}/alb/AWSLogs/123456789012/*"
+    sse = plan.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
+    assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"

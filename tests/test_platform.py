@@ -1,0 +1,254 @@
+"""The AWS platform (registry, cluster, database, load balancer) as planned for dev and prod.
+
+Invariants both stacks must hold; what differs between them is in test_stack_dev/prod.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.network_checks import subnets
+
+STACKS = ["dev", "prod"]
+
+
+@pytest.fixture(params=STACKS)
+def plan(request, plan_of):
+    return plan_of(request.param)
+
+
+def _sg_rules(plan, sg_id, kind="Ingress"):
+    token = f"aws:vpc/securityGroup{kind}Rule:SecurityGroup{kind}Rule"
+    return [r for r in plan.of_type(token) if r.inputs["securityGroupId"] == sg_id]
+
+
+# -- registry -------------------------------------------------------------------------------
+
+
+def test_registry_repository_is_immutable_scanned_and_pruned(plan):
+    repo = plan.one("aws:ecr/repository:Repository")
+    assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
+    assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+    policy = json.loads(plan.one("aws:ecr/lifecyclePolicy:LifecyclePolicy").inputs["policy"])
+    (rule,) = policy["rules"]
+    assert rule["selection"]["countType"] == "imageCountMoreThan"
+    assert rule["selection"]["countNumber"] == 10
+    assert rule["action"] == {"type": "expire"}
+
+
+def test_image_is_tagged_by_content_pushed_with_ecr_token_and_run_by_digest(plan):
+    repo_url = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{plan.one('aws:ecr/repository:Repository').id}"
+    image = plan.one("docker:index/image:Image")
+    name, tag = image.inputs["imageName"].rsplit(":", 1)
+    assert name == repo_url
+    assert tag != "latest" and len(tag) == 16 and int(tag, 16) >= 0
+    assert image.inputs["build"]["platform"] == "linux/amd64"
+    assert image.inputs["build"]["dockerfile"].endswith("app/Dockerfile")
+    registry = image.inputs["registry"]
+    assert registry["server"] == repo_url.split("/")[0]
+    assert registry["username"] == "AWS"
+    assert registry["password"] == "[secret]"
+    assert (
+        plan.outputs["imageRef"]
+        == f"{repo_url}@sha256:" + plan.outputs["imageRef"].split("@sha256:")[1]
+    )
+
+
+def test_content_tag_changes_with_the_source(tmp_path):
+    from infra.components.registry import context_tag
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / ".dockerignore").write_text("__pycache__\n*.pyc\n")
+    first = context_tag(tmp_path)
+    (tmp_path / "x.pyc").write_text("ignored")
+    assert context_tag(tmp_path) == first
+    (tmp_path / "app.py").write_text("print(1)\n")
+    assert context_tag(tmp_path) != first
+
+
+# -- cluster ----------------------------------------------------------------------------------
+
+
+def test_cluster_version_access_logging_and_upgrade_policy(plan):
+    cluster = plan.one("aws:eks/cluster:Cluster")
+    assert cluster.inputs["version"] == "1.35"
+    assert cluster.inputs["name"] == f"backbone-{plan.stack}"
+    assert cluster.inputs["accessConfig"] == {
+        "authenticationMode": "API",
+        "bootstrapClusterCreatorAdminPermissions": False,
+    }
+    assert cluster.inputs["upgradePolicy"] == {"supportType": "STANDARD"}
+    assert {"api", "audit", "authenticator"} <= set(cluster.inputs["enabledClusterLogTypes"])
+    group = plan.one("aws:cloudwatch/logGroup:LogGroup", "cluster-logs")
+    assert group.inputs["name"] == f"/aws/eks/backbone-{plan.stack}/cluster"
+    assert group.urn in cluster.dependencies
+
+
+def test_nodes_run_al2023_in_private_subnets_with_only_needed_policies(plan):
+    ng = plan.one("aws:eks/nodeGroup:NodeGroup")
+    assert ng.inputs["amiType"] == "AL2023_x86_64_STANDARD"
+    assert set(ng.inputs["subnetIds"]) == {s.id for s in subnets(plan, "private")}
+    sc = ng.inputs["scalingConfig"]
+    assert sc["minSize"] <= sc["desiredSize"] <= sc["maxSize"]
+    assert "scalingConfig.desiredSize" in ng.ignore_changes
+    attached = {
+        a.inputs["policyArn"].rsplit("/", 1)[1]: a.inputs["role"]
+        for a in plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
+    node_role = plan.one("aws:iam/role:Role", "cluster-node-role").id
+    assert sorted(p for p, role in attached.items() if role == node_role) == [
+        "AmazonEC2ContainerRegistryPullOnly",
+        "AmazonEKSWorkerNodePolicy",
+    ]
+    # the CNI policy goes to the vpc-cni add-on's own role, trusted through the OIDC provider
+    cni_role = plan.one("aws:iam/role:Role", "cluster-vpc-cni")
+    assert attached["AmazonEKS_CNI_Policy"] == cni_role.id
+    trust = json.loads(cni_role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert list(trust["Condition"]["StringEquals"].values()) == [
+        "sts.amazonaws.com",
+        "system:serviceaccount:kube-system:aws-node",
+    ]
+
+
+def test_oidc_addons_and_access_entries(plan):
+    oidc = plan.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+    assert oidc.inputs["url"].startswith("https://oidc.eks.us-east-1.amazonaws.com/id/")
+    addons = {a.inputs["addonName"]: a for a in plan.of_type("aws:eks/addon:Addon")}
+    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy"}
+    assert json.loads(addons["vpc-cni"].inputs["configurationValues"]) == {
+        "enableNetworkPolicy": "true"
+    }
+    assert plan.one("aws:eks/nodeGroup:NodeGroup").urn in addons["coredns"].dependencies
+    entry = plan.one("aws:eks/accessEntry:AccessEntry")
+    assert entry.inputs["principalArn"] == "arn:aws:iam::123456789012:user/deployer"
+    grant = plan.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert grant.inputs["policyArn"].endswith("AmazonEKSClusterAdminPolicy")
+    assert grant.inputs["accessScope"] == {"type": "cluster"}
+
+
+def test_kubeconfig_is_secret_and_the_kubernetes_provider_uses_it(plan):
+    assert plan.outputs["kubeconfig"] == "[secret]"
+    provider = plan.one("pulumi:providers:kubernetes")
+    assert provider.inputs["kubeconfig"] == "[secret]"
+    assert plan.one("aws:eks/nodeGroup:NodeGroup").urn in provider.dependencies
+
+
+def test_kubeconfig_authenticates_with_aws_eks_get_token():
+    from infra.components.cluster import kubeconfig
+
+    cfg = json.loads(kubeconfig("backbone-dev", "https://x.eks", "Q0E=", "eu-west-1"))
+    exec_ = cfg["users"][0]["user"]["exec"]
+    assert exec_["command"] == "aws"
+    assert exec_["args"][:4] == ["eks", "get-token", "--cluster-name", "backbone-dev"]
+    assert "--region" in exec_["args"] and "eu-west-1" in exec_["args"]
+
+
+# -- database ---------------------------------------------------------------------------------
+
+
+def test_database_engine_storage_tls_backups_and_secret_password(plan):
+    db = plan.one("aws:rds/instance:Instance")
+    i = db.inputs
+    assert i["engine"] == "postgres" and i["engineVersion"] == "17"
+    assert i["engineLifecycleSupport"] == "open-source-rds-extended-support-disabled"
+    assert i["storageEncrypted"] is True and i["publiclyAccessible"] is False
+    assert i["skipFinalSnapshot"] is False and i["finalSnapshotIdentifier"]
+    assert i["password"] == "[secret]"
+    params = plan.one("aws:rds/parameterGroup:ParameterGroup")
+    assert params.inputs["family"] == "postgres17"
+    assert {(p["name"], p["value"]) for p in params.inputs["parameters"]} >= {
+        ("rds.force_ssl", "1")
+    }
+    assert i["parameterGroupName"] == params.id
+
+
+def test_database_subnets_span_two_private_zones(plan):
+    group = plan.one("aws:rds/subnetGroup:SubnetGroup")
+    private = {s.id: s.inputs["availabilityZone"] for s in subnets(plan, "private")}
+    assert set(group.inputs["subnetIds"]) == set(private)
+    assert len(set(private.values())) >= 2
+
+
+def test_database_admits_exactly_the_nodes_on_5432(plan):
+    db = plan.one("aws:rds/instance:Instance")
+    sg = plan.one("aws:ec2/securityGroup:SecurityGroup", "database-sg")
+    assert db.inputs["vpcSecurityGroupIds"] == [sg.id]
+    node_sg = plan.one("aws:eks/cluster:Cluster")
+    (rule,) = _sg_rules(plan, sg.id)
+    assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (
+        5432,
+        5432,
+        "tcp",
+    )
+    assert rule.inputs["referencedSecurityGroupId"].startswith("sg-")
+    assert "cidrIpv4" not in rule.inputs
+    # the source is the cluster security group the managed nodes carry
+    assert rule.inputs["referencedSecurityGroupId"] == _cluster_sg(plan)
+    assert not _sg_rules(plan, sg.id, "Egress") and "egress" not in sg.inputs
+    assert node_sg is not None
+
+
+def _cluster_sg(plan):
+    lb_rule = next(
+        r
+        for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.name == "web-to-targets-0"
+    )
+    return lb_rule.inputs["securityGroupId"]
+
+
+# -- load balancer -----------------------------------------------------------------------------
+
+
+def test_alb_public_two_zones_drops_invalid_headers(plan):
+    alb = plan.one("aws:lb/loadBalancer:LoadBalancer")
+    assert alb.inputs["loadBalancerType"] == "application" and alb.inputs["internal"] is False
+    public = {s.id: s.inputs["availabilityZone"] for s in subnets(plan, "public")}
+    assert set(alb.inputs["subnets"]) == set(public) and len(set(public.values())) >= 2
+    assert alb.inputs["dropInvalidHeaderFields"] is True
+
+
+def test_alb_security_group_admits_80_and_443_only_and_reaches_the_node_port_only(plan):
+    sg = plan.one("aws:ec2/securityGroup:SecurityGroup", "web-sg")
+    ingress = _sg_rules(plan, sg.id)
+    assert sorted(
+        (r.inputs["fromPort"], r.inputs["toPort"], r.inputs["cidrIpv4"]) for r in ingress
+    ) == [
+        (80, 80, "0.0.0.0/0"),
+        (443, 443, "0.0.0.0/0"),
+    ]
+    (egress,) = _sg_rules(plan, sg.id, "Egress")
+    port = plan.one("aws:lb/targetGroup:TargetGroup").inputs["port"]
+    assert (egress.inputs["fromPort"], egress.inputs["toPort"]) == (port, port)
+    assert egress.inputs["cidrIpv4"] == plan.one("aws:ec2/vpc:Vpc").inputs["cidrBlock"]
+
+
+def test_target_group_checks_readiness_and_targets_the_node_group(plan):
+    tg = plan.one("aws:lb/targetGroup:TargetGroup")
+    assert tg.inputs["targetType"] == "instance" and tg.inputs["port"] == 30080
+    assert tg.inputs["healthCheck"]["path"] == "/readyz"
+    assert tg.inputs["healthCheck"]["matcher"] == "200"
+    (attachment,) = plan.of_type("aws:autoscaling/attachment:Attachment")
+    assert attachment.inputs["lbTargetGroupArn"] == tg.id
+    assert attachment.inputs["autoscalingGroupName"].startswith("eks-cluster-nodes-")
+    (to_nodes,) = [
+        r
+        for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.name == "web-to-targets-0"
+    ]
+    assert to_nodes.inputs["fromPort"] == to_nodes.inputs["toPort"] == 30080
+    assert (
+        to_nodes.inputs["referencedSecurityGroupId"]
+        == plan.one("aws:ec2/securityGroup:SecurityGroup", "web-sg").id
+    )
+
+
+def test_plain_http_without_a_certificate(plan):
+    (listener,) = plan.of_type("aws:lb/listener:Listener")
+    assert listener.inputs["port"] == 80 and listener.inputs["protocol"] == "HTTP"
+    assert listener.inputs["defaultActions"][0]["type"] == "forward"
+    assert plan.outputs["url"].startswith("http://")
