@@ -178,6 +178,60 @@ def settings() -> None:
     sys.stdout.write(docs() + "\n")
 
 
+@app.command()
+def manifests(
+    stack: Annotated[str, typer.Argument(help=STACK_HELP, show_default=False)],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder to write into (created if missing), or - for one multi-document YAML "
+            "stream on stdout.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Write every Kubernetes object of a stack as YAML, Secret values redacted.
+
+    One file per object, NN-<kind>-<name>.yaml, numbered in apply order (Namespace first), for
+    GitOps repositories and scanners. Secret data is written as \\[redacted], never as a value.
+    Exit status 2 when the stack has no Kubernetes objects or the folder cannot be written.
+
+    Examples:
+
+      backbone manifests dev -o build/manifests/dev
+
+      checkov -d build/manifests/dev --framework kubernetes
+
+      backbone manifests prod -o - | less
+    """
+    from pathlib import Path
+
+    from backbone.manifests import ManifestError, render, stream, write
+
+    result = load_plan(stack)
+    if output == "-":
+        objects = render(result)
+        if not objects:
+            fail(f"stack {result.stack!r} has no Kubernetes objects; nothing to write")
+        sys.stdout.write(stream(result, objects))
+        return
+    try:
+        written, stale = write(result, Path(output))
+    except ManifestError as exc:
+        fail(str(exc))
+    for path in written:
+        out.print(str(path), markup=False)
+    err.print(f"{len(written)} objects of stack {result.stack!r} written to {output}", markup=False)
+    if stale:
+        err.print(
+            f"warning: {len(stale)} older file(s) in {output} were not written now and may be "
+            f"stale: {', '.join(p.name for p in stale)}",
+            markup=False,
+        )
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,281 @@
+"""`backbone manifests`: the stack's Kubernetes objects as YAML, checked by the real tools.
+
+- every rendered object validates against the upstream schema of the cluster's Kubernetes version
+  (kubernetes-validate, strict: unknown fields are errors);
+- checkov's Kubernetes checks pass with no failure; each skip carries its reason in the manifest;
+- the command end to end: files in apply order, Secret values never written, exit 2 and a clear
+  message for a stack without Kubernetes objects or a folder that cannot be written.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate import utils as kv_utils
+from packaging.version import Version
+
+from backbone.manifests import REDACTED, render, stream, write
+from backbone.plan import SECRET, Plan, Resource
+from backbone.synth import synth
+from tests import workload_harness as H
+from tests.realparts import require_tool
+
+CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'checkov>=3.2,<4'"
+APPLY_ORDER = [
+    "01-namespace-shortener.yaml",
+    "02-networkpolicy-default-deny.yaml",
+    "03-networkpolicy-shortener.yaml",
+    "04-poddisruptionbudget-shortener.yaml",
+    "05-serviceaccount-shortener.yaml",
+    "06-secret-shortener-secrets.yaml",
+    "07-configmap-shortener-config.yaml",
+    "08-service-shortener.yaml",
+    "09-deployment-shortener.yaml",
+    "10-horizontalpodautoscaler-shortener.yaml",
+]
+# checkov findings we accept, each with its reason written on the object (checkov.io/skipN).
+ACCEPTED_SKIPS = {"CKV_K8S_35"}
+
+
+def schema_version(cluster: str) -> str:
+    """The kubernetes-validate schema set for a cluster's minor version.
+
+    The installed kubernetes-validate (1.37.0) ships schemas for 1.33 to 1.37, so every version
+    EKS offers under standard support (infra.config.EKS_VERSIONS: 1.34, 1.35, 1.36) maps to its
+    own schemas exactly: no approximation. A version outside the shipped range is an error, never
+    validated against another version's schemas; a gap inside the range (none today) would take
+    the newest schemas not newer than the cluster, as kubernetes_validate.validate does itself
+    (but compared as versions, not as strings).
+    """
+    have = sorted({kv_utils.major_minor(v) for v in kv_utils.all_versions()}, key=Version)
+    if cluster in have:
+        return cluster
+    if not Version(have[0]) <= Version(cluster) <= Version(have[-1]):
+        pytest.fail(
+            f"kubernetes-validate {kubernetes_validate.version.__version__} has no schemas for "
+            f"Kubernetes {cluster} (it has {have[0]} to {have[-1]}); upgrade it"
+        )
+    return [v for v in have if Version(v) <= Version(cluster)][-1]
+
+
+@pytest.fixture(scope="module")
+def harness_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    project = H.make_project(tmp_path_factory.mktemp("manifests-harness"))
+    return synth(str(project / "stacks" / "Pulumi.providers.yaml"))
+
+
+@pytest.fixture(scope="module")
+def written(harness_plan: Plan, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("manifests")
+    write(harness_plan, out)
+    return out
+
+
+def _objects(folder: Path) -> list[dict[str, Any]]:
+    return [yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml"))]
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def test_files_in_apply_order(written: Path) -> None:
+    assert sorted(p.name for p in written.iterdir()) == APPLY_ORDER
+
+
+def test_objects_are_the_plan_inputs(harness_plan: Plan, written: Path) -> None:
+    by_kind_name = {
+        (r.inputs["kind"], r.inputs["metadata"]["name"]): r.inputs
+        for r in harness_plan
+        if r.package == "kubernetes" and not r.is_provider
+    }
+    for obj in _objects(written):
+        key = (obj["kind"], obj["metadata"]["name"])
+        assert list(obj)[:3] == ["apiVersion", "kind", "metadata"]
+        if obj["kind"] != "Secret":
+            assert obj == by_kind_name[key]
+
+
+def test_secret_values_redacted(written: Path) -> None:
+    secret = yaml.safe_load((written / "06-secret-shortener-secrets.yaml").read_text())
+    # The plan masked stringData as a whole; its keys come from the annotation.
+    assert secret["stringData"] == {"API_TOKEN": REDACTED, "DATABASE_URL": REDACTED}
+    text = "".join(p.read_text() for p in written.iterdir())
+    for value in (H.DATABASE_URL, H.API_TOKEN, "Harness-Db-Pa55word", "postgresql://"):
+        assert value not in text
+
+
+def test_secret_values_redacted_even_when_the_plan_did_not_mask_them() -> None:
+    """A Secret whose values reached the plan in clear (someone forgot Output.secret)."""
+    leaked = "plain-text-password-123"
+    plan = Plan(
+        "t",
+        "backbone",
+        [
+            Resource(
+                urn="urn:pulumi:t::backbone::kubernetes:core/v1:Secret::s",
+                type="kubernetes:core/v1:Secret",
+                name="s",
+                custom=True,
+                inputs={
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "s", "namespace": "n"},
+                    "data": {"password": "cGxhaW4=", "user": "YWRtaW4="},
+                    "stringData": {"token": leaked, "masked": SECRET},
+                },
+            )
+        ],
+    )
+    (m,) = render(plan)
+    assert m.obj["data"] == {"password": REDACTED, "user": REDACTED}
+    assert m.obj["stringData"] == {"token": REDACTED, "masked": REDACTED}
+    assert leaked not in stream(plan, [m]) and "cGxhaW4=" not in stream(plan, [m])
+    # and the plan itself is left untouched
+    assert plan.resources[0].inputs["stringData"]["token"] == leaked
+
+
+def test_helm_releases_and_providers_are_not_objects() -> None:
+    plan = Plan(
+        "t",
+        "backbone",
+        [
+            Resource("urn:p", "pulumi:providers:kubernetes", "k8s", True, inputs={"kind": "x"}),
+            Resource(
+                "urn:h",
+                "kubernetes:helm.sh/v3:Release",
+                "h",
+                True,
+                inputs={"chart": "x", "namespace": "n"},
+            ),
+        ],
+    )
+    assert render(plan) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# The real tools
+
+
+def test_schema_version_mapping() -> None:
+    for v in ("1.34", "1.35", "1.36"):
+        assert schema_version(v) == v
+    for outside in ("1.20", "1.99"):
+        with pytest.raises(pytest.fail.Exception, match="no schemas"):
+            schema_version(outside)
+
+
+@pytest.mark.parametrize("cluster", ["1.34", "1.35", "1.36"])
+def test_objects_validate_strictly_against_the_cluster_schema(written: Path, cluster: str) -> None:
+    version = schema_version(cluster)
+    for obj in _objects(written):
+        got = kubernetes_validate.validate(obj, version, strict=True)
+        assert got == version, (obj["kind"], got)
+
+
+def test_strict_validation_catches_an_unknown_field(written: Path) -> None:
+    """A control: strict mode really refuses what the API server would drop or refuse."""
+    deployment = yaml.safe_load((written / "09-deployment-shortener.yaml").read_text())
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, schema_version(H.K8S_VERSION), strict=True)
+
+
+@pytest.mark.realpart
+def test_checkov_kubernetes_checks_pass(written: Path) -> None:
+    checkov = require_tool("checkov", CHECKOV_HOW)
+    done = subprocess.run(
+        [checkov, "-d", str(written), "--framework", "kubernetes", "--compact", "-o", "json",
+         "--skip-download"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    results = report["results"]
+    failed = [(c["check_id"], c["check_name"], c["resource"]) for c in results["failed_checks"]]
+    assert not failed, failed
+    assert report["summary"]["passed"] >= 80, report["summary"]
+    skipped = {
+        c["check_id"]: c["check_result"].get("suppress_comment") for c in results["skipped_checks"]
+    }
+    assert set(skipped) <= ACCEPTED_SKIPS, skipped
+    assert all(reason and len(reason) > 20 for reason in skipped.values()), skipped
+
+
+# ------------------------------------------------------------------------------------------------
+# The command
+
+
+def test_cli_writes_the_files(backbone_cli: Any, tmp_path: Path) -> None:
+    project = H.make_project(tmp_path / "project")
+    out = tmp_path / "out" / "dev"
+    done = backbone_cli(
+        "manifests", str(project / "stacks" / "Pulumi.providers.yaml"), "-o", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == APPLY_ORDER
+    assert done.stdout.split() == [str(out / name) for name in APPLY_ORDER]
+    assert "10 objects" in done.stderr
+    # No secret value anywhere in the folder; the only placeholders are the redacted ones.
+    text = "".join(p.read_text() for p in out.iterdir())
+    for value in (H.DATABASE_URL, H.API_TOKEN, "Harness-Db-Pa55word"):
+        assert value not in text and value not in done.stdout + done.stderr
+    assert text.count(REDACTED) - text.count(f"are {REDACTED}") == 2
+    assert f": '{SECRET}'" not in text
+    # A second run over the same folder is a no-op (same bytes, no stale files).
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = backbone_cli(
+        "manifests", str(project / "stacks" / "Pulumi.providers.yaml"), "-o", str(out)
+    )
+    assert again.returncode == 0 and "stale" not in again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_cli_stream_to_stdout(backbone_cli: Any, tmp_path: Path) -> None:
+    project = H.make_project(tmp_path / "project")
+    done = backbone_cli("manifests", str(project / "stacks" / "Pulumi.provider.yaml"), "-o", "-")
+    assert done.returncode == 0, done.stderr
+    docs = list(yaml.safe_load_all(done.stdout))
+    assert [d["kind"] for d in docs][:2] == ["Namespace", "NetworkPolicy"]
+    assert len(docs) == len(APPLY_ORDER)
+    assert H.API_TOKEN not in done.stdout
+
+
+@pytest.mark.parametrize("stack", ["local", "free-tier"])
+def test_cli_refuses_a_stack_without_kubernetes(
+    backbone_cli: Any, tmp_path: Path, stack: str
+) -> None:
+    done = backbone_cli("manifests", stack, "-o", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert f"stack '{stack}' has no Kubernetes objects" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_a_folder_it_cannot_write(backbone_cli: Any, tmp_path: Path) -> None:
+    project = H.make_project(tmp_path / "project")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = backbone_cli(
+        "manifests", str(project / "stacks" / "Pulumi.providers.yaml"), "-o", str(blocker / "x")
+    )
+    assert done.returncode == 2
+    assert "cannot create" in done.stderr and str(blocker / "x") in done.stderr
+    assert "Traceback" not in done.stderr
+    done = backbone_cli(
+        "manifests", str(project / "stacks" / "Pulumi.providers.yaml"), "-o", str(blocker)
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_help_has_an_example(backbone_cli: Any) -> None:
+    done = backbone_cli("manifests", "--help")
+    assert done.returncode == 0
+    assert "backbone manifests dev -o" in done.stdout
+    assert "--output" in done.stdout

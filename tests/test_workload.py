@@ -1,0 +1,402 @@
+"""The Workload component (infra/components/workload.py), read from the Plan.
+
+Every assertion reads the Plan the offline engine records (the objects as the Kubernetes provider
+would receive them), never the component's Python objects. The plans come from a throwaway
+project that runs only the component with known inputs (tests/workload_harness.py), once with the
+provider given as `providers={"kubernetes": ...}` and once as `provider=...`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backbone.plan import SECRET, Plan, Resource
+from backbone.synth import synth
+from infra.components.workload import (
+    DRAIN_SECONDS,
+    PRESTOP_SLEEP_SECONDS,
+    WorkloadArgs,
+    check_image,
+    cpu_limit,
+)
+from tests import workload_harness as H
+
+WORKLOAD = "backbone:workload:Workload"
+KINDS = {
+    ("Namespace", H.NAMESPACE),
+    ("ConfigMap", "shortener-config"),
+    ("Secret", "shortener-secrets"),
+    ("ServiceAccount", "shortener"),
+    ("Deployment", "shortener"),
+    ("Service", "shortener"),
+    ("HorizontalPodAutoscaler", "shortener"),
+    ("PodDisruptionBudget", "shortener"),
+    ("NetworkPolicy", "default-deny"),
+    ("NetworkPolicy", "shortener"),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A plan holding one Workload and what it was given."""
+
+    plan: Plan
+    namespace: str
+    image: str
+    node_port: int
+    replicas: int
+    min_replicas: int
+    max_replicas: int
+    target_cpu_percent: int
+    cpu: str
+    memory: str
+    vpc_cidr: str
+    database_cidrs: list[str]
+    provider: str
+    secrets: tuple[str, ...] = ()
+
+    def k8s(self) -> list[Resource]:
+        return [r for r in self.plan if r.package == "kubernetes" and not r.is_provider]
+
+    def obj(self, kind: str, name: str = "shortener") -> dict[str, Any]:
+        found = [
+            r.inputs
+            for r in self.k8s()
+            if r.inputs.get("kind") == kind and r.inputs["metadata"].get("name") == name
+        ]
+        assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+        return found[0]
+
+    def pod(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.obj("Deployment")["spec"]["template"]["spec"]
+        return spec
+
+
+@pytest.fixture(scope="session")
+def harness_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return H.make_project(tmp_path_factory.mktemp("workload-harness"))
+
+
+def harness_case(project: Path, stack: str) -> Case:
+    plan = synth(str(project / "stacks" / f"Pulumi.{stack}.yaml"))
+    return Case(
+        plan=plan,
+        namespace=H.NAMESPACE,
+        image=H.IMAGE,
+        node_port=H.NODE_PORT,
+        replicas=3,
+        min_replicas=2,
+        max_replicas=6,
+        target_cpu_percent=65,
+        cpu="300m",
+        memory="384Mi",
+        vpc_cidr=H.VPC_CIDR,
+        database_cidrs=H.DATABASE_CIDRS,
+        provider=plan.one("pulumi:providers:kubernetes").urn,
+        secrets=(H.DATABASE_URL, H.API_TOKEN, "Harness-Db-Pa55word"),
+    )
+
+
+_CASES: dict[str, Case] = {}
+
+
+@pytest.fixture(scope="session", params=sorted(H.STACKS))
+def case(request: pytest.FixtureRequest, harness_project: Path) -> Case:
+    key = str(request.param)
+    if key not in _CASES:
+        _CASES[key] = harness_case(harness_project, key)
+    return _CASES[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Objects, provider, parent
+
+
+def test_objects(case: Case) -> None:
+    got = {(r.inputs["kind"], r.inputs["metadata"]["name"]) for r in case.k8s()}
+    assert got == KINDS
+    assert len(case.k8s()) == len(KINDS)
+
+
+def test_every_kubernetes_resource_uses_the_given_provider(case: Case) -> None:
+    workload = case.plan.one(WORKLOAD)
+    for r in case.k8s():
+        assert r.provider == case.provider, r.name
+        assert r.parent == workload.urn, r.name
+        assert r.name.startswith(f"{workload.name}-"), r.name
+
+
+def test_namespaced_objects_live_in_the_namespace(case: Case) -> None:
+    ns = case.obj("Namespace", case.namespace)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for r in case.k8s():
+        if r.inputs["kind"] != "Namespace":
+            assert r.inputs["metadata"]["namespace"] == case.namespace, r.name
+
+
+def test_outputs(case: Case) -> None:
+    assert case.plan.outputs == {
+        "namespace": case.namespace,
+        "serviceName": "shortener",
+        "nodePort": case.node_port,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Deployment
+
+
+def test_deployment_replicas_strategy_and_hpa_ownership(case: Case) -> None:
+    r = next(r for r in case.k8s() if r.inputs["kind"] == "Deployment")
+    spec = r.inputs["spec"]
+    assert spec["replicas"] == case.replicas
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    # The autoscaler owns the count after creation: a later `pulumi up` must not reset it.
+    assert r.ignore_changes == ["spec.replicas"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_containers_image_by_digest(case: Case) -> None:
+    pod = case.pod()
+    containers = pod["initContainers"] + pod["containers"]
+    assert [c["name"] for c in containers] == ["migrate", "shortener"]
+    for c in containers:
+        assert c["image"] == case.image
+        assert "@sha256:" in c["image"] and not c["image"].endswith(":latest")
+        assert c["imagePullPolicy"] in {"IfNotPresent", "Always"}
+
+
+def test_migration_runs_in_an_init_container(case: Case) -> None:
+    pod = case.pod()
+    (migrate,) = pod["initContainers"]
+    assert migrate["command"] == ["python", "-m", "shortener.migrate"]
+    assert migrate["envFrom"] == pod["containers"][0]["envFrom"]
+    assert case.obj("ConfigMap", "shortener-config")["data"]["MIGRATE_ON_STARTUP"] == "false"
+
+
+def test_probes(case: Case) -> None:
+    (app,) = case.pod()["containers"]
+    assert app["ports"] == [{"containerPort": 8000, "name": "http", "protocol": "TCP"}]
+    assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTP"}
+    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTP"}
+    assert app["startupProbe"]["httpGet"]["path"] == "/healthz"
+    startup = app["startupProbe"]
+    # The app waits up to STARTUP_DB_TIMEOUT_SECONDS for its database before it listens.
+    assert startup["periodSeconds"] * startup["failureThreshold"] > 30
+
+
+def test_resources(case: Case) -> None:
+    expected = {
+        "requests": {"cpu": case.cpu, "memory": case.memory},
+        "limits": {"cpu": cpu_limit(case.cpu), "memory": case.memory},
+    }
+    pod = case.pod()
+    for c in pod["initContainers"] + pod["containers"]:
+        assert c["resources"] == expected, c["name"]
+
+
+def test_security_context(case: Case) -> None:
+    pod = case.pod()
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "shortener"
+    assert case.obj("ServiceAccount")["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    for c in pod["initContainers"] + pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001, c["name"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["privileged"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert not any(k in pod for k in ("hostNetwork", "hostPID", "hostIPC"))
+
+
+def test_spread_over_zones_and_nodes(case: Case) -> None:
+    pod = case.pod()
+    selector = case.obj("Deployment")["spec"]["selector"]
+    keys = [t["topologyKey"] for t in pod["topologySpreadConstraints"]]
+    assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    for t in pod["topologySpreadConstraints"]:
+        assert t["maxSkew"] == 1
+        assert t["labelSelector"] == selector
+
+
+def test_graceful_shutdown(case: Case) -> None:
+    pod = case.pod()
+    (app,) = pod["containers"]
+    assert app["lifecycle"]["preStop"] == {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}
+    # SIGTERM comes after the preStop sleep; the app then drains for up to DRAIN_SECONDS; the
+    # grace period (which counts the hook) must cover both, or the kubelet kills mid-drain.
+    assert pod["terminationGracePeriodSeconds"] > PRESTOP_SLEEP_SECONDS + DRAIN_SECONDS
+    data = case.obj("ConfigMap", "shortener-config")["data"]
+    assert data["SHUTDOWN_TIMEOUT_SECONDS"] == str(DRAIN_SECONDS)
+
+
+def test_config_map_holds_no_secret(case: Case) -> None:
+    data = case.obj("ConfigMap", "shortener-config")["data"]
+    assert data["PORT"] == "8000"
+    assert data["LOG_LEVEL"] == "INFO"
+    assert not {"DATABASE_URL", "API_TOKEN"} & set(data)
+    pod_env = case.pod()["containers"][0]["envFrom"]
+    assert pod_env == [
+        {"configMapRef": {"name": "shortener-config"}},
+        {"secretRef": {"name": "shortener-secrets"}},
+    ]
+
+
+def test_secret_values_are_masked_in_the_plan(case: Case) -> None:
+    secret = case.obj("Secret", "shortener-secrets")
+    assert secret["type"] == "Opaque"
+    assert secret["stringData"] == SECRET
+    assert "data" not in secret
+    assert secret["metadata"]["annotations"]["backbone.dev/secret-keys"] == "API_TOKEN,DATABASE_URL"
+    dumped = case.plan.dumps()
+    for value in case.secrets:
+        assert value not in dumped
+
+
+# ------------------------------------------------------------------------------------------------
+# Service, HPA, PDB, NetworkPolicy
+
+
+def test_service_node_port(case: Case) -> None:
+    spec = case.obj("Service")["spec"]
+    assert spec["type"] == "NodePort"
+    assert spec["externalTrafficPolicy"] == "Cluster"
+    assert spec["ports"] == [
+        {
+            "name": "http",
+            "protocol": "TCP",
+            "port": 80,
+            "targetPort": "http",
+            "nodePort": case.node_port,
+        }
+    ]
+    assert spec["selector"] == case.obj("Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_hpa(case: Case) -> None:
+    spec = case.obj("HorizontalPodAutoscaler")["spec"]
+    assert case.obj("HorizontalPodAutoscaler")["apiVersion"] == "autoscaling/v2"
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "shortener",
+    }
+    assert spec["minReplicas"] == case.min_replicas
+    assert spec["maxReplicas"] == case.max_replicas
+    assert spec["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": case.target_cpu_percent},
+            },
+        }
+    ]
+
+
+def test_pdb_lets_a_drain_proceed_and_keeps_the_app_up(case: Case) -> None:
+    pdb = case.obj("PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    spec = pdb["spec"]
+    assert spec["selector"] == case.obj("Deployment")["spec"]["selector"]
+    assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    # maxUnavailable 1: one eviction at a time is always allowed (never a stuck drain, even at
+    # one replica); with min_replicas >= 2 at least one pod serves throughout.
+    assert spec == {**spec, "maxUnavailable": 1}
+    assert "minAvailable" not in spec
+    assert case.min_replicas - spec["maxUnavailable"] >= 1
+
+
+def test_network_policies(case: Case) -> None:
+    deny = case.obj("NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    allow = case.obj("NetworkPolicy", "shortener")["spec"]
+    assert allow["podSelector"] == case.obj("Deployment")["spec"]["selector"]
+    assert allow["policyTypes"] == ["Ingress", "Egress"]
+    assert allow["ingress"] == [
+        {
+            "from": [{"ipBlock": {"cidr": case.vpc_cidr}}],
+            "ports": [{"port": 8000, "protocol": "TCP"}],
+        }
+    ]
+    dns, database = allow["egress"]
+    assert dns == {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
+    assert database == {
+        "to": [{"ipBlock": {"cidr": c}} for c in case.database_cidrs],
+        "ports": [{"port": 5432, "protocol": "TCP"}],
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# The pure parts
+
+
+def test_check_image_accepts_only_digests() -> None:
+    assert check_image(H.IMAGE) == H.IMAGE
+    for bad in ("repo:latest", "repo", "repo:1.2", "repo@sha256:abc", f"{H.IMAGE} "):
+        with pytest.raises(ValueError, match="immutable"):
+            check_image(bad)
+
+
+def test_cpu_limit_is_twice_the_request() -> None:
+    assert cpu_limit("250m") == "500m"
+    assert cpu_limit("1") == "2"
+    with pytest.raises(ValueError):
+        cpu_limit("0.5")
+
+
+def _args(**over: Any) -> WorkloadArgs:
+    base: dict[str, Any] = dict(
+        namespace="ns",
+        image=H.IMAGE,
+        node_port=30080,
+        database_url="x",
+        api_token="y",
+        vpc_cidr="10.0.0.0/16",
+        database_cidrs=["10.0.1.0/24"],
+    )
+    return WorkloadArgs(**{**base, **over})
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"image": "repo:latest"}, "immutable"),
+        ({"replicas": 1, "min_replicas": 2}, "replicas"),
+        ({"max_replicas": 1}, "replicas"),
+        ({"node_port": 8080}, "node_port"),
+        ({"database_cidrs": []}, "database_cidrs"),
+    ],
+)
+def test_args_refuse_what_kubernetes_or_sense_would(over: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        _args(**over)
