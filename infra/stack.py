@@ -7,12 +7,14 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.database import Database, DatabaseArgs
 from infra.components.loadbalancer import LoadBalancer, LoadBalancerArgs
 from infra.components.network import Network, NetworkArgs
 from infra.components.registry import Registry, RegistryArgs
+from infra.components.workload import Workload, WorkloadArgs
 from infra.config import StackConfig
 
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
@@ -53,7 +55,7 @@ def build(cfg: StackConfig) -> dict[str, Any]:
         "natGatewayCount": len(network.nat_gateways),
     }
 
-    cluster = None
+    cluster = registry = database = None
     if cfg.cluster.enabled:
         c = cfg.cluster
         registry = Registry(
@@ -150,5 +152,26 @@ def build(cfg: StackConfig) -> dict[str, Any]:
             opts=opts,
         )
         outputs["url"] = balancer.url
+
+    if cluster and registry and database:
+        # The app's write token: generated once, kept in state as a secret, given to the pods.
+        api_token = random.RandomPassword("app-api-token", length=48, special=False)
+        workload = Workload(
+            "app",
+            WorkloadArgs.from_config(
+                cfg.app,
+                namespace="backbone",
+                image=registry.image_ref,
+                database_url=database.connection_url,
+                api_token=api_token.result,
+                vpc_cidr=cfg.network.cidr,
+                database_cidrs=cfg.network.subnets()[1],
+            ),
+            opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
+        )
+        outputs |= {
+            "appNamespace": workload.namespace,
+            "appApiToken": pulumi.Output.secret(api_token.result),
+        }
 
     return outputs
