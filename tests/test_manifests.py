@@ -22,9 +22,9 @@ from packaging.version import Version
 
 from backbone.manifests import REDACTED, render, stream, write
 from backbone.plan import SECRET, Plan, Resource
-from backbone.synth import synth
+from backbone.synth import load_config, resolve, synth
 from tests import workload_harness as H
-from tests.realparts import require_tool
+from tests.realparts import REPO, require_tool
 
 CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'checkov>=3.2,<4'"
 APPLY_ORDER = [
@@ -171,12 +171,38 @@ def test_schema_version_mapping() -> None:
             schema_version(outside)
 
 
-@pytest.mark.parametrize("cluster", ["1.34", "1.35", "1.36"])
-def test_objects_validate_strictly_against_the_cluster_schema(written: Path, cluster: str) -> None:
+@pytest.fixture(scope="module", params=["harness", "dev", "prod"])
+def rendered(
+    request: pytest.FixtureRequest,
+    written: Path,
+    plan_of: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, str]:
+    """(folder of written manifests, the cluster's Kubernetes version) per source."""
+    if request.param == "harness":
+        return written, H.K8S_VERSION
+    plan = plan_of(request.param)
+    if not plan.of_type("backbone:workload:Workload"):
+        pytest.skip(f"stack {plan.stack!r} has no Workload yet (infra/stack.py wiring pending)")
+    out = tmp_path_factory.mktemp(f"manifests-{request.param}")
+    write(plan, out)
+    return out, load_config(resolve(plan.stack, REPO)).cluster.version
+
+
+def test_objects_validate_strictly_against_the_cluster_schema(rendered: tuple[Path, str]) -> None:
+    folder, cluster = rendered
     version = schema_version(cluster)
-    for obj in _objects(written):
+    objects = _objects(folder)
+    assert len(objects) == len(APPLY_ORDER)
+    for obj in objects:
         got = kubernetes_validate.validate(obj, version, strict=True)
         assert got == version, (obj["kind"], got)
+
+
+@pytest.mark.parametrize("cluster", ["1.34", "1.36"])
+def test_objects_validate_on_every_supported_eks_version(written: Path, cluster: str) -> None:
+    for obj in _objects(written):
+        kubernetes_validate.validate(obj, schema_version(cluster), strict=True)
 
 
 def test_strict_validation_catches_an_unknown_field(written: Path) -> None:
@@ -188,7 +214,8 @@ def test_strict_validation_catches_an_unknown_field(written: Path) -> None:
 
 
 @pytest.mark.realpart
-def test_checkov_kubernetes_checks_pass(written: Path) -> None:
+def test_checkov_kubernetes_checks_pass(rendered: tuple[Path, str]) -> None:
+    written, _ = rendered
     checkov = require_tool("checkov", CHECKOV_HOW)
     done = subprocess.run(
         [checkov, "-d", str(written), "--framework", "kubernetes", "--compact", "-o", "json",
@@ -234,6 +261,22 @@ def test_cli_writes_the_files(backbone_cli: Any, tmp_path: Path) -> None:
     )
     assert again.returncode == 0 and "stale" not in again.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_cli_dev_stack(backbone_cli: Any, plan_of: Any, tmp_path: Path) -> None:
+    if not plan_of("dev").of_type("backbone:workload:Workload"):
+        pytest.skip("stack 'dev' has no Workload yet (infra/stack.py wiring pending)")
+    out = tmp_path / "dev"
+    done = backbone_cli("manifests", "dev", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) == len(APPLY_ORDER) and files[0].startswith("01-namespace-")
+    text = "".join(p.read_text() for p in out.iterdir())
+    # The database URL and the API token exist only as Secret keys, their values redacted.
+    assert "postgresql://" not in text and "sslmode" not in text
+    assert f": '{SECRET}'" not in text
+    secret = yaml.safe_load(next(out.glob("*-secret-*.yaml")).read_text())
+    assert secret["stringData"] == {"API_TOKEN": REDACTED, "DATABASE_URL": REDACTED}
 
 
 def test_cli_stream_to_stdout(backbone_cli: Any, tmp_path: Path) -> None:
