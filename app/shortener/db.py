@@ -135,6 +135,8 @@ class Store:
         self._recovering = False
         self._renewed_at = -1e9
         self._retired: set[asyncio.Task[None]] = set()
+        # the pool's failed connection attempts at the last successful ping
+        self._errors_when_ok = 0
 
     def _new_pool(self) -> AsyncConnectionPool:
         timeout_ms = self.settings.db_statement_timeout_ms
@@ -182,6 +184,8 @@ class Store:
         loop = asyncio.get_running_loop()
         if self._recovering or loop.time() - self._renewed_at < self.RENEW_INTERVAL_SECONDS:
             return False
+        if self.stats().get("connections_errors", 0) <= self._errors_when_ok:
+            return False  # the pool is busy, not failing to connect: renewing would not help
         self._recovering = True
         try:
             try:
@@ -209,7 +213,8 @@ class Store:
             async with self.pool.connection(timeout=timeout) as conn:
                 cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
                 row = await cur.fetchone()
-                return int(row[0]) if row else 0
+            self._errors_when_ok = self.stats().get("connections_errors", 0)
+            return int(row[0]) if row else 0
         except (psycopg.OperationalError, psycopg.errors.UndefinedTable) as exc:
             raise DatabaseUnavailable(type(exc).__name__) from None
         except Exception as exc:  # PoolTimeout and friends

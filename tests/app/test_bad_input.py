@@ -148,6 +148,13 @@ def test_sql_metacharacters_in_every_string_field(seeded, evil) -> None:
     assert seeded.get(f"/{quote(evil, safe='')}", follow_redirects=False).status_code in (400, 404)
     r = seeded.get("/healthz", headers={"x-request-id": evil.replace("\x00", "")})
     assert r.status_code == 200
+    # in the token
+    r = seeded.post(
+        "/api/links",
+        json={"url": "https://example.org"},
+        headers={"authorization": f"Bearer {evil.replace(chr(0), '')}"},
+    )
+    _error(r, 401, "unauthorized")
     # the table and the seeded row are intact
     assert ("keep-me", "https://example.org/keep") in _links(seeded)
 
