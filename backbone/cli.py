@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sys
 from typing import Annotated, NoReturn
 
@@ -48,7 +49,9 @@ def _root() -> None:
     """
 
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped or redirected output is not cut to 80 columns: a plan in a file keeps every name whole.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 240
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
