@@ -182,8 +182,6 @@ def rendered(
     if request.param == "harness":
         return written, H.K8S_VERSION
     plan = plan_of(request.param)
-    if not plan.of_type("backbone:workload:Workload"):
-        pytest.skip(f"stack {plan.stack!r} has no Workload yet (infra/stack.py wiring pending)")
     out = tmp_path_factory.mktemp(f"manifests-{request.param}")
     write(plan, out)
     return out, load_config(resolve(plan.stack, REPO)).cluster.version
@@ -263,9 +261,7 @@ def test_cli_writes_the_files(backbone_cli: Any, tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_cli_dev_stack(backbone_cli: Any, plan_of: Any, tmp_path: Path) -> None:
-    if not plan_of("dev").of_type("backbone:workload:Workload"):
-        pytest.skip("stack 'dev' has no Workload yet (infra/stack.py wiring pending)")
+def test_cli_dev_stack(backbone_cli: Any, tmp_path: Path) -> None:
     out = tmp_path / "dev"
     done = backbone_cli("manifests", "dev", "-o", str(out))
     assert done.returncode == 0, done.stderr

@@ -1,9 +1,11 @@
 """The Workload component (infra/components/workload.py), read from the Plan.
 
 Every assertion reads the Plan the offline engine records (the objects as the Kubernetes provider
-would receive them), never the component's Python objects. The plans come from a throwaway
-project that runs only the component with known inputs (tests/workload_harness.py), once with the
-provider given as `providers={"kubernetes": ...}` and once as `provider=...`.
+would receive them), never the component's Python objects. Each property is checked over four
+plans: dev and prod as infra/stack.py wires them, and a throwaway project that runs only the
+component (tests/workload_harness.py) once with `providers={"kubernetes": ...}` and once with
+`provider=...`. The harness stays because it knows the real secret values (so it can prove they
+never reach a plan), pins the component's own outputs, and covers both ways of passing a provider.
 """
 
 from __future__ import annotations
@@ -105,8 +107,6 @@ def harness_case(project: Path, stack: str) -> Case:
 
 def stack_case(plan: Plan) -> Case:
     """A project stack (dev, prod): what infra/stack.py gives the Workload, from the stack file."""
-    if not plan.of_type(WORKLOAD):
-        pytest.skip(f"stack {plan.stack!r} has no Workload yet (infra/stack.py wiring pending)")
     cfg = load_config(resolve(plan.stack, REPO))
     (namespace,) = [r for r in plan.of_type("kubernetes:core/v1:Namespace")]
     (provider,) = plan.of_type("pulumi:providers:kubernetes")
@@ -386,6 +386,43 @@ def test_network_policies(case: Case) -> None:
         "to": [{"ipBlock": {"cidr": c}} for c in case.database_cidrs],
         "ports": [{"port": 5432, "protocol": "TCP"}],
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# The wiring in dev and prod (infra/stack.py)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_stack_wiring(plan_of: Any, stack: str) -> None:
+    plan = plan_of(stack)
+    case = stack_case(plan)
+    assert len(plan.of_type(WORKLOAD)) == 1
+    # The Kubernetes provider is the cluster's, built from its kubeconfig.
+    provider = plan.by_urn(case.provider)
+    assert plan.by_urn(str(provider.parent)).type == "backbone:cluster:Cluster"
+    # The ALB's targets are the nodes on the Service's node port.
+    service = case.obj("Service")
+    target_group = plan.one("aws:lb/targetGroup:TargetGroup")
+    assert target_group.inputs["port"] == service["spec"]["ports"][0]["nodePort"]
+    # The pods run the image the registry pushed (imageRef is registry.image_ref), by digest.
+    assert case.pod()["containers"][0]["image"] == case.image
+    assert "@sha256:" in case.image
+    # The Secret's values come from the database and a generated token, both secret.
+    secret = next(r for r in case.k8s() if r.inputs["kind"] == "Secret")
+    sources = {plan.by_urn(urn).type for urn in secret.dependencies}
+    assert "aws:rds/instance:Instance" in sources, sources
+    assert "random:index/randomPassword:RandomPassword" in sources, sources
+    assert secret.inputs["stringData"] == SECRET
+    # The PDB and HPA keep the app up through a node drain: at least two pods at all times,
+    # of which one may be evicted.
+    assert case.min_replicas >= 2
+
+
+@pytest.mark.parametrize("stack", ["local", "free-tier"])
+def test_no_workload_without_a_cluster(plan_of: Any, stack: str) -> None:
+    plan = plan_of(stack)
+    assert not plan.of_type(WORKLOAD)
+    assert not [r for r in plan if r.package == "kubernetes"]
 
 
 # ------------------------------------------------------------------------------------------------
