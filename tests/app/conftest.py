@@ -7,6 +7,7 @@ PostgreSQL refuses to run as root.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
@@ -70,6 +71,8 @@ class PgCluster:
             self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
             "--no-sync", "-E", "UTF8", "--locale=C",
         )  # fmt: skip
+        # a safety net: stop the server even if pytest ends without running fixture teardowns
+        atexit.register(self.destroy)
         self.start()
 
     def _run(self, *args: str) -> None:
@@ -101,9 +104,12 @@ class PgCluster:
         return self.url(name)
 
     def destroy(self) -> None:
+        if not self.root.exists():
+            return
         with contextlib.suppress(Exception):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+        atexit.unregister(self.destroy)
 
 
 @pytest.fixture(scope="session")
