@@ -211,13 +211,13 @@ def manifests(
     """
     from pathlib import Path
 
-    from backbone.manifests import ManifestError, render, stream, write
+    from backbone.manifests import ManifestError, nothing_to_write, render, stream, write
 
     result = load_plan(stack)
     if output == "-":
         objects = render(result)
         if not objects:
-            fail(f"stack {result.stack!r} has no Kubernetes objects; nothing to write")
+            fail(nothing_to_write(result))
         sys.stdout.write(stream(result, objects))
         return
     try:

@@ -151,6 +151,13 @@ def render(plan: Plan) -> list[Manifest]:
     return out
 
 
+def nothing_to_write(plan: Plan) -> str:
+    return (
+        f"stack {plan.stack!r} has no Kubernetes objects, nothing to write: only a stack with a "
+        "cluster (backbone:cluster enabled, as in dev and prod) runs the app on Kubernetes"
+    )
+
+
 def dump(obj: dict[str, Any]) -> str:
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
@@ -176,10 +183,7 @@ def write(plan: Plan, directory: Path) -> tuple[list[Path], list[Path]]:
     """
     manifests = render(plan)
     if not manifests:
-        raise ManifestError(
-            f"stack {plan.stack!r} has no Kubernetes objects (no cluster or workload in this "
-            "stack); nothing to write. Stacks with a cluster: dev, prod"
-        )
+        raise ManifestError(nothing_to_write(plan))
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

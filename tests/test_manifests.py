@@ -291,7 +291,7 @@ def test_cli_refuses_a_stack_without_kubernetes(
 ) -> None:
     done = backbone_cli("manifests", stack, "-o", str(tmp_path / "out"))
     assert done.returncode == 2
-    assert f"stack '{stack}' has no Kubernetes objects" in done.stderr
+    assert f"stack '{stack}' has no Kubernetes objects, nothing to write" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
 
@@ -311,6 +311,21 @@ def test_cli_refuses_a_folder_it_cannot_write(backbone_cli: Any, tmp_path: Path)
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
+
+
+def test_cli_names_stale_files_and_leaves_them(backbone_cli: Any, tmp_path: Path) -> None:
+    project = H.make_project(tmp_path / "project")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "11-deployment-old.yaml").write_text("kind: Deployment\n")
+    (out / "kustomization.yaml").write_text("resources: []\n")
+    done = backbone_cli(
+        "manifests", str(project / "stacks" / "Pulumi.providers.yaml"), "-o", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stale: 11-deployment-old.yaml" in done.stderr
+    assert "kustomization" not in done.stderr
+    assert (out / "11-deployment-old.yaml").exists() and (out / "kustomization.yaml").exists()
 
 
 def test_cli_help_has_an_example(backbone_cli: Any) -> None:
