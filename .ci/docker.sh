@@ -54,7 +54,7 @@ fi
 
 # --- 2. engine -----------------------------------------------------------------------------------
 if ! engine_up; then
-    if pgrep -x dockerd >/dev/null 2>&1; then
+    if command -v pgrep >/dev/null 2>&1 && pgrep -x dockerd >/dev/null 2>&1; then
         say "dockerd is running but not answering yet; waiting"
     else
         say "starting dockerd in the background (log: $DOCKERD_LOG)"
