@@ -56,7 +56,9 @@ def container(image: str, pg: PgCluster) -> Iterator[tuple[str, str, str]]:
     port = free_port()
     name = f"shortener-test-{uuid.uuid4().hex[:8]}"
     docker(
-        "run", "-d", "--name", name, "--network", "host",
+        # as Kubernetes runs it (infra/components/workload.py): read-only root, no capabilities
+        "run", "-d", "--name", name, "--network", "host", "--read-only", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
         "-e", f"DATABASE_URL={db}", "-e", f"API_TOKEN={TOKEN}", "-e", f"PORT={port}",
         "-e", "SHUTDOWN_TIMEOUT_SECONDS=5", image,
     )  # fmt: skip
