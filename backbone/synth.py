@@ -241,6 +241,7 @@ class RecordingMonitor(pmocks.MockMonitor):
         self.records: list[Resource] = []
         self.stack_outputs: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._defaults: set[str] = set()
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         # As the real engine: the root stack does not prefix its children's types.
@@ -251,6 +252,9 @@ class RecordingMonitor(pmocks.MockMonitor):
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != STACK_TYPE:
+            provider = _provider_urn(request.provider)
+            if request.custom and not provider and not request.type.startswith("pulumi:providers:"):
+                provider = self._default_provider(request.type.split(":")[0], request.version)
             inputs = _plain(json_format.MessageToDict(request.object))
             inputs.pop("__defaults", None)
             record = Resource(
@@ -259,7 +263,7 @@ class RecordingMonitor(pmocks.MockMonitor):
                 name=request.name,
                 custom=bool(request.custom),
                 parent=request.parent or None,
-                provider=_provider_urn(request.provider),
+                provider=provider,
                 inputs=inputs,
                 dependencies=sorted(set(request.dependencies)),
                 protect=bool(request.protect),
@@ -273,6 +277,28 @@ class RecordingMonitor(pmocks.MockMonitor):
             with self._lock:
                 self.records.append(record)
         return response
+
+    def _default_provider(self, package: str, version: str) -> str:
+        """The engine makes a default provider per package and version for resources given no
+        provider (`default_4_21_4`); record it as the engine would, once."""
+        name = "default" + (f"_{version.replace('.', '_')}" if version else "")
+        urn = (
+            f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}"
+            f"::pulumi:providers:{package}::{name}"
+        )
+        with self._lock:
+            if urn not in self._defaults:
+                self._defaults.add(urn)
+                self.records.append(
+                    Resource(
+                        urn=urn,
+                        type=f"pulumi:providers:{package}",
+                        name=name,
+                        custom=True,
+                        inputs={"version": version} if version else {},
+                    )
+                )
+        return urn
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
         if f"::{STACK_TYPE}::" in request.urn:

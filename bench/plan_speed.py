@@ -40,12 +40,13 @@ def measure(cmd: list[str]) -> tuple[float, float]:
 
 
 def sdk_packages(stack: str) -> list[str]:
-    """The provider service packages (pulumi_aws.ec2, ...) the stack's program loads."""
+    """The provider SDK packages (pulumi_aws.ec2, pulumi_kubernetes.core.v1, ...) that the
+    stack's program really loads: every non-lazy package module under the provider SDKs."""
     code = (
         "import sys; from backbone.synth import synth; synth(sys.argv[1]); "
-        "print(' '.join(sorted(n for n, m in list(sys.modules.items()) if n.count('.') == 1 "
+        "print(' '.join(sorted(n for n, m in list(sys.modules.items()) if n.count('.') >= 1 "
         "and n.startswith(('pulumi_aws.', 'pulumi_kubernetes.', 'pulumi_docker.', 'pulumi_random.')) "
-        "and not n.split('.')[1].startswith('_') and type(m).__name__ != '_LazyModule')))"
+        "and hasattr(m, '__path__') and type(m).__name__ != '_LazyModule')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, stack], cwd=REPO, capture_output=True, text=True, check=True
