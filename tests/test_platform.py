@@ -118,11 +118,13 @@ def test_oidc_addons_and_access_entries(plan):
     assert oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
     assert oidc.inputs["url"].startswith("https://oidc.eks.us-east-1.amazonaws.com/id/")
     addons = {a.inputs["addonName"]: a for a in plan.of_type("aws:eks/addon:Addon")}
-    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy"}
+    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "metrics-server"}
     assert json.loads(addons["vpc-cni"].inputs["configurationValues"]) == {
         "enableNetworkPolicy": "true"
     }
-    assert plan.one("aws:eks/nodeGroup:NodeGroup").urn in addons["coredns"].dependencies
+    # coredns and metrics-server run as pods: they wait for the nodes
+    for pod_addon in ("coredns", "metrics-server"):
+        assert plan.one("aws:eks/nodeGroup:NodeGroup").urn in addons[pod_addon].dependencies
     entry = plan.one("aws:eks/accessEntry:AccessEntry")
     assert entry.inputs["principalArn"] == "arn:aws:iam::123456789012:user/deployer"
     grant = plan.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")

@@ -241,6 +241,16 @@ class Cluster(pulumi.ComponentResource):
             resolve_conflicts_on_update="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_group]),
         )
+        # The HorizontalPodAutoscaler reads pod CPU from the metrics API, which EKS does not
+        # serve until metrics-server runs (an EKS community add-on).
+        aws.eks.Addon(
+            f"{name}-metrics-server",
+            cluster_name=self.cluster.name,
+            addon_name="metrics-server",
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_group]),
+        )
         self.autoscaling_group_name = self.node_group.resources.apply(
             lambda rs: rs[0].autoscaling_groups[0].name  # type: ignore[index]
         )
