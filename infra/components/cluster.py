@@ -192,25 +192,26 @@ class Cluster(pulumi.ComponentResource):
             policy_arn=_managed("AmazonEKS_CNI_Policy"),
             opts=child,
         )
-        vpc_cni = aws.eks.Addon(
-            f"{name}-vpc-cni",
-            cluster_name=self.cluster.name,
-            addon_name="vpc-cni",
+
+        def addon(addon_name: str, after: list[pulumi.Resource], **extra: Any) -> aws.eks.Addon:
+            return aws.eks.Addon(
+                f"{name}-{addon_name}",
+                cluster_name=self.cluster.name,
+                addon_name=addon_name,
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+                **extra,
+            )
+
+        vpc_cni = addon(
+            "vpc-cni",
+            [cni_policy],
             service_account_role_arn=cni_role.arn,
             # NetworkPolicy objects are enforced only with the CNI's network policy agent on.
             configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[cni_policy]),
         )
-        kube_proxy = aws.eks.Addon(
-            f"{name}-kube-proxy",
-            cluster_name=self.cluster.name,
-            addon_name="kube-proxy",
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=child,
-        )
+        kube_proxy = addon("kube-proxy", [])
 
         self.node_group = aws.eks.NodeGroup(
             f"{name}-nodes",
@@ -233,24 +234,11 @@ class Cluster(pulumi.ComponentResource):
                 ignore_changes=["scalingConfig.desiredSize"],
             ),
         )
-        aws.eks.Addon(
-            f"{name}-coredns",
-            cluster_name=self.cluster.name,
-            addon_name="coredns",
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_group]),
-        )
-        # The HorizontalPodAutoscaler reads pod CPU from the metrics API, which EKS does not
-        # serve until metrics-server runs (an EKS community add-on).
-        aws.eks.Addon(
-            f"{name}-metrics-server",
-            cluster_name=self.cluster.name,
-            addon_name="metrics-server",
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_group]),
-        )
+        # These run as pods, so they wait for nodes. The HorizontalPodAutoscaler reads pod CPU
+        # from the metrics API, which EKS does not serve until metrics-server (an EKS community
+        # add-on) runs.
+        addon("coredns", [self.node_group])
+        addon("metrics-server", [self.node_group])
         self.autoscaling_group_name = self.node_group.resources.apply(
             lambda rs: rs[0].autoscaling_groups[0].name  # type: ignore[index]
         )
