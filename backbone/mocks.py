@@ -284,6 +284,80 @@ def register(type_token: str) -> Callable[[Maker], Maker]:
     return deco
 
 
+@register("aws:lambda/function:Function")
+def _lambda(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    fn = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    arn = _arn("lambda", region, f"function:{fn}")
+    return fn, {
+        "name": fn,
+        "arn": arn,
+        "qualifiedArn": f"{arn}:1",
+        "invokeArn": f"arn:{PARTITION}:apigateway:{region}:lambda:path/2015-03-31/functions/"
+        f"{arn}/invocations",
+        "version": "1",
+        "lastModified": "2026-01-01T00:00:00.000+0000",
+        "sourceCodeHash": base64.b64encode(hashlib.sha256(urn.encode()).digest()).decode(),
+    }
+
+
+@register("aws:kms/key:Key")
+def _kms_key(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    h = _h(urn, n=32)
+    key_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+    return key_id, {"keyId": key_id, "arn": _arn("kms", region, f"key/{key_id}")}
+
+
+@register("aws:sqs/queue:Queue")
+def _sqs_queue(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    queue = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    url = f"https://sqs.{region}.amazonaws.com/{ACCOUNT}/{queue}"
+    return url, {"name": queue, "arn": _arn("sqs", region, queue), "url": url}
+
+
+@register("aws:cloudwatch/metricAlarm:MetricAlarm")
+def _alarm(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    alarm = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    return alarm, {"name": alarm, "arn": _arn("cloudwatch", region, f"alarm:{alarm}")}
+
+
+@register("aws:cloudwatch/dashboard:Dashboard")
+def _dashboard(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    board = inputs.get("dashboardName") or f"{name}-{_h(urn, n=7)}"
+    # Dashboards are global: their ARN has no region.
+    return board, {"dashboardArn": f"arn:{PARTITION}:cloudwatch::{ACCOUNT}:dashboard/{board}"}
+
+
+@register("aws:cloudwatch/eventRule:EventRule")
+def _event_rule(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    rule = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    return rule, {"name": rule, "arn": _arn("events", region, f"rule/{rule}")}
+
+
+@register("aws:sns/topicSubscription:TopicSubscription")
+def _subscription(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    arn = f"{inputs.get('topic', _arn('sns', region, name))}:{_h(urn, n=8)}-{_h(urn, 's', n=4)}"
+    return arn, {"arn": arn, "ownerId": ACCOUNT, "pendingConfirmation": True}
+
+
+@register("aws:secretsmanager/secret:Secret")
+def _secret(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    secret = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    arn = _arn("secretsmanager", region, f"secret:{secret}-{_h(urn, n=6)}")
+    return arn, {"name": secret, "arn": arn}
+
+
+@register("aws:secretsmanager/secretVersion:SecretVersion")
+def _secret_version(
+    name: str, urn: str, inputs: dict[str, Any], region: str
+) -> tuple[str, Outputs]:
+    version = _h(urn, n=32)
+    return f"{inputs.get('secretId', '')}|{version}", {
+        "arn": inputs.get("secretId", ""),
+        "versionId": version,
+        "versionStages": ["AWSCURRENT"],
+    }
+
+
 def _generic(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
     rid = f"{name}-{_h(urn, n=8)}"
     return rid, {}

@@ -340,6 +340,155 @@ class AppConfig(_Section):
     """The Service's node port: the load balancer's target port."""
 
 
+# Lambda Python runtimes the functions run on: supported by Lambda (deprecation calendar, 2026-11)
+# and by the function code (3.12+). Older ones are deprecated or too old for the code.
+LAMBDA_PYTHON_RUNTIMES = ("python3.12", "python3.13")
+
+# EventBridge schedule expressions (EventBridge user guide, "Schedule expressions for rules").
+_RATE = re.compile(r"^rate\((?P<n>[1-9][0-9]*) (?P<unit>minute|minutes|hour|hours|day|days)\)$")
+_CRON_FIELD = r"[0-9A-Za-z*?/,#L-]+"
+_CRON = re.compile(rf"^cron\((?P<fields>{_CRON_FIELD}(?: {_CRON_FIELD}){{5}})\)$")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+
+
+def rate_seconds(expression: str) -> int | None:
+    """Seconds between runs of `rate(N unit)`, or None for anything else."""
+    m = _RATE.match(expression)
+    if not m:
+        return None
+    n, unit = int(m["n"]), m["unit"].rstrip("s")
+    if (n == 1) != (not m["unit"].endswith("s")):
+        return None  # EventBridge refuses `rate(1 minutes)` and `rate(5 minute)`
+    return n * {"minute": 60, "hour": 3600, "day": 86400}[unit]
+
+
+def schedule_problem(expression: str) -> str | None:
+    """Why EventBridge would refuse a schedule expression, or None."""
+    if rate_seconds(expression) is not None:
+        return None
+    m = _CRON.match(expression)
+    if not m:
+        return (
+            f"{expression!r} is not an EventBridge schedule; allowed: rate(1 minute), "
+            "rate(N minutes|hours|days), or cron(min hour day-of-month month day-of-week year) "
+            "such as cron(30 3 * * ? *)"
+        )
+    fields = m["fields"].split()
+    if "?" not in (fields[2], fields[4]) or fields[2] == fields[4] == "?":
+        return (
+            f"{expression!r}: exactly one of day-of-month (3rd field) and day-of-week (5th "
+            "field) must be '?'; allowed: e.g. cron(30 3 * * ? *)"
+        )
+    return None
+
+
+class FunctionsConfig(_Section):
+    """The Lambda functions (app/functions/): a synthetic canary that probes the app through the
+    load balancer, and a nightly housekeeping job on the app's database."""
+
+    enabled: bool = False
+    """Create the functions. They need the load balancer (the canary's URL), the database (the
+    job's data) and a NAT gateway (the job, inside the VPC, reaches Secrets Manager and CloudWatch
+    through it)."""
+
+    canary_schedule: str = "rate(5 minutes)"
+    """How often the canary probes the app: `rate(1 minute)` to `rate(60 minutes)`. Its alarms
+    use this as their period, so a missing run is seen at once."""
+
+    housekeeping_schedule: str = "cron(30 3 * * ? *)"
+    """When the housekeeping job runs (UTC), as an EventBridge schedule: every day at least, since
+    its alarm expects a run in every 24 hours."""
+
+    architecture: Literal["x86_64", "arm64"] = "arm64"
+    """CPU architecture of both functions (arm64, Graviton, costs about 20% less per GB-second);
+    dependencies are packaged for it."""
+
+    runtime: str = "python3.12"
+    """Lambda Python runtime: python3.12 or python3.13."""
+
+    memory_mb: int = Field(default=256, ge=128, le=10240)
+    """Memory of each function, in MB (128 to 10240); CPU grows with it."""
+
+    canary_timeout_seconds: int = Field(default=30, ge=1, le=900)
+    """The canary's timeout: at least 25 s (two probes, two attempts of 5 s each, retry delays,
+    3 s kept for publishing)."""
+
+    housekeeping_timeout_seconds: int = Field(default=300, ge=1, le=900)
+    """The job's timeout (up to 900 s); it stops purging 10 s before and carries on next night."""
+
+    reserved_concurrency: int | None = Field(default=1, ge=1, le=1000)
+    """Concurrent executions reserved for (and capping) each function; 1 keeps runs from
+    overlapping. `null` reserves none: a new account whose concurrency quota is still 10 cannot
+    reserve any (AWS keeps 10 unreserved)."""
+
+    log_retention_days: int = 30
+    """How long the functions' logs are kept (a CloudWatch Logs retention value)."""
+
+    canary_read_path: str = Field(default="/api/links/backbone-canary", pattern=r"^/[^\s]*$")
+    """The read path the canary requests besides /readyz. The kit creates no link, so a 404 from
+    the app counts as up (the lookup still went through the app and the database)."""
+
+
+class MonitoringConfig(_Section):
+    """Alarms, notifications, a dashboard and the app's Prometheus rules. Thresholds below also
+    render the in-cluster Prometheus rules (error ratio, p99 latency)."""
+
+    enabled: bool = False
+    """Create the alerts topic, the alarms on what the stack runs, and the dashboard."""
+
+    alert_email: str | None = None
+    """Where alarms are sent (an SNS email subscription: AWS mails a confirmation link first).
+    Without one the topic exists and you subscribe yourself."""
+
+    period_seconds: int = 60
+    """Period of the ALB, database and function alarms: 60 or a multiple of it, at most 3600."""
+
+    evaluation_periods: int = Field(default=3, ge=1, le=30)
+    """Consecutive breaching periods before an alarm fires (and before a Prometheus rule does)."""
+
+    alb_error_rate_percent: float = Field(default=5.0, gt=0, lt=100)
+    """Alarm when more than this share of requests end in 5xx (from the targets or the ALB)."""
+
+    unhealthy_hosts: int = Field(default=1, ge=1, le=100)
+    """Alarm when at least this many targets fail the health check."""
+
+    target_response_time_p99_seconds: float = Field(default=1.0, gt=0, le=60)
+    """Alarm when the p99 of the targets' response time is above this."""
+
+    db_cpu_percent: float = Field(default=80.0, gt=0, le=100)
+    """Alarm when the database's average CPU is above this."""
+
+    db_free_storage_gb: float = Field(default=2.0, gt=0, le=1000)
+    """Alarm when the database's free storage falls below this many GiB."""
+
+    db_connections: int = Field(default=80, ge=1, le=100000)
+    """Alarm when the database has more connections than this (db.t4g.micro allows about 110,
+    db.m7g.large about 870)."""
+
+    function_errors: int = Field(default=1, ge=1, le=10000)
+    """Alarm when a function has at least this many errors in a period."""
+
+    function_throttles: int = Field(default=1, ge=1, le=10000)
+    """Alarm when a function is throttled at least this many times in a period."""
+
+    canary_latency_ms: float = Field(default=2000.0, gt=0, le=60000)
+    """Alarm when the canary's average answer time of a probe is above this."""
+
+    billing_alarm_usd: float | None = Field(default=None, gt=0, le=1_000_000)
+    """Alarm when the account's estimated charges this month pass this many US dollars (AWS
+    publishes them only in us-east-1, after "Receive Billing Alerts" is switched on in the
+    Billing console). For a learner: the first sign of a surprise bill."""
+
+    encrypt_topic: bool = True
+    """Encrypt the alerts topic with a customer-managed KMS key that CloudWatch may use ($1/month;
+    the AWS managed key alias/aws/sns would make every alarm's notification fail). False leaves
+    it unencrypted: alarm messages hold alarm names and metric values, no app data."""
+
+    prometheus_rules: bool = True
+    """Deploy the app's Prometheus alerting rules to the cluster (a ConfigMap in the app's
+    namespace, no CRD needed) when the stack has one; `backbone manifests` writes it too."""
+
+
 class StackConfig(_Section):
     """Every setting of one stack. Keys live under `backbone:` in stacks/Pulumi.<stack>.yaml."""
 
@@ -363,6 +512,8 @@ class StackConfig(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     loadbalancer: LoadBalancerConfig = Field(default_factory=LoadBalancerConfig)
     app: AppConfig = Field(default_factory=AppConfig)
+    functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     # Set by the loader, not by the stack file.
     stack: str = Field(default="dev", exclude=True)
@@ -400,6 +551,7 @@ class StackConfig(_Section):
                         )
                     )
             out += self._cluster_problems() + self._database_problems() + self._app_problems()
+            out += self._functions_problems() + self._monitoring_problems()
         return out
 
     def _cluster_problems(self) -> list[Problem]:
@@ -549,6 +701,126 @@ class StackConfig(_Section):
                     f"minReplicas {a.min_replicas} <= "
                     f"replicas {a.replicas} <= maxReplicas {a.max_replicas} does not "
                     "hold; allowed: counts in that order",
+                )
+            )
+        return out
+
+    def _functions_problems(self) -> list[Problem]:
+        f, out = self.functions, list[Problem]()
+        key = f"{NAMESPACE}:functions"
+        if not f.enabled:
+            return out
+        if f.runtime not in LAMBDA_PYTHON_RUNTIMES:
+            out.append(
+                Problem(
+                    f"{key}.runtime",
+                    f"{f.runtime!r} is not a supported Lambda Python runtime for these "
+                    f"functions; allowed: {', '.join(LAMBDA_PYTHON_RUNTIMES)} (the code needs "
+                    "Python 3.12 or newer; older runtimes are deprecated by Lambda)",
+                )
+            )
+        every = rate_seconds(f.canary_schedule)
+        if every is None or not 60 <= every <= 3600:
+            out.append(
+                Problem(
+                    f"{key}.canarySchedule",
+                    f"{f.canary_schedule!r} is not a rate between one minute and one hour; "
+                    "allowed: rate(1 minute) to rate(60 minutes) or rate(1 hour) (its alarms "
+                    "take the rate as their period)",
+                )
+            )
+        problem = schedule_problem(f.housekeeping_schedule)
+        if problem is None:
+            rate = rate_seconds(f.housekeeping_schedule)
+            fields = f.housekeeping_schedule[5:-1].split()
+            if (rate is not None and rate > 86400) or (
+                rate is None
+                and (fields[2] not in "*?" or fields[3] != "*" or fields[4] not in "*?")
+            ):
+                problem = (
+                    f"{f.housekeeping_schedule!r} does not run every day, and the job's alarm "
+                    "expects a run in every 24 hours; allowed: a daily cron such as "
+                    "cron(30 3 * * ? *), or rate(N hours) up to rate(1 day)"
+                )
+        if problem:
+            out.append(Problem(f"{key}.housekeepingSchedule", problem))
+        if f.canary_timeout_seconds < 25:
+            out.append(
+                Problem(
+                    f"{key}.canaryTimeoutSeconds",
+                    f"{f.canary_timeout_seconds} s is too short for the canary's two probes "
+                    "(2 attempts of 5 s each, 0.5 s between, 3 s to publish); allowed: 25 to 900",
+                )
+            )
+        if f.log_retention_days not in LOG_RETENTION_DAYS:
+            out.append(
+                Problem(
+                    f"{key}.logRetentionDays",
+                    f"{f.log_retention_days} is not a CloudWatch retention period; allowed: "
+                    f"{', '.join(map(str, LOG_RETENTION_DAYS))}",
+                )
+            )
+        needs = (
+            ("loadbalancer", self.loadbalancer.enabled, "the canary probes the app through it"),
+            ("database", self.database.enabled, "the housekeeping job works on its data"),
+        )
+        for what, present, why in needs:
+            if not present:
+                out.append(
+                    Problem(
+                        f"{NAMESPACE}:{what}.enabled",
+                        f"false, but functions.enabled is true and {why}; allowed: "
+                        f"{NAMESPACE}:{what}.enabled: true, or {key}.enabled: false",
+                    )
+                )
+        if self.network.nat == "none":
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:network.nat",
+                    "'none' leaves the housekeeping job (in the private subnets) with no route "
+                    "to Secrets Manager and CloudWatch; allowed: single or per-az when "
+                    "functions.enabled is true",
+                )
+            )
+        return out
+
+    def _monitoring_problems(self) -> list[Problem]:
+        m, out = self.monitoring, list[Problem]()
+        key = f"{NAMESPACE}:monitoring"
+        if not m.enabled:
+            return out
+        if m.alert_email is not None and not _EMAIL.match(m.alert_email):
+            out.append(
+                Problem(
+                    f"{key}.alertEmail",
+                    f"{m.alert_email!r} is not an email address; allowed: an address such as "
+                    "ops@example.com, or leave it out",
+                )
+            )
+        if m.period_seconds not in (10, 30) and not (
+            m.period_seconds % 60 == 0 and 60 <= m.period_seconds <= 3600
+        ):
+            out.append(
+                Problem(
+                    f"{key}.periodSeconds",
+                    f"{m.period_seconds} is not a CloudWatch alarm period for these metrics; "
+                    "allowed: 60, 120, ... 3600 (a multiple of 60 up to an hour)",
+                )
+            )
+        elif m.period_seconds * m.evaluation_periods > 86400:
+            out.append(
+                Problem(
+                    f"{key}.evaluationPeriods",
+                    f"{m.evaluation_periods} periods of {m.period_seconds} s span more than a "
+                    "day; allowed: periodSeconds x evaluationPeriods up to 86400",
+                )
+            )
+        if m.billing_alarm_usd is not None and self.region != "us-east-1":
+            out.append(
+                Problem(
+                    f"{key}.billingAlarmUsd",
+                    f"set, but AWS publishes billing metrics only in us-east-1 and this stack "
+                    f"runs in {self.region}; allowed: leave it out here",
                 )
             )
         return out

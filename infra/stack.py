@@ -8,17 +8,37 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.settings import get_monitor
 
+from infra import packaging
 from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.database import Database, DatabaseArgs
+from infra.components.functions import Functions, FunctionsArgs
 from infra.components.loadbalancer import LoadBalancer, LoadBalancerArgs
+from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.network import Network, NetworkArgs
 from infra.components.registry import Registry, RegistryArgs
 from infra.components.workload import Workload, WorkloadArgs
-from infra.config import StackConfig
+from infra.config import StackConfig, rate_seconds
 
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
 PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
+
+
+def lambda_archive(source_dir: Path, architecture: str, python_version: str) -> pulumi.Archive:
+    """A function's deployment archive. Under a real engine (`pulumi up` and `pulumi preview`,
+    which hashes the archive to see whether the code changed) it is built for the Lambda platform
+    by infra.packaging (pip, cached by content: a hit costs a hash). Under Pulumi's mocks (the
+    offline engine, tests) nothing reads it: a placeholder with the name the build would have,
+    so no pip, no network, no file."""
+    if isinstance(get_monitor(), MockMonitor):
+        spec = packaging.describe(
+            source_dir, architecture=architecture, python_version=python_version
+        )
+        return pulumi.FileArchive(f".backbone/build/{spec.archive_name}")
+    path = packaging.build(source_dir, architecture=architecture, python_version=python_version)
+    return pulumi.FileArchive(str(path))
 
 
 def aws_provider(cfg: StackConfig) -> aws.Provider:
@@ -130,6 +150,7 @@ def build(cfg: StackConfig) -> dict[str, Any]:
             "databaseName": database.db_name,
         }
 
+    balancer: LoadBalancer | None = None
     if cfg.loadbalancer.enabled:
         lb = cfg.loadbalancer
         balancer = LoadBalancer(
@@ -171,7 +192,91 @@ def build(cfg: StackConfig) -> dict[str, Any]:
         )
         outputs |= {
             "appNamespace": workload.namespace,
-            "appApiToken": pulumi.Output.secret(api_token.result),
+            "appApiToken": api_token.result,
         }
+
+    functions = None
+    if cfg.functions.enabled and database and balancer:
+        f = cfg.functions
+        functions = Functions(
+            "functions",
+            FunctionsArgs(
+                source_root=APP_DIR / "functions",
+                package=lambda_archive,
+                stack_name=cfg.stack,
+                runtime=f.runtime,
+                architecture=f.architecture,
+                memory_mb=f.memory_mb,
+                canary_timeout_seconds=f.canary_timeout_seconds,
+                housekeeping_timeout_seconds=f.housekeeping_timeout_seconds,
+                reserved_concurrency=f.reserved_concurrency,
+                log_retention_days=f.log_retention_days,
+                canary_schedule=f.canary_schedule,
+                housekeeping_schedule=f.housekeeping_schedule,
+                canary_schedule_seconds=rate_seconds(f.canary_schedule) or 300,
+                base_url=balancer.url,
+                read_path=f.canary_read_path,
+                vpc_id=network.vpc_id,
+                private_subnet_ids=network.private_subnet_ids,
+                database_security_group_id=database.security_group.id,
+                database_address=database.address,
+                database_port=database.port,
+                database_name=database.db_name,
+                database_username=database.username,
+                database_password=database.password,
+                database_secret_arn=database.master_secret_arn,
+            ),
+            opts=opts,
+        )
+        database.admit("housekeeping", functions.job_security_group.id, "PostgreSQL from the job")
+        outputs |= {
+            "canaryFunction": functions.canary.name,
+            "housekeepingFunction": functions.housekeeping.name,
+        }
+
+    if cfg.monitoring.enabled:
+        m = cfg.monitoring
+        with_rules = cluster is not None and m.prometheus_rules and "appNamespace" in outputs
+        monitoring = Monitoring(
+            "monitoring",
+            MonitoringArgs(
+                stack_name=cfg.stack,
+                region=cfg.region,
+                period_seconds=m.period_seconds,
+                evaluation_periods=m.evaluation_periods,
+                alb_error_rate_percent=m.alb_error_rate_percent,
+                unhealthy_hosts=m.unhealthy_hosts,
+                target_response_time_p99_seconds=m.target_response_time_p99_seconds,
+                db_cpu_percent=m.db_cpu_percent,
+                db_free_storage_gb=m.db_free_storage_gb,
+                db_connections=m.db_connections,
+                function_errors=m.function_errors,
+                function_throttles=m.function_throttles,
+                canary_latency_ms=m.canary_latency_ms,
+                billing_alarm_usd=m.billing_alarm_usd,
+                alert_email=m.alert_email,
+                encrypt_topic=m.encrypt_topic,
+                protect=cfg.protect,
+                alb_arn_suffix=balancer.alb.arn_suffix if balancer else None,
+                target_group_arn_suffix=balancer.target_group.arn_suffix if balancer else None,
+                db_instance_identifier=database.instance.identifier if database else None,
+                function_names=(
+                    {"canary": functions.canary.name, "housekeeping": functions.housekeeping.name}
+                    if functions
+                    else {}
+                ),
+                canary_period_seconds=(
+                    rate_seconds(cfg.functions.canary_schedule) if functions else None
+                ),
+                job_name="housekeeping" if functions else None,
+                rules_namespace=outputs["appNamespace"] if with_rules else None,
+            ),
+            opts=pulumi.ResourceOptions(
+                providers={"aws": provider, "kubernetes": cluster.provider}
+                if with_rules and cluster
+                else {"aws": provider}
+            ),
+        )
+        outputs["alertsTopicArn"] = monitoring.topic.arn
 
     return outputs

@@ -257,3 +257,157 @@ def test_cluster_needs_a_nat_and_two_zones_and_so_does_the_load_balancer(tmp_pat
     assert "backbone:network.nat: 'none' leaves the cluster's nodes in private subnets" in text
     assert "backbone:network.azCount: 1 zone is too few for EKS" in text
     assert "backbone:network.azCount: 1 zone is too few for the loadbalancer" in text
+
+
+# -- functions and monitoring ----------------------------------------------------------------
+
+_PLATFORM = """
+config:
+  aws:region: us-east-1
+  backbone:network: {azCount: 2, nat: single}
+  backbone:database: {enabled: true}
+  backbone:loadbalancer: {enabled: true}
+"""
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "backbone:functions: {enabled: true, canarySchedule: every 5 minutes}",
+            "backbone:functions.canarySchedule: 'every 5 minutes' is not a rate between one "
+            "minute and one hour",
+        ),
+        (
+            "backbone:functions: {enabled: true, canarySchedule: rate(5 minute)}",
+            "backbone:functions.canarySchedule: 'rate(5 minute)' is not a rate",
+        ),
+        (
+            "backbone:functions: {enabled: true, canarySchedule: rate(2 hours)}",
+            "allowed: rate(1 minute) to rate(60 minutes)",
+        ),
+        (
+            "backbone:functions: {enabled: true, housekeepingSchedule: cron(30 3 * * *)}",
+            "backbone:functions.housekeepingSchedule: 'cron(30 3 * * *)' is not an EventBridge "
+            "schedule",
+        ),
+        (
+            "backbone:functions: {enabled: true, housekeepingSchedule: cron(30 3 * * * *)}",
+            "exactly one of day-of-month (3rd field) and day-of-week (5th field) must be '?'",
+        ),
+        (
+            "backbone:functions: {enabled: true, housekeepingSchedule: 'cron(0 3 ? * MON *)'}",
+            "does not run every day",
+        ),
+        (
+            "backbone:functions: {enabled: true, runtime: python3.9}",
+            "backbone:functions.runtime: 'python3.9' is not a supported Lambda Python runtime "
+            "for these functions; allowed: python3.12, python3.13",
+        ),
+        (
+            "backbone:functions: {enabled: true, architecture: aarch64}",
+            "backbone:functions.architecture: 'aarch64' is not allowed: allowed: 'x86_64' or "
+            "'arm64'",
+        ),
+        (
+            "backbone:functions: {enabled: true, logRetentionDays: 10}",
+            "backbone:functions.logRetentionDays: 10 is not a CloudWatch retention period",
+        ),
+        (
+            "backbone:functions: {enabled: true, canaryTimeoutSeconds: 10}",
+            "backbone:functions.canaryTimeoutSeconds: 10 s is too short",
+        ),
+        (
+            "backbone:functions: {enabled: true, memoryMb: 64}",
+            "backbone:functions.memoryMb: 64 is not allowed: input should be greater than or "
+            "equal to 128",
+        ),
+        (
+            "backbone:monitoring: {enabled: true, alertEmail: ops-at-example.com}",
+            "backbone:monitoring.alertEmail: 'ops-at-example.com' is not an email address",
+        ),
+        (
+            "backbone:monitoring: {enabled: true, dbCpuPercent: 150}",
+            "backbone:monitoring.dbCpuPercent: 150 is not allowed: input should be less than "
+            "or equal to 100",
+        ),
+        (
+            "backbone:monitoring: {enabled: true, albErrorRatePercent: 0}",
+            "backbone:monitoring.albErrorRatePercent: 0 is not allowed: input should be greater "
+            "than 0",
+        ),
+        (
+            "backbone:monitoring: {enabled: true, periodSeconds: 90}",
+            "backbone:monitoring.periodSeconds: 90 is not a CloudWatch alarm period",
+        ),
+        (
+            "backbone:monitoring: {enabled: true, periodSeconds: 3600, evaluationPeriods: 30}",
+            "backbone:monitoring.evaluationPeriods: 30 periods of 3600 s span more than a day",
+        ),
+        (
+            "backbone:monitoring: {enabled: true, evaluationPeriods: 0}",
+            "backbone:monitoring.evaluationPeriods: 0 is not allowed",
+        ),
+    ],
+)
+def test_functions_and_monitoring_refusals(tmp_path, section, expected):
+    got = problems(_PLATFORM + "  " + section + "\n", tmp_path)
+    assert any(expected in p for p in got), got
+
+
+def test_functions_need_the_load_balancer_the_database_and_a_nat(tmp_path):
+    got = problems(
+        """
+        config:
+          aws:region: us-east-1
+          backbone:network: {azCount: 2, nat: none}
+          backbone:functions: {enabled: true}
+        """,
+        tmp_path,
+    )
+    assert any(
+        p.startswith(
+            "backbone:loadbalancer.enabled: false, but functions.enabled is true and "
+            "the canary probes the app through it"
+        )
+        for p in got
+    ), got
+    assert any(p.startswith("backbone:database.enabled: false, but functions.enabled") for p in got)
+    assert any(
+        p.startswith("backbone:network.nat: 'none' leaves the housekeeping job") for p in got
+    )
+
+
+def test_billing_alarm_only_where_aws_publishes_billing_metrics(tmp_path):
+    got = problems(
+        """
+        config:
+          aws:region: eu-west-1
+          backbone:monitoring: {enabled: true, billingAlarmUsd: 5}
+        """,
+        tmp_path,
+    )
+    assert got == [
+        "backbone:monitoring.billingAlarmUsd: set, but AWS publishes billing metrics only in "
+        "us-east-1 and this stack runs in eu-west-1; allowed: leave it out here"
+    ]
+
+
+def test_functions_and_monitoring_defaults_are_sound_and_documented():
+    from infra.config import LAMBDA_PYTHON_RUNTIMES, rate_seconds, schedule_problem
+
+    cfg = parse({"aws:region": "us-east-1"}, "x", "s")
+    assert not cfg.functions.enabled and not cfg.monitoring.enabled
+    assert cfg.functions.runtime in LAMBDA_PYTHON_RUNTIMES
+    assert rate_seconds(cfg.functions.canary_schedule) == 300
+    assert schedule_problem(cfg.functions.housekeeping_schedule) is None
+    assert rate_seconds("rate(1 minute)") == 60 and rate_seconds("rate(1 minutes)") is None
+    table = docs()
+    for key in (
+        "backbone:functions.canarySchedule",
+        "backbone:functions.runtime",
+        "backbone:monitoring.alertEmail",
+        "backbone:monitoring.albErrorRatePercent",
+        "backbone:monitoring.prometheusRules",
+    ):
+        assert f"`{key}`" in table

@@ -191,7 +191,9 @@ def test_objects_validate_strictly_against_the_cluster_schema(rendered: tuple[Pa
     folder, cluster = rendered
     version = schema_version(cluster)
     objects = _objects(folder)
-    assert len(objects) == len(APPLY_ORDER)
+    # dev and prod also hold the monitoring component's Prometheus rules ConfigMap.
+    rules = [o for o in objects if o["metadata"]["name"] == "backbone-prometheus-rules"]
+    assert len(objects) - len(rules) == len(APPLY_ORDER)
     for obj in objects:
         got = kubernetes_validate.validate(obj, version, strict=True)
         assert got == version, (obj["kind"], got)
@@ -266,7 +268,9 @@ def test_cli_dev_stack(backbone_cli: Any, tmp_path: Path) -> None:
     done = backbone_cli("manifests", "dev", "-o", str(out))
     assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in out.iterdir())
-    assert len(files) == len(APPLY_ORDER) and files[0].startswith("01-namespace-")
+    # the workload's objects and the monitoring component's Prometheus rules
+    assert len(files) == len(APPLY_ORDER) + 1 and files[0].startswith("01-namespace-")
+    assert any(f.endswith("-configmap-backbone-prometheus-rules.yaml") for f in files)
     text = "".join(p.read_text() for p in out.iterdir())
     # The database URL and the API token exist only as Secret keys, their values redacted.
     assert "postgresql://" not in text and "sslmode" not in text

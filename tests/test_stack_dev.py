@@ -36,3 +36,12 @@ def test_dev_is_small_and_cheap(plan_of):
     assert alb["enableDeletionProtection"] is False and "accessLogs" not in alb
     # images and the repository go with `pulumi destroy` in dev
     assert plan.one("aws:ecr/repository:Repository").inputs["forceDelete"] is True
+
+
+def test_functions_and_monitoring_are_wired(plan_of):
+    plan = plan_of("dev")
+    assert plan.outputs["canaryFunction"] == "backbone-dev-canary"
+    assert plan.outputs["housekeepingFunction"] == "backbone-dev-housekeeping"
+    assert plan.outputs["alertsTopicArn"].startswith("arn:aws:sns:us-east-1:123456789012:")
+    assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 15
+    assert len(plan.of_type("aws:cloudwatch/dashboard:Dashboard")) == 1

@@ -79,3 +79,12 @@ def test_prod_load_balancer_logs_to_a_locked_bucket_and_resists_deletion(plan_of
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
     )
     assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+
+
+def test_functions_and_monitoring_are_wired(plan_of):
+    plan = plan_of("prod")
+    assert plan.outputs["canaryFunction"] == "backbone-prod-canary"
+    assert plan.outputs["housekeepingFunction"] == "backbone-prod-housekeeping"
+    assert plan.outputs["alertsTopicArn"].startswith("arn:aws:sns:us-east-1:123456789012:")
+    assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 15
+    assert len(plan.of_type("aws:cloudwatch/dashboard:Dashboard")) == 1

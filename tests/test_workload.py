@@ -63,7 +63,15 @@ class Case:
     harness: bool = False
 
     def k8s(self) -> list[Resource]:
-        return [r for r in self.plan if r.package == "kubernetes" and not r.is_provider]
+        # The workload's objects: not the monitoring component's Prometheus rules ConfigMap
+        # (tests/test_monitoring.py checks that one).
+        return [
+            r
+            for r in self.plan
+            if r.package == "kubernetes"
+            and not r.is_provider
+            and r.name != "monitoring-prometheus-rules"
+        ]
 
     def obj(self, kind: str, name: str = "shortener") -> dict[str, Any]:
         found = [

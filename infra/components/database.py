@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import pulumi
@@ -67,17 +67,9 @@ class Database(pulumi.ComponentResource):
             description="PostgreSQL: 5432 from the app's nodes only; no egress",
             opts=child,
         )
+        self._name = name
         for i, source in enumerate(args.client_security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-client-{i}",
-                security_group_id=self.security_group.id,
-                referenced_security_group_id=source,
-                ip_protocol="tcp",
-                from_port=PORT,
-                to_port=PORT,
-                description="PostgreSQL from the app",
-                opts=child,
-            )
+            self.admit(f"client-{i}", source, "PostgreSQL from the app")
 
         subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets",
@@ -144,8 +136,11 @@ class Database(pulumi.ComponentResource):
             opts=stateful,
         )
 
+        # RDS's own secret (username and password only) when it manages the password, else None.
+        self.master_secret_arn: pulumi.Output[str] | None = None
         if args.manage_password:
             secret_arn = self.instance.master_user_secrets.apply(lambda s: s[0].secret_arn)
+            self.master_secret_arn = cast(pulumi.Output[str], secret_arn)  # always set by RDS
             secret = aws.secretsmanager.get_secret_version_output(
                 secret_id=secret_arn, opts=pulumi.InvokeOutputOptions(parent=self)
             )
@@ -153,6 +148,8 @@ class Database(pulumi.ComponentResource):
                 secret.secret_string.apply(lambda text: json.loads(text)["password"])
             )
         assert password is not None
+        self.username = args.username
+        self.password: pulumi.Output[str] = pulumi.Output.secret(password)
         self.address = self.instance.address
         self.port = PORT
         self.db_name = args.db_name
@@ -168,4 +165,17 @@ class Database(pulumi.ComponentResource):
                 "name": args.db_name,
                 "connectionUrl": self.connection_url,
             }
+        )
+
+    def admit(self, key: str, security_group_id: pulumi.Input[str], description: str) -> None:
+        """Open 5432 to one more client security group (e.g. a function's, made after this)."""
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-from-{key}",
+            security_group_id=self.security_group.id,
+            referenced_security_group_id=security_group_id,
+            ip_protocol="tcp",
+            from_port=PORT,
+            to_port=PORT,
+            description=description,
+            opts=pulumi.ResourceOptions(parent=self),
         )

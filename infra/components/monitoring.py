@@ -1,0 +1,645 @@
+"""Monitoring: an alerts topic, CloudWatch alarms on what the stack runs, a dashboard of the golden
+signals, and the app's Prometheus rules in the cluster.
+
+Every alarm notifies the topic when it fires and when it clears, and its description says what to
+check and what to do. Missing data is treated per alarm, on one principle: the canary's
+availability alarm (and the job's success alarm) own the "nothing reports at all" case
+(`breaching`); the others watch a signal that is simply absent when nothing happens (no requests,
+no invocations) and treat a gap as `notBreaching`, except free storage, which keeps its state over
+a gap (`ignore`): storage does not come back by itself during a failover.
+
+The topic is encrypted with a customer-managed KMS key whose policy lets CloudWatch use it, not
+with the AWS managed key `alias/aws/sns`: that key's policy cannot be changed and does not admit
+cloudwatch.amazonaws.com, so an alarm's publish to such a topic fails and no one is told
+(CloudWatch user guide, "Amazon SNS topic encryption"). A key costs $1/month; `encrypt_topic`
+false leaves the topic unencrypted (the free-tier stack: alarm messages hold alarm names and
+metric values, no data).
+
+Prometheus rules (infra/prometheus_rules.py) go to the cluster as a ConfigMap: no CRD needed;
+a Prometheus with a rule-file sidecar (or `kubectl get cm -o jsonpath`) loads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+import yaml
+
+from infra.components.functions import CANARY_NAMESPACE, CANARY_PROBES, JOBS_NAMESPACE
+from infra.prometheus_rules import render_rules
+
+RULES_CONFIGMAP = "backbone-prometheus-rules"
+RULES_FILE = "backbone-app.rules.yaml"
+# The 5xx rate is only judged over at least this many requests in a period: 1 error in 2
+# requests is not a 50% outage.
+MIN_REQUESTS = 10
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    stack_name: str
+    region: str
+    period_seconds: int = 60
+    evaluation_periods: int = 3
+    alb_error_rate_percent: float = 5.0
+    unhealthy_hosts: int = 1
+    target_response_time_p99_seconds: float = 1.0
+    db_cpu_percent: float = 80.0
+    db_free_storage_gb: float = 2.0
+    db_connections: int = 80
+    function_errors: int = 1
+    function_throttles: int = 1
+    canary_latency_ms: float = 2000.0
+    billing_alarm_usd: float | None = None
+    alert_email: str | None = None
+    encrypt_topic: bool = True
+    protect: bool = False
+    # What the stack runs (None: not in this stack).
+    alb_arn_suffix: pulumi.Input[str] | None = None
+    target_group_arn_suffix: pulumi.Input[str] | None = None
+    db_instance_identifier: pulumi.Input[str] | None = None
+    function_names: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Lambda functions by short name (e.g. canary, housekeeping)."""
+    canary_period_seconds: int | None = None
+    """The canary's schedule in seconds, when the stack runs it."""
+    job_name: str | None = None
+    """The housekeeping job's `Job` dimension, when the stack runs it."""
+    rules_namespace: pulumi.Input[str] | None = None
+    """The app's Kubernetes namespace: deploy the Prometheus rules there (needs a kubernetes
+    provider in opts)."""
+
+
+def _metric(
+    namespace: str, name: str, dims: dict[str, Any], stat: str, period: int
+) -> aws.cloudwatch.MetricAlarmMetricQueryMetricArgs:
+    return aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+        namespace=namespace, metric_name=name, dimensions=dims, stat=stat, period=period
+    )
+
+
+class Monitoring(pulumi.ComponentResource):
+    topic: aws.sns.Topic
+    alarms: list[aws.cloudwatch.MetricAlarm]
+
+    def __init__(
+        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("backbone:monitoring:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self._name = name
+        self._args = args
+        self._prefix = f"{pulumi.get_project()}-{args.stack_name}"
+        self.alarms = []
+
+        key_id: pulumi.Input[str] | None = None
+        if args.encrypt_topic:
+            key_id = self._topic_key(name, args).arn
+        self.topic = aws.sns.Topic(
+            f"{name}-alerts",
+            display_name=f"{self._prefix} alerts",
+            kms_master_key_id=key_id,
+            opts=child,
+        )
+        if args.alert_email:
+            aws.sns.TopicSubscription(
+                f"{name}-alerts-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=args.alert_email,
+                opts=child,
+            )
+
+        self._alb_alarms(args)
+        self._db_alarms(args)
+        self._function_alarms(args)
+        self._canary_alarms(args)
+        self._job_alarms(args)
+        if args.billing_alarm_usd is not None:
+            # Published a few times a day, and only once billing alerts are switched on: a gap
+            # is normal, never a bill.
+            self._alarm(
+                "billing",
+                f"The account's estimated charges this month passed ${args.billing_alarm_usd:g}. "
+                "Open Billing > Bills to see which service costs; delete what you do not use "
+                "(`pulumi destroy` for this stack). Needs 'Receive Billing Alerts' switched on.",
+                namespace="AWS/Billing",
+                metric="EstimatedCharges",
+                dims={"Currency": "USD"},
+                stat="Maximum",
+                comparison="GreaterThanThreshold",
+                threshold=args.billing_alarm_usd,
+                missing="notBreaching",
+                period=21600,
+                periods=1,
+            )
+
+        self.dashboard: aws.cloudwatch.Dashboard | None = None
+        if args.alb_arn_suffix or args.db_instance_identifier or args.function_names:
+            self.dashboard = aws.cloudwatch.Dashboard(
+                f"{name}-dashboard",
+                dashboard_name=self._prefix,
+                dashboard_body=pulumi.Output.all(
+                    args.alb_arn_suffix,
+                    args.target_group_arn_suffix,
+                    args.db_instance_identifier,
+                    pulumi.Output.all(**args.function_names) if args.function_names else {},
+                ).apply(lambda a: json.dumps(self._dashboard(args, *a))),
+                opts=child,
+            )
+
+        self.rules: k8s.core.v1.ConfigMap | None = None
+        if args.rules_namespace is not None:
+            rules = render_rules(
+                error_ratio=args.alb_error_rate_percent / 100,
+                latency_p99_seconds=args.target_response_time_p99_seconds,
+                for_minutes=max(1, args.period_seconds * args.evaluation_periods // 60),
+                namespace=None,
+                labels={"stack": args.stack_name},
+            )
+            self.rules = k8s.core.v1.ConfigMap(
+                f"{name}-prometheus-rules",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=RULES_CONFIGMAP,
+                    namespace=args.rules_namespace,
+                    labels={
+                        "app.kubernetes.io/name": "backbone-prometheus-rules",
+                        "app.kubernetes.io/part-of": "backbone",
+                        "app.kubernetes.io/managed-by": "pulumi",
+                        # What rule-file sidecars (kube-prometheus-stack, Grafana's) look for.
+                        "prometheus_rule": "1",
+                    },
+                ),
+                data={RULES_FILE: yaml.safe_dump(rules, sort_keys=False, width=100)},
+                opts=child,
+            )
+
+        self.register_outputs(
+            {
+                "topicArn": self.topic.arn,
+                "alarmNames": [a.name for a in self.alarms],
+                "dashboardName": self.dashboard.dashboard_name if self.dashboard else None,
+            }
+        )
+
+    # -- building blocks ---------------------------------------------------------------------------
+
+    def _topic_key(self, name: str, args: MonitoringArgs) -> aws.kms.Key:
+        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        key = aws.kms.Key(
+            f"{name}-alerts-key",
+            description=f"{self._prefix}: encrypts the alerts topic; CloudWatch may use it",
+            enable_key_rotation=True,
+            deletion_window_in_days=7,
+            policy=caller.account_id.apply(
+                lambda account: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "AccountAdministers",
+                                "Effect": "Allow",
+                                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                                "Action": "kms:*",
+                                "Resource": "*",
+                            },
+                            {
+                                "Sid": "CloudWatchAlarmsPublish",
+                                "Effect": "Allow",
+                                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                                "Resource": "*",
+                                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+                            },
+                        ],
+                    }
+                )
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect, retain_on_delete=args.protect
+            ),
+        )
+        aws.kms.Alias(
+            f"{name}-alerts-key",
+            name=f"alias/{self._prefix}-alerts",
+            target_key_id=key.key_id,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return key
+
+    def _alarm(
+        self,
+        part: str,
+        description: str,
+        *,
+        comparison: str,
+        threshold: float,
+        missing: str,
+        namespace: str | None = None,
+        metric: str | None = None,
+        dims: dict[str, Any] | None = None,
+        stat: str | None = None,
+        queries: list[aws.cloudwatch.MetricAlarmMetricQueryArgs] | None = None,
+        period: int | None = None,
+        periods: int | None = None,
+    ) -> aws.cloudwatch.MetricAlarm:
+        args = self._args
+        periods = periods or args.evaluation_periods
+        percentile = stat is not None and stat.startswith("p")
+        alarm = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{part}",
+            name=f"{self._prefix}-{part}",
+            alarm_description=description,
+            namespace=namespace,
+            metric_name=metric,
+            dimensions=dims,
+            statistic=None if percentile else stat,
+            extended_statistic=stat if percentile else None,
+            period=None if queries else (period or args.period_seconds),
+            metric_queries=queries,
+            comparison_operator=comparison,
+            threshold=threshold,
+            evaluation_periods=periods,
+            datapoints_to_alarm=periods,
+            treat_missing_data=missing,
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.alarms.append(alarm)
+        return alarm
+
+    # -- the alarms ----------------------------------------------------------------------------------
+
+    def _alb_alarms(self, args: MonitoringArgs) -> None:
+        if args.alb_arn_suffix is None:
+            return
+        lb = {"LoadBalancer": args.alb_arn_suffix}
+        p = args.period_seconds
+
+        def q(qid: str, metric: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+            return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id=qid, metric=_metric("AWS/ApplicationELB", metric, lb, "Sum", p)
+            )
+
+        # No requests: no datapoints and no rate. Quiet is not failing (the canary sees outages).
+        self._alarm(
+            "alb-5xx-rate",
+            f"More than {args.alb_error_rate_percent:g}% of requests through the load balancer "
+            "ended in 5xx (from the app or the ALB itself). Check the app's logs for status >= "
+            "500 and the unhealthy-hosts and database alarms; roll back a deploy that started it "
+            "(kubectl rollout undo).",
+            queries=[
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="rate",
+                    expression=f"IF(requests >= {MIN_REQUESTS}, "
+                    "100 * (FILL(target5xx, 0) + FILL(elb5xx, 0)) / requests, 0)",
+                    label="5xx per cent of requests",
+                    return_data=True,
+                ),
+                q("target5xx", "HTTPCode_Target_5XX_Count"),
+                q("elb5xx", "HTTPCode_ELB_5XX_Count"),
+                q("requests", "RequestCount"),
+            ],
+            comparison="GreaterThanThreshold",
+            threshold=args.alb_error_rate_percent,
+            missing="notBreaching",
+        )
+        if args.target_group_arn_suffix is not None:
+            # A gap means no target group is reporting: the canary's availability alarm
+            # (breaching on missing data) owns that case; this one warns of partial failure.
+            self._alarm(
+                "alb-unhealthy-hosts",
+                f"At least {args.unhealthy_hosts} of the app's targets fail the health check "
+                "(/readyz). Check the pods (kubectl get pods -n backbone), their readiness "
+                "logs and the database; replace a broken node.",
+                namespace="AWS/ApplicationELB",
+                metric="UnHealthyHostCount",
+                dims={"TargetGroup": args.target_group_arn_suffix, **lb},
+                stat="Maximum",
+                comparison="GreaterThanOrEqualToThreshold",
+                threshold=args.unhealthy_hosts,
+                missing="notBreaching",
+            )
+        # No requests: no latency to judge.
+        self._alarm(
+            "alb-target-p99",
+            f"The app's p99 response time behind the load balancer is above "
+            f"{args.target_response_time_p99_seconds:g} s. Check the database CPU and "
+            "connections alarms, the pods' CPU throttling and the app's pool metrics; scale out "
+            "(raise app.minReplicas) if the pods are saturated.",
+            namespace="AWS/ApplicationELB",
+            metric="TargetResponseTime",
+            dims=lb,
+            stat="p99",
+            comparison="GreaterThanThreshold",
+            threshold=args.target_response_time_p99_seconds,
+            missing="notBreaching",
+        )
+
+    def _db_alarms(self, args: MonitoringArgs) -> None:
+        if args.db_instance_identifier is None:
+            return
+        db = {"DBInstanceIdentifier": args.db_instance_identifier}
+        # CPU and connections: a gap is a reboot or a failover, not load; the canary's health
+        # probe (readiness checks the database) alarms if the database is really gone.
+        self._alarm(
+            "db-cpu",
+            f"The database's CPU is above {args.db_cpu_percent:g}%. Look at Performance "
+            "Insights or pg_stat_statements for the top queries; add an index or scale the "
+            "instance class (database.instanceClass).",
+            namespace="AWS/RDS",
+            metric="CPUUtilization",
+            dims=db,
+            stat="Average",
+            comparison="GreaterThanThreshold",
+            threshold=args.db_cpu_percent,
+            missing="notBreaching",
+        )
+        # A gap keeps the state: free space does not come back by itself.
+        self._alarm(
+            "db-free-storage",
+            f"The database has less than {args.db_free_storage_gb:g} GiB free. Raise "
+            "database.maxAllocatedStorageGb (autoscaling ceiling) or allocatedStorageGb, and "
+            "look for runaway tables or WAL (replication slots).",
+            namespace="AWS/RDS",
+            metric="FreeStorageSpace",
+            dims=db,
+            stat="Minimum",
+            comparison="LessThanThreshold",
+            threshold=args.db_free_storage_gb * GIB,
+            missing="ignore",
+        )
+        self._alarm(
+            "db-connections",
+            f"The database has more than {args.db_connections} connections. Check the app's "
+            "pool size (DB_POOL_MAX x replicas) against max_connections and look for leaked or "
+            "idle-in-transaction sessions (pg_stat_activity).",
+            namespace="AWS/RDS",
+            metric="DatabaseConnections",
+            dims=db,
+            stat="Maximum",
+            comparison="GreaterThanThreshold",
+            threshold=args.db_connections,
+            missing="notBreaching",
+        )
+
+    def _function_alarms(self, args: MonitoringArgs) -> None:
+        # Lambda publishes Errors and Throttles only when invoked: no invocation, no data, and a
+        # schedule that stopped is caught by the canary's and the job's own alarms.
+        for short, fn_name in sorted(args.function_names.items()):
+            dims = {"FunctionName": fn_name}
+            self._alarm(
+                f"fn-{short}-errors",
+                f"The {short} function failed at least {args.function_errors} time(s) in a "
+                f"period. Read its log group (/aws/lambda/<function>) for the JSON 'failed' line; "
+                "failed events wait in the functions' failures queue.",
+                namespace="AWS/Lambda",
+                metric="Errors",
+                dims=dims,
+                stat="Sum",
+                comparison="GreaterThanOrEqualToThreshold",
+                threshold=args.function_errors,
+                missing="notBreaching",
+                periods=1,
+            )
+            self._alarm(
+                f"fn-{short}-throttles",
+                f"The {short} function was throttled at least {args.function_throttles} "
+                "time(s): it ran into its reserved concurrency or the account's limit. Check for "
+                "runs that overlap (timeout longer than the schedule) and the account's "
+                "concurrency quota.",
+                namespace="AWS/Lambda",
+                metric="Throttles",
+                dims=dims,
+                stat="Sum",
+                comparison="GreaterThanOrEqualToThreshold",
+                threshold=args.function_throttles,
+                missing="notBreaching",
+                periods=1,
+            )
+
+    def _canary_alarms(self, args: MonitoringArgs) -> None:
+        if args.canary_period_seconds is None:
+            return
+        period = args.canary_period_seconds
+        periods = min(args.evaluation_periods, 86400 // period)
+        for probe in CANARY_PROBES:
+            dims = {"Stack": args.stack_name, "Probe": probe}
+            what = "readiness (/readyz)" if probe == "health" else "read path"
+            # No datapoint means the canary itself did not run: as bad as a failed probe.
+            self._alarm(
+                f"canary-{probe}-availability",
+                f"The app's {what} failed from outside through the load balancer for "
+                f"{periods} canary run(s). Open the app's URL; check the unhealthy-hosts, 5xx "
+                "and database alarms and the canary's log lines (event=probe, reason).",
+                namespace=CANARY_NAMESPACE,
+                metric="Availability",
+                dims=dims,
+                stat="Minimum",
+                comparison="LessThanThreshold",
+                threshold=1,
+                missing="breaching",
+                period=period,
+                periods=periods,
+            )
+            # A probe with no answer has no latency: availability covers it.
+            self._alarm(
+                f"canary-{probe}-latency",
+                f"The app's {what} took more than {args.canary_latency_ms:g} ms on average, as "
+                "a user sees it. Check the target response time and database alarms.",
+                namespace=CANARY_NAMESPACE,
+                metric="Latency",
+                dims=dims,
+                stat="Average",
+                comparison="GreaterThanThreshold",
+                threshold=args.canary_latency_ms,
+                missing="notBreaching",
+                period=period,
+                periods=periods,
+            )
+
+    def _job_alarms(self, args: MonitoringArgs) -> None:
+        if args.job_name is None:
+            return
+        # A day without a datapoint means the job did not run. (Right after the first deploy it
+        # fires until the first night's run.)
+        self._alarm(
+            f"job-{args.job_name}",
+            f"The {args.job_name} job failed or did not run in the last 24 hours. Read its log "
+            "group for the 'failed' line (secret, database reachability, SQL) and the "
+            "functions' failures queue; run it once by hand (aws lambda invoke) after a fix.",
+            namespace=JOBS_NAMESPACE,
+            metric="Success",
+            dims={"Stack": args.stack_name, "Job": args.job_name},
+            stat="Minimum",
+            comparison="LessThanThreshold",
+            threshold=1,
+            missing="breaching",
+            period=86400,
+            periods=1,
+        )
+
+    # -- the dashboard ---------------------------------------------------------------------------------
+
+    def _dashboard(
+        self,
+        args: MonitoringArgs,
+        alb: str | None,
+        tg: str | None,
+        db: str | None,
+        functions: dict[str, str],
+    ) -> dict[str, Any]:
+        widgets: list[dict[str, Any]] = []
+
+        def row(title: str, *graphs: tuple[str, list[list[Any]], dict[str, Any]]) -> None:
+            y = len(widgets) and max(w["y"] + w["height"] for w in widgets)
+            widgets.append(
+                {
+                    "type": "text",
+                    "x": 0,
+                    "y": y,
+                    "width": 24,
+                    "height": 1,
+                    "properties": {"markdown": f"## {title}"},
+                }
+            )
+            width = 24 // len(graphs)
+            for i, (name, metrics, extra) in enumerate(graphs):
+                widgets.append(
+                    {
+                        "type": "metric",
+                        "x": i * width,
+                        "y": y + 1,
+                        "width": width,
+                        "height": 6,
+                        "properties": {
+                            "title": name,
+                            "region": args.region,
+                            "view": "timeSeries",
+                            "period": args.period_seconds,
+                            "metrics": metrics,
+                            **extra,
+                        },
+                    }
+                )
+
+        if alb:
+            e = "AWS/ApplicationELB"
+            lb = ["LoadBalancer", alb]
+            row(
+                "Load balancer",
+                ("Traffic: requests", [[e, "RequestCount", *lb, {"stat": "Sum"}]], {}),
+                (
+                    "Errors: 5xx and 4xx",
+                    [
+                        [e, "HTTPCode_Target_5XX_Count", *lb, {"stat": "Sum"}],
+                        [e, "HTTPCode_ELB_5XX_Count", *lb, {"stat": "Sum"}],
+                        [e, "HTTPCode_Target_4XX_Count", *lb, {"stat": "Sum"}],
+                    ],
+                    {},
+                ),
+                (
+                    "Latency: target response time",
+                    [
+                        [e, "TargetResponseTime", *lb, {"stat": "p50"}],
+                        [e, "TargetResponseTime", *lb, {"stat": "p99"}],
+                    ],
+                    {},
+                ),
+                (
+                    "Saturation: targets and connections",
+                    [
+                        *(
+                            [e, m, "TargetGroup", tg, *lb, {"stat": "Maximum"}]
+                            for m in ("HealthyHostCount", "UnHealthyHostCount")
+                            if tg
+                        ),
+                        [e, "ActiveConnectionCount", *lb, {"stat": "Sum"}],
+                    ],
+                    {},
+                ),
+            )
+        if args.canary_period_seconds:
+            c = CANARY_NAMESPACE
+            probes = [("Stack", args.stack_name, "Probe", p) for p in CANARY_PROBES]
+            row(
+                "The app, as a user sees it (canary)",
+                (
+                    "Availability (1 = up)",
+                    [[c, "Availability", *d, {"stat": "Minimum"}] for d in probes],
+                    {"period": args.canary_period_seconds},
+                ),
+                (
+                    "Latency (ms)",
+                    [[c, "Latency", *d, {"stat": "Average"}] for d in probes],
+                    {"period": args.canary_period_seconds},
+                ),
+            )
+        if db:
+            r = "AWS/RDS"
+            d = ["DBInstanceIdentifier", db]
+            row(
+                "Database",
+                (
+                    "Traffic: IOPS",
+                    [[r, "ReadIOPS", *d], [r, "WriteIOPS", *d]],
+                    {},
+                ),
+                (
+                    "Latency: read and write (s)",
+                    [[r, "ReadLatency", *d], [r, "WriteLatency", *d]],
+                    {},
+                ),
+                (
+                    "Saturation: CPU % and connections",
+                    [[r, "CPUUtilization", *d], [r, "DatabaseConnections", *d, {"yAxis": "right"}]],
+                    {},
+                ),
+                (
+                    "Saturation: free storage and memory (bytes)",
+                    [[r, "FreeStorageSpace", *d], [r, "FreeableMemory", *d]],
+                    {},
+                ),
+            )
+        if functions:
+            f = "AWS/Lambda"
+            names = sorted(functions.values())
+            graphs: list[tuple[str, list[list[Any]], dict[str, Any]]] = [
+                (
+                    f"{title}",
+                    [[f, metric, "FunctionName", n, {"stat": stat}] for n in names],
+                    {},
+                )
+                for title, metric, stat in (
+                    ("Traffic: invocations", "Invocations", "Sum"),
+                    ("Errors", "Errors", "Sum"),
+                    ("Latency: duration p99 (ms)", "Duration", "p99"),
+                    ("Saturation: throttles", "Throttles", "Sum"),
+                )
+            ]
+            row("Functions", *graphs)
+            if args.job_name:
+                dims = ["Stack", args.stack_name, "Job", args.job_name]
+                row(
+                    f"The {args.job_name} job",
+                    (
+                        "Success (1 = ok)",
+                        [[JOBS_NAMESPACE, "Success", *dims, {"stat": "Minimum"}]],
+                        {"period": 86400},
+                    ),
+                    (
+                        "Links purged and live",
+                        [
+                            [JOBS_NAMESPACE, "PurgedLinks", *dims, {"stat": "Sum"}],
+                            [JOBS_NAMESPACE, "LiveLinks", *dims, {"stat": "Maximum"}],
+                        ],
+                        {"period": 86400},
+                    ),
+                )
+        return {"widgets": widgets}

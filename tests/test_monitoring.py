@@ -1,0 +1,294 @@
+"""Monitoring as planned per stack: every alarm watches a real metric of a resource in the same
+stack and notifies the topic; the dashboard shows only real metrics; the Prometheus rules reach
+the cluster and `backbone manifests`; free-tier stays inside CloudWatch's always-free allowances."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from backbone.manifests import write
+from backbone.mocks import MAKERS
+from backbone.synth import load_config, resolve, synth
+from infra.prometheus_rules import ALERTS, render_rules
+
+REPO = Path(__file__).resolve().parent.parent
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+STACKS = ["free-tier", "dev", "prod"]
+ALB_METRICS = {
+    "RequestCount",
+    "HTTPCode_Target_5XX_Count",
+    "HTTPCode_ELB_5XX_Count",
+    "HTTPCode_Target_4XX_Count",
+    "TargetResponseTime",
+    "ActiveConnectionCount",
+}
+RDS_METRICS = {
+    "CPUUtilization",
+    "DatabaseConnections",
+    "FreeStorageSpace",
+    "FreeableMemory",
+    "ReadIOPS",
+    "WriteIOPS",
+    "ReadLatency",
+    "WriteLatency",
+}
+LAMBDA_METRICS = {"Invocations", "Errors", "Throttles", "Duration"}
+# Always free (CloudWatch pricing, free tier): 10 alarm metrics, 10 custom metrics, 3 dashboards.
+FREE = {"alarm_metrics": 10, "custom_metrics": 10, "dashboards": 3}
+
+
+@pytest.fixture(params=STACKS)
+def plan(request, plan_of):
+    return plan_of(request.param)
+
+
+def mocked(plan, resource):
+    urn = f"{plan.project}::{plan.stack}::{resource.type}::{resource.name}"
+    return MAKERS[resource.type](resource.name, urn, resource.inputs, "us-east-1")[1]
+
+
+def key(namespace, name, dims):
+    return (namespace, name, tuple(sorted(dims.items())))
+
+
+def real_metrics(plan):
+    """Every metric the stack's resources publish, with the dimensions that name them."""
+    known = set()
+    for alb in plan.of_type("aws:lb/loadBalancer:LoadBalancer"):
+        lb = {"LoadBalancer": mocked(plan, alb)["arnSuffix"]}
+        known |= {key("AWS/ApplicationELB", m, lb) for m in ALB_METRICS}
+        for tg in plan.of_type("aws:lb/targetGroup:TargetGroup"):
+            dims = {**lb, "TargetGroup": mocked(plan, tg)["arnSuffix"]}
+            known |= {
+                key("AWS/ApplicationELB", m, dims)
+                for m in ("UnHealthyHostCount", "HealthyHostCount")
+            }
+    for db in plan.of_type("aws:rds/instance:Instance"):
+        dims = {"DBInstanceIdentifier": mocked(plan, db)["identifier"]}
+        assert dims["DBInstanceIdentifier"] == db.id
+        known |= {key("AWS/RDS", m, dims) for m in RDS_METRICS}
+    for fn in plan.of_type("aws:lambda/function:Function"):
+        known |= {key("AWS/Lambda", m, {"FunctionName": fn.id}) for m in LAMBDA_METRICS}
+    known |= custom_metrics(plan)
+    if plan.outputs.get("region") == "us-east-1":
+        known.add(key("AWS/Billing", "EstimatedCharges", {"Currency": "USD"}))
+    return known
+
+
+def custom_metrics(plan):
+    """What the functions publish (app/functions/README.md), read from their own settings."""
+    out = set()
+    for fn in plan.of_type("aws:lambda/function:Function"):
+        env = fn.inputs["environment"]["variables"]
+        part = fn.inputs["handler"].split(".")[0]
+        if part == "canary":
+            assert env["METRICS_NAMESPACE"] == "Backbone/Canary"
+            for probe in ("health", "read"):
+                dims = {"Stack": env["STACK_NAME"], "Probe": probe}
+                out |= {key("Backbone/Canary", m, dims) for m in ("Availability", "Latency")}
+        elif part == "housekeeping":
+            assert env["METRICS_NAMESPACE"] == "Backbone/Jobs"
+            dims = {"Stack": env["STACK_NAME"], "Job": "housekeeping"}
+            out |= {key("Backbone/Jobs", m, dims) for m in ("Success", "PurgedLinks", "LiveLinks")}
+    return out
+
+
+def alarm_metrics(alarm):
+    i = alarm.inputs
+    if "metricQueries" in i:
+        return [
+            key(q["metric"]["namespace"], q["metric"]["metricName"], q["metric"]["dimensions"])
+            for q in i["metricQueries"]
+            if "metric" in q
+        ]
+    return [key(i["namespace"], i["metricName"], i["dimensions"])]
+
+
+def test_every_alarm_watches_a_real_metric_and_notifies_the_topic(plan):
+    alarms = plan.of_type(ALARM)
+    assert alarms
+    topic = mocked(plan, plan.one("aws:sns/topic:Topic"))["arn"]
+    known = real_metrics(plan)
+    for alarm in alarms:
+        for metric in alarm_metrics(alarm):
+            assert metric in known, (alarm.name, metric)
+        i = alarm.inputs
+        assert i["alarmActions"] == [topic] and i["okActions"] == [topic], alarm.name
+        assert i["name"].startswith(f"backbone-{plan.stack}-")
+        assert len(i["alarmDescription"]) > 80  # says what happened and what to do
+        assert i["treatMissingData"] in {"breaching", "notBreaching", "ignore", "missing"}
+        assert 1 <= i["datapointsToAlarm"] <= i["evaluationPeriods"]
+
+
+def test_the_alarm_set_of_each_stack(plan):
+    names = {a.inputs["name"].removeprefix(f"backbone-{plan.stack}-") for a in plan.of_type(ALARM)}
+    if plan.stack == "free-tier":
+        assert names == {"billing"}
+        return
+    fns = {f"fn-{p}-{m}" for p in ("canary", "housekeeping") for m in ("errors", "throttles")}
+    canary = {f"canary-{p}-{m}" for p in ("health", "read") for m in ("availability", "latency")}
+    assert names == {
+        "alb-5xx-rate",
+        "alb-unhealthy-hosts",
+        "alb-target-p99",
+        "db-cpu",
+        "db-free-storage",
+        "db-connections",
+        "job-housekeeping",
+        *fns,
+        *canary,
+    }
+
+
+def test_thresholds_periods_and_missing_data_follow_the_config(plan):
+    m = load_config(resolve(plan.stack, REPO)).monitoring
+    f = load_config(resolve(plan.stack, REPO)).functions
+    by = {
+        a.inputs["name"].removeprefix(f"backbone-{plan.stack}-"): a.inputs
+        for a in plan.of_type(ALARM)
+    }
+    if plan.stack == "free-tier":
+        assert by["billing"]["threshold"] == m.billing_alarm_usd
+        return
+    rate = by["alb-5xx-rate"]
+    assert rate["threshold"] == m.alb_error_rate_percent
+    (expr,) = [q for q in rate["metricQueries"] if q.get("returnData")]
+    assert "requests >= 10" in expr["expression"] and "target5xx" in expr["expression"]
+    assert by["alb-target-p99"]["extendedStatistic"] == "p99"
+    assert by["alb-target-p99"]["threshold"] == m.target_response_time_p99_seconds
+    assert by["db-cpu"]["threshold"] == m.db_cpu_percent
+    assert by["db-free-storage"]["threshold"] == m.db_free_storage_gb * 1024**3
+    assert by["db-free-storage"]["comparisonOperator"] == "LessThanThreshold"
+    assert by["db-connections"]["threshold"] == m.db_connections
+    for name in ("alb-unhealthy-hosts", "alb-target-p99", "db-cpu", "db-connections"):
+        assert by[name]["period"] == m.period_seconds
+        assert by[name]["evaluationPeriods"] == m.evaluation_periods
+    canary_period = int(f.canary_schedule.split("(")[1].split()[0]) * 60
+    for probe in ("health", "read"):
+        avail = by[f"canary-{probe}-availability"]
+        assert (avail["period"], avail["statistic"], avail["threshold"]) == (
+            canary_period,
+            "Minimum",
+            1,
+        )
+        assert by[f"canary-{probe}-latency"]["threshold"] == m.canary_latency_ms
+    assert (by["job-housekeeping"]["period"], by["job-housekeeping"]["evaluationPeriods"]) == (
+        86400,
+        1,
+    )
+    # Deliberate missing-data choices: "nothing reported" is owned by the canary and the job.
+    missing = {n: a["treatMissingData"] for n, a in by.items()}
+    assert {n for n, v in missing.items() if v == "breaching"} == {
+        "canary-health-availability",
+        "canary-read-availability",
+        "job-housekeeping",
+    }
+    assert missing["db-free-storage"] == "ignore"
+
+
+def test_topic_encryption_admits_cloudwatch(plan):
+    topic = plan.one("aws:sns/topic:Topic")
+    if plan.stack == "free-tier":
+        assert "kmsMasterKeyId" not in topic.inputs  # no $1/month key on the free tier
+        return
+    key = plan.one("aws:kms/key:Key")
+    assert topic.inputs["kmsMasterKeyId"] == mocked(plan, key)["arn"]
+    assert key.inputs["enableKeyRotation"] is True
+    policy = json.loads(key.inputs["policy"])
+    (cw,) = [
+        s for s in policy["Statement"] if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert set(cw["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert key.protect == (plan.stack == "prod")
+
+
+def test_dashboard_shows_golden_signals_of_real_metrics(plan):
+    boards = plan.of_type("aws:cloudwatch/dashboard:Dashboard")
+    if plan.stack == "free-tier":
+        assert not boards
+        return
+    (board,) = boards
+    body = json.loads(board.inputs["dashboardBody"])
+    known = real_metrics(plan)
+    titles = []
+    for w in body["widgets"]:
+        if w["type"] != "metric":
+            continue
+        titles.append(w["properties"]["title"])
+        for line in w["properties"]["metrics"]:
+            parts = [p for p in line if not isinstance(p, dict)]
+            dims = dict(zip(parts[2::2], parts[3::2], strict=True))
+            assert key(parts[0], parts[1], dims) in known, line
+    text = " ".join(titles)
+    for signal in ("Traffic", "Errors", "Latency", "Saturation", "Availability"):
+        assert signal in text
+
+
+def free_tier_usage(plan):
+    """Alarm metrics (a metric-math alarm counts each metric it reads), custom metrics the
+    functions publish, dashboards."""
+    return {
+        "alarm_metrics": sum(len(alarm_metrics(a)) for a in plan.of_type(ALARM)),
+        "custom_metrics": len(custom_metrics(plan)),
+        "dashboards": len(plan.of_type("aws:cloudwatch/dashboard:Dashboard")),
+    }
+
+
+def test_free_tier_monitoring_fits_the_always_free_allowances(plan_of):
+    usage = free_tier_usage(plan_of("free-tier"))
+    assert all(usage[k] <= FREE[k] for k in FREE), usage
+    assert usage == {"alarm_metrics": 1, "custom_metrics": 0, "dashboards": 0}
+
+
+def test_the_functions_custom_metrics_alone_fit_the_free_allowance(plan_of):
+    # 4 canary (2 metrics x 2 probes) + 3 job metrics, as app/functions/README.md promises.
+    assert free_tier_usage(plan_of("dev"))["custom_metrics"] == 7 <= FREE["custom_metrics"]
+
+
+def test_prometheus_rules_reach_the_cluster_from_the_same_thresholds(plan):
+    maps = [
+        r
+        for r in plan.of_type("kubernetes:core/v1:ConfigMap")
+        if r.name == "monitoring-prometheus-rules"
+    ]
+    if plan.stack == "free-tier":
+        assert not maps
+        return
+    m = load_config(resolve(plan.stack, REPO)).monitoring
+    (cm,) = maps
+    assert cm.provider == plan.one("pulumi:providers:kubernetes").urn
+    assert cm.inputs["metadata"]["name"] == "backbone-prometheus-rules"
+    assert cm.inputs["metadata"]["namespace"] == plan.outputs["appNamespace"]
+    rules = yaml.safe_load(cm.inputs["data"]["backbone-app.rules.yaml"])
+    assert rules == render_rules(
+        error_ratio=m.alb_error_rate_percent / 100,
+        latency_p99_seconds=m.target_response_time_p99_seconds,
+        for_minutes=m.period_seconds * m.evaluation_periods // 60,
+        labels={"stack": plan.stack},
+    )
+
+
+def test_backbone_manifests_writes_the_rules(plan_of, tmp_path):
+    write(plan_of("dev"), tmp_path)
+    (file,) = tmp_path.glob("*-configmap-backbone-prometheus-rules.yaml")
+    obj = yaml.safe_load(file.read_text())
+    rules = yaml.safe_load(obj["data"]["backbone-app.rules.yaml"])
+    assert tuple(r["alert"] for r in rules["groups"][0]["rules"]) == ALERTS
+
+
+def test_email_subscription_when_an_address_is_set(tmp_path):
+    stack = tmp_path / "Pulumi.mail.yaml"
+    stack.write_text(
+        "config:\n  aws:region: us-east-1\n  backbone:network: {nat: none}\n"
+        "  backbone:monitoring: {enabled: true, alertEmail: ops@example.com}\n"
+    )
+    plan = synth(str(stack), cwd=REPO)
+    sub = plan.one("aws:sns/topicSubscription:TopicSubscription")
+    assert sub.inputs["protocol"] == "email" and sub.inputs["endpoint"] == "ops@example.com"
+    assert sub.inputs["topic"] == mocked(plan, plan.one("aws:sns/topic:Topic"))["arn"]
+    # Nothing to watch in a bare network: a topic, its key and no alarm.
+    assert not plan.of_type(ALARM)
