@@ -78,14 +78,22 @@ def find_project(start: Path | None = None) -> Path:
     )
 
 
-def _project_name(project_dir: Path) -> str:
+def _project_file(project_dir: Path) -> dict[str, Any]:
     data = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
-    return str(data.get("name", "backbone"))
+    return data if isinstance(data, dict) else {}
+
+
+def _project_name(project_dir: Path) -> str:
+    return str(_project_file(project_dir).get("name", "backbone"))
 
 
 def _stack_dir(project_dir: Path) -> Path:
-    data = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
-    return project_dir / str(data.get("stackConfigDir", "."))
+    return project_dir / str(_project_file(project_dir).get("stackConfigDir", "."))
+
+
+def program_dir(project_dir: Path) -> Path:
+    """Where the program is: Pulumi.yaml's `main` (a folder with __main__.py), as the CLI reads it."""
+    return project_dir / str(_project_file(project_dir).get("main", "."))
 
 
 def available_stacks(project_dir: Path) -> list[str]:
@@ -242,6 +250,24 @@ class RecordingMonitor(pmocks.MockMonitor):
         self.stack_outputs: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._defaults: set[str] = set()
+        self.thread_loops: set[asyncio.AbstractEventLoop] = set()
+
+    def _note_loop(self) -> None:
+        """Pulumi gives each executor thread an event loop of its own (for mocks) and never
+        closes it; noted here so run_program can close them, rather than the garbage collector
+        at interpreter exit, where closing fails noisily."""
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:
+            return
+        with self._lock:
+            self.thread_loops.add(loop)
+
+    def Invoke(self, request: Any) -> Any:
+        try:
+            return super().Invoke(request)
+        finally:
+            self._note_loop()
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         # As the real engine: the root stack does not prefix its children's types.
@@ -251,6 +277,7 @@ class RecordingMonitor(pmocks.MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
+        self._note_loop()
         if request.type != STACK_TYPE:
             provider = _provider_urn(request.provider)
             if request.custom and not provider and not request.type.startswith("pulumi:providers:"):
@@ -327,8 +354,10 @@ def _tree_order(resources: list[Resource], root: str) -> list[Resource]:
     return out
 
 
-def _run_main(main: Path) -> None:
-    runpy.run_path(str(main), run_name="__main__")
+def _run_main(program: Path) -> None:
+    # As the Python language host runs `main`: the folder itself, so its __main__.py runs with
+    # the folder first on sys.path (infra/__main__.py must find the project's packages itself).
+    runpy.run_path(str(program), run_name="__main__")
 
 
 def run_program(
@@ -352,15 +381,16 @@ def run_program(
     psettings.configure(settings)
     psettings.ROOT.set(None)
     set_all_config(raw, secret_keys)
-    main = ref.project_dir / "infra" / "__main__.py"
+    program = program_dir(ref.project_dir)
     try:
-        loop.run_until_complete(run_in_stack(lambda: _run_main(main)))
+        loop.run_until_complete(run_in_stack(lambda: _run_main(program)))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
-        # Pulumi gives each executor thread its own event loop for synchronous invokes; ending the
-        # threads now lets those loops close while the process is whole, not at interpreter exit.
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+        for thread_loop in monitor.thread_loops:
+            if not thread_loop.is_running():
+                thread_loop.close()
         asyncio.set_event_loop(None)
     root = f"urn:pulumi:{ref.stack}::{ref.project}::{STACK_TYPE}::{ref.project}-{ref.stack}"
     resources = _tree_order(monitor.records, root)

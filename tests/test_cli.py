@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_plan_prints_tree_counts_and_outputs(backbone_cli, stack):
     result = backbone_cli("plan", stack)
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # nothing on stderr: no warnings, no noise at exit
     assert f"backbone stack {stack}" in result.stdout
     if stack != "local":
         assert "backbone:network:Network network" in result.stdout
