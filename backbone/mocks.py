@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -363,6 +364,9 @@ def _generic(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[
     return rid, {}
 
 
+SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
+
+
 class BackboneMocks(pulumi.runtime.Mocks):
     """Answers the engine's calls the way AWS would, offline and deterministically."""
 
@@ -370,6 +374,19 @@ class BackboneMocks(pulumi.runtime.Mocks):
         self.stack = stack
         self.project = project
         self.region = region or "us-east-1"
+        # Registrations run on executor threads: each thread says which outputs of the resource
+        # it is registering the engine must return as secrets (additionalSecretOutputs).
+        self._call = threading.local()
+
+    def expect_secret_outputs(self, names: list[str]) -> None:
+        self._call.secret_outputs = names
+
+    def _mark_secrets(self, state: dict[str, Any]) -> dict[str, Any]:
+        for key in getattr(self._call, "secret_outputs", ()):
+            if key in state:
+                state[key] = {**SECRET_SIG, "value": state[key]}
+        self._call.secret_outputs = ()
+        return state
 
     def _urn(self, typ: str, name: str) -> str:
         return f"{self.project}::{self.stack}::{typ}::{name}"
@@ -386,7 +403,7 @@ class BackboneMocks(pulumi.runtime.Mocks):
         state = {**args.inputs, **outputs, "id": rid}
         if "tags" in args.inputs or args.typ.startswith("aws:"):
             state.setdefault("tagsAll", args.inputs.get("tags") or {})
-        return rid, state
+        return rid, self._mark_secrets(state)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
         answer = CALLS.get(args.token)

@@ -244,6 +244,8 @@ def _provider_urn(ref: str) -> str | None:
 class RecordingMonitor(pmocks.MockMonitor):
     """The mock monitor, keeping every registration request as the engine would receive it."""
 
+    mocks: BackboneMocks
+
     def __init__(self, mocks: BackboneMocks) -> None:
         super().__init__(mocks)
         self.records: list[Resource] = []
@@ -276,6 +278,8 @@ class RecordingMonitor(pmocks.MockMonitor):
         return super().make_urn(parent, type_, name)
 
     def RegisterResource(self, request: Any) -> Any:
+        # As the engine does: outputs the provider declares secret come back as secrets.
+        self.mocks.expect_secret_outputs(list(request.additionalSecretOutputs))
         response = super().RegisterResource(request)
         self._note_loop()
         if request.type != STACK_TYPE:
