@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from backbone.plan import SECRET, Plan, Resource
@@ -161,7 +162,7 @@ def plan(
         outputs.add_column("name")
         outputs.add_column("value", overflow="fold")
         for name, value in sorted(result.outputs.items()):
-            outputs.add_row(name, _value(value))
+            outputs.add_row(name, Text(_value(value)))
         out.print(outputs)
 
 

@@ -238,7 +238,22 @@ def _random_password(
     return "none", {"result": f"offline-{_h(urn, n=int(inputs.get('length', 16)))}"}
 
 
+def _docker_named(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    """Docker networks, volumes, containers: the engine's 64-hex id; the name as given."""
+    rid = hashlib.sha256(urn.encode()).hexdigest()
+    return rid, {"name": inputs.get("name") or f"{name}-{_h(urn, n=7)}"}
+
+
+def _remote_image(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    image_id = "sha256:" + hashlib.sha256(str(inputs.get("name")).encode()).hexdigest()
+    return f"{image_id}{inputs.get('name')}", {"imageId": image_id, "repoDigest": ""}
+
+
 MAKERS: dict[str, Maker] = {
+    "docker:index/network:Network": _docker_named,
+    "docker:index/volume:Volume": _docker_named,
+    "docker:index/container:Container": _docker_named,
+    "docker:index/remoteImage:RemoteImage": _remote_image,
     "aws:ecr/repository:Repository": _ecr_repo,
     "docker:index/image:Image": _docker_image,
     "aws:eks/cluster:Cluster": _eks_cluster,

@@ -489,6 +489,23 @@ class MonitoringConfig(_Section):
     namespace, no CRD needed) when the stack has one; `backbone manifests` writes it too."""
 
 
+class LocalConfig(_Section):
+    """The local stack (target docker): the app and PostgreSQL as containers on your own Docker."""
+
+    app_port: int = Field(default=8000, ge=1024, le=65535)
+    """The port on 127.0.0.1 where the app answers (http://localhost:<appPort>)."""
+
+    postgres_image: str = Field(
+        default="postgres:17-bookworm",
+        pattern=r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$",
+    )
+    """The PostgreSQL image, pinned by tag or digest (never `latest`)."""
+
+    base_image: str | None = None
+    """Build argument BASE_IMAGE for app/Dockerfile; unset keeps the Dockerfile's default
+    (python:3.12-slim). Set it when Docker Hub is out of reach and you built a base yourself."""
+
+
 class StackConfig(_Section):
     """Every setting of one stack. Keys live under `backbone:` in stacks/Pulumi.<stack>.yaml."""
 
@@ -514,6 +531,7 @@ class StackConfig(_Section):
     app: AppConfig = Field(default_factory=AppConfig)
     functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
 
     # Set by the loader, not by the stack file.
     stack: str = Field(default="dev", exclude=True)
@@ -552,6 +570,32 @@ class StackConfig(_Section):
                     )
             out += self._cluster_problems() + self._database_problems() + self._app_problems()
             out += self._functions_problems() + self._monitoring_problems()
+        else:
+            out += self._local_problems()
+        return out
+
+    def _local_problems(self) -> list[Problem]:
+        """target docker: AWS pieces have no meaning; the images must be pinned."""
+        out = list[Problem]()
+        for what in ("cluster", "database", "loadbalancer", "functions", "monitoring"):
+            if getattr(self, what).enabled:
+                out.append(
+                    Problem(
+                        f"{NAMESPACE}:{what}.enabled",
+                        f"true has no meaning when target is docker (it is an AWS piece); "
+                        f"allowed: false, or {NAMESPACE}:target: aws",
+                    )
+                )
+        image = self.local.postgres_image
+        tag = image.split("@")[0].rsplit("/", 1)[-1].partition(":")[2]
+        if "@" not in image and tag in ("", "latest"):
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:local.postgresImage",
+                    f"{image!r} is not pinned; allowed: a tag such as postgres:17-bookworm or a "
+                    "digest (latest changes under you)",
+                )
+            )
         return out
 
     def _cluster_problems(self) -> list[Problem]:

@@ -16,6 +16,7 @@ from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.database import Database, DatabaseArgs
 from infra.components.functions import Functions, FunctionsArgs
 from infra.components.loadbalancer import LoadBalancer, LoadBalancerArgs
+from infra.components.local import Local, LocalArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.network import Network, NetworkArgs
 from infra.components.registry import Registry, RegistryArgs
@@ -60,7 +61,16 @@ def build(cfg: StackConfig) -> dict[str, Any]:
     """Register the stack's resources; return the stack outputs."""
     if cfg.target == "docker":
         # The local stack runs on the user's own Docker engine and registers no AWS resource.
-        return {"target": "docker"}
+        local = Local(
+            "local",
+            LocalArgs(
+                context=APP_DIR,
+                app_port=cfg.local.app_port,
+                postgres_image=cfg.local.postgres_image,
+                base_image=cfg.local.base_image,
+            ),
+        )
+        return {"target": "docker", "url": local.url, "appApiToken": local.api_token}
 
     assert cfg.region is not None  # config guarantees it for target aws
     provider = aws_provider(cfg)

@@ -14,7 +14,7 @@ import pytest
 LEAK = re.compile(r"offline-(?:[0-9a-f]{8,}|token|managed-password)")
 
 
-@pytest.mark.parametrize("stack", ["free-tier", "dev", "prod"])
+@pytest.mark.parametrize("stack", ["local", "free-tier", "dev", "prod"])
 def test_no_secret_value_in_the_plan(backbone_cli, stack):
     for fmt in ("json", "text"):
         result = backbone_cli("plan", stack, "-f", fmt)
