@@ -249,7 +249,19 @@ def _remote_image(name: str, urn: str, inputs: dict[str, Any], region: str) -> t
     return f"{image_id}{inputs.get('name')}", {"imageId": image_id, "repoDigest": ""}
 
 
+def _random_id(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    raw = bytes.fromhex(_h(urn, "id", n=2 * int(inputs.get("byteLength", 4))))
+    b64 = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return b64, {
+        "hex": raw.hex(),
+        "b64Url": b64,
+        "b64Std": base64.b64encode(raw).decode(),
+        "dec": str(int.from_bytes(raw, "big")),
+    }
+
+
 MAKERS: dict[str, Maker] = {
+    "random:index/randomId:RandomId": _random_id,
     "docker:index/network:Network": _docker_named,
     "docker:index/volume:Volume": _docker_named,
     "docker:index/container:Container": _docker_named,

@@ -416,10 +416,10 @@ class FunctionsConfig(_Section):
     housekeeping_timeout_seconds: int = Field(default=300, ge=1, le=900)
     """The job's timeout (up to 900 s); it stops purging 10 s before and carries on next night."""
 
-    reserved_concurrency: int | None = Field(default=1, ge=1, le=1000)
+    reserved_concurrency: int | None = Field(default=None, ge=1, le=1000)
     """Concurrent executions reserved for (and capping) each function; 1 keeps runs from
-    overlapping. `null` reserves none: a new account whose concurrency quota is still 10 cannot
-    reserve any (AWS keeps 10 unreserved)."""
+    overlapping. Unset (the default) reserves none: a new account whose concurrency quota is
+    still 10 cannot reserve any (Lambda keeps 10 unreserved), and the first `pulumi up` would fail."""
 
     log_retention_days: int = 30
     """How long the functions' logs are kept (a CloudWatch Logs retention value)."""
@@ -726,6 +726,16 @@ class StackConfig(_Section):
                     "0 (no autoscaling) or a larger ceiling",
                 )
             )
+        if d.manage_password and self.cluster.enabled:
+            out.append(
+                Problem(
+                    f"{key}.managePassword",
+                    "true would leave the app's DATABASE_URL stale after RDS rotates the "
+                    "password (every 7 days; the pods read it once, at deploy time); allowed: "
+                    "false (a generated password kept as a Pulumi secret) while the app runs on "
+                    "the cluster",
+                )
+            )
         if d.username.lower() in {"admin", "postgres", "rdsadmin", "user", "root"}:
             out.append(
                 Problem(
@@ -841,9 +851,9 @@ class StackConfig(_Section):
                     "ops@example.com, or leave it out",
                 )
             )
-        if m.period_seconds not in (10, 30) and not (
-            m.period_seconds % 60 == 0 and 60 <= m.period_seconds <= 3600
-        ):
+        # ALB, RDS and Lambda publish one data point a minute: a 10 or 30 s alarm would see no
+        # data and, treating missing data as fine, never fire.
+        if not (m.period_seconds % 60 == 0 and 60 <= m.period_seconds <= 3600):
             out.append(
                 Problem(
                     f"{key}.periodSeconds",

@@ -411,3 +411,21 @@ def test_functions_and_monitoring_defaults_are_sound_and_documented():
         "backbone:monitoring.prometheusRules",
     ):
         assert f"`{key}`" in table
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "backbone:database: {enabled: true, managePassword: true}\n  backbone:cluster: {enabled: true}",
+            "backbone:database.managePassword: true would leave the app's DATABASE_URL stale",
+        ),
+        (
+            "backbone:monitoring: {enabled: true, periodSeconds: 30}",
+            "backbone:monitoring.periodSeconds: 30 is not a CloudWatch alarm period",
+        ),
+    ],
+)
+def test_review_findings_are_refused(tmp_path, section, expected):
+    got = problems(f"config:\n  aws:region: us-east-1\n  {section}\n", tmp_path)
+    assert any(p.startswith(expected) for p in got), got

@@ -255,3 +255,35 @@ def test_plain_http_without_a_certificate(plan):
     assert listener.inputs["port"] == 80 and listener.inputs["protocol"] == "HTTP"
     assert listener.inputs["defaultActions"][0]["type"] == "forward"
     assert plan.outputs["url"].startswith("http://")
+
+
+def test_final_snapshot_name_is_unique_and_valid(plan):
+    ident = plan.one("aws:rds/instance:Instance").inputs["finalSnapshotIdentifier"]
+    prefix, _, suffix = ident.rpartition("-final-")
+    assert prefix == f"backbone-{plan.stack}-database"
+    assert len(suffix) == 8 and int(suffix, 16) >= 0  # a random id: a second destroy cannot collide
+    from infra.components.database import snapshot_prefix
+
+    assert snapshot_prefix("backbone", "my_stack.1", "database") == "backbone-my-stack-1-database"
+    assert snapshot_prefix("9lives", "x") == "s-9lives-x"
+
+
+def test_content_tag_covers_the_dockerfile_and_file_modes(tmp_path):
+    from infra.components.registry import context_tag
+
+    (tmp_path / ".dockerignore").write_text("*\n!shortener/\n")
+    (tmp_path / "Dockerfile").write_text("FROM python:3.12-slim\n")
+    (tmp_path / "shortener").mkdir()
+    script = tmp_path / "shortener" / "run.sh"
+    script.write_text("echo hi\n")
+    first = context_tag(tmp_path)
+    (tmp_path / "Dockerfile").write_text(
+        "FROM python:3.13-slim\n"
+    )  # ignored for COPY, still counts
+    second = context_tag(tmp_path)
+    assert second != first
+    script.chmod(0o755)
+    third = context_tag(tmp_path)
+    assert third != second
+    (tmp_path / "notes.txt").write_text("ignored entirely")  # not sent to Docker: same tag
+    assert context_tag(tmp_path) == third

@@ -88,3 +88,13 @@ def test_functions_and_monitoring_are_wired(plan_of):
     assert plan.outputs["alertsTopicArn"].startswith("arn:aws:sns:us-east-1:123456789012:")
     assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 15
     assert len(plan.of_type("aws:cloudwatch/dashboard:Dashboard")) == 1
+
+
+def test_alb_switches_on_logging_only_after_the_bucket_policy(plan_of):
+    plan = plan_of("prod")
+    alb = plan.one("aws:lb/loadBalancer:LoadBalancer")
+    for t in (
+        "aws:s3/bucketPolicy:BucketPolicy",
+        "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+    ):
+        assert plan.one(t).urn in alb.dependencies

@@ -9,6 +9,7 @@ by RDS in Secrets Manager. The app gets a secret connection string with `sslmode
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
@@ -41,6 +42,13 @@ class DatabaseArgs:
     username: str
     manage_password: bool
     protect: bool
+
+
+def snapshot_prefix(*parts: str) -> str:
+    """Letters, digits and single hyphens, starting with a letter: what RDS accepts in a snapshot
+    identifier (stack names may hold `_` or `.`)."""
+    text = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return ("s-" + text if not text[:1].isalpha() else text)[:200]
 
 
 def connection_url(username: str, password: str, host: str, port: int, db_name: str) -> str:
@@ -100,6 +108,7 @@ class Database(pulumi.ComponentResource):
             ).result
 
         stack = pulumi.get_stack()
+        suffix = random.RandomId(f"{name}-snapshot-suffix", byte_length=4, opts=child)
         self.instance = aws.rds.Instance(
             f"{name}-postgres",
             engine="postgres",
@@ -128,7 +137,11 @@ class Database(pulumi.ComponentResource):
             copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection,
             skip_final_snapshot=False,
-            final_snapshot_identifier=f"{pulumi.get_project()}-{stack}-{name}-final",
+            # Unique per instance: a fixed name would collide with the snapshot the previous
+            # destroy left, and the next destroy would fail (DBSnapshotAlreadyExists).
+            final_snapshot_identifier=pulumi.Output.concat(
+                snapshot_prefix(pulumi.get_project(), stack, name), "-final-", suffix.hex
+            ),
             delete_automated_backups=False,
             enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
             ca_cert_identifier="rds-ca-rsa2048-g1",

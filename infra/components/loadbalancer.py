@@ -88,8 +88,9 @@ class LoadBalancer(pulumi.ComponentResource):
         )
 
         access_logs = None
+        log_bucket_ready: list[pulumi.Resource] = []
         if args.access_logs:
-            bucket = self._log_bucket(name, args)
+            bucket, log_bucket_ready = self._log_bucket(name, args)
             access_logs = aws.lb.LoadBalancerAccessLogsArgs(
                 bucket=bucket.bucket, prefix="alb", enabled=True
             )
@@ -105,7 +106,8 @@ class LoadBalancer(pulumi.ComponentResource):
             idle_timeout=args.idle_timeout_seconds,
             enable_http2=True,
             access_logs=access_logs,
-            opts=child,
+            # ELB checks it may write to the bucket when logging is switched on: policy first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=log_bucket_ready),
         )
         self.target_group = aws.lb.TargetGroup(
             f"{name}-tg",
@@ -191,7 +193,10 @@ class LoadBalancer(pulumi.ComponentResource):
             }
         )
 
-    def _log_bucket(self, name: str, args: LoadBalancerArgs) -> aws.s3.Bucket:
+    def _log_bucket(
+        self, name: str, args: LoadBalancerArgs
+    ) -> tuple[aws.s3.Bucket, list[pulumi.Resource]]:
+        """The access-log bucket, and what must exist before the ALB may log to it."""
         stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
         child = pulumi.ResourceOptions(parent=self)
         bucket = aws.s3.Bucket(f"{name}-logs", force_destroy=not args.protect, opts=stateful)
@@ -204,7 +209,7 @@ class LoadBalancer(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
-        aws.s3.BucketOwnershipControls(
+        ownership = aws.s3.BucketOwnershipControls(
             f"{name}-logs",
             bucket=bucket.id,
             rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
@@ -243,7 +248,7 @@ class LoadBalancer(pulumi.ComponentResource):
             else {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}
         )
         caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        aws.s3.BucketPolicy(
+        policy = aws.s3.BucketPolicy(
             f"{name}-logs",
             bucket=bucket.id,
             policy=pulumi.Output.all(bucket.arn, caller.account_id).apply(
@@ -272,4 +277,4 @@ class LoadBalancer(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        return bucket
+        return bucket, [policy, ownership]

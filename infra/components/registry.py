@@ -36,8 +36,9 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
 
 
 def context_tag(context: Path) -> str:
-    """A content tag for a build context: sha256 over the paths and bytes of every file Docker
-    would send (the .dockerignore applied), first 16 hex digits. Same source, same tag."""
+    """A content tag for a build context: sha256 over the paths, modes and bytes of every file
+    Docker would send (the .dockerignore applied) plus the Dockerfile and .dockerignore
+    themselves; first 16 hex digits. Same source, same tag."""
     ignore_file = context / ".dockerignore"
     patterns = []
     if ignore_file.is_file():
@@ -49,9 +50,13 @@ def context_tag(context: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in context.rglob("*") if p.is_file()):
         rel = path.relative_to(context).as_posix()
-        if _ignored(rel, patterns):
+        # The Dockerfile and .dockerignore shape the image even when ignored for COPY (the docker
+        # provider hashes the Dockerfile always): a change to either must give a new tag, or the
+        # push would hit an existing tag in the IMMUTABLE repository.
+        if _ignored(rel, patterns) and rel not in ("Dockerfile", ".dockerignore"):
             continue
-        digest.update(rel.encode() + b"\0")
+        executable = b"x" if path.stat().st_mode & 0o111 else b"-"
+        digest.update(rel.encode() + b"\0" + executable)
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
