@@ -158,7 +158,11 @@ def plan(
         table.add_row(type_token, str(n))
     out.print(table)
     if result.outputs:
-        outputs = Table(title="stack outputs", title_justify="left")
+        outputs = Table(
+            title="stack outputs (offline: ids, ARNs and endpoints are the offline engine's "
+            "placeholders, account 123456789012)",
+            title_justify="left",
+        )
         outputs.add_column("name")
         outputs.add_column("value", overflow="fold")
         for name, value in sorted(result.outputs.items()):
