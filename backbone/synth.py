@@ -304,6 +304,8 @@ class RecordingMonitor(pmocks.MockMonitor):
                 aliases=[a.urn for a in request.aliases if a.urn]
                 + [a.spec.name for a in request.aliases if a.HasField("spec") and a.spec.name],
                 id=response.id or None,
+                # what the engine answered (mocked): ids, ARNs, endpoints; secrets masked
+                outputs=_plain(json_format.MessageToDict(response.object)),
             )
             with self._lock:
                 self.records.append(record)

@@ -6,6 +6,7 @@ Invariants both stacks must hold; what differs between them is in test_stack_dev
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_image_is_tagged_by_content_pushed_with_ecr_token_and_run_by_digest(plan
     image = plan.one("docker:index/image:Image")
     name, tag = image.inputs["imageName"].rsplit(":", 1)
     assert name == repo_url
-    assert tag != "latest" and len(tag) == 16 and int(tag, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{16}", tag)
     assert image.inputs["build"]["platform"] == "linux/amd64"
     assert image.inputs["build"]["dockerfile"].endswith("app/Dockerfile")
     registry = image.inputs["registry"]
@@ -179,29 +180,19 @@ def test_database_admits_exactly_the_nodes_on_5432(plan):
     db = plan.one("aws:rds/instance:Instance")
     sg = plan.one("aws:ec2/securityGroup:SecurityGroup", "database-sg")
     assert db.inputs["vpcSecurityGroupIds"] == [sg.id]
-    node_sg = plan.one("aws:eks/cluster:Cluster")
-    # The housekeeping function's own rule is checked in tests/test_functions_component.py.
-    (rule,) = [r for r in _sg_rules(plan, sg.id) if r.name != "database-from-housekeeping"]
-    assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (
-        5432,
-        5432,
-        "tcp",
-    )
-    assert rule.inputs["referencedSecurityGroupId"].startswith("sg-")
-    assert "cidrIpv4" not in rule.inputs
-    # the source is the cluster security group the managed nodes carry
-    assert rule.inputs["referencedSecurityGroupId"] == _cluster_sg(plan)
+    # the cluster security group EKS gives the managed nodes, as the engine returned it
+    node_sg = plan.one("aws:eks/cluster:Cluster").outputs["vpcConfig"]["clusterSecurityGroupId"]
+    job_sg = plan.one("aws:ec2/securityGroup:SecurityGroup", "functions-housekeeping-sg").id
+    rules = _sg_rules(plan, sg.id)
+    assert sorted(r.inputs["referencedSecurityGroupId"] for r in rules) == sorted([node_sg, job_sg])
+    for rule in rules:
+        assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (
+            5432,
+            5432,
+            "tcp",
+        )
+        assert "cidrIpv4" not in rule.inputs
     assert not _sg_rules(plan, sg.id, "Egress") and "egress" not in sg.inputs
-    assert node_sg is not None
-
-
-def _cluster_sg(plan):
-    lb_rule = next(
-        r
-        for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-        if r.name == "web-to-targets-0"
-    )
-    return lb_rule.inputs["securityGroupId"]
 
 
 # -- load balancer -----------------------------------------------------------------------------
@@ -261,7 +252,9 @@ def test_final_snapshot_name_is_unique_and_valid(plan):
     ident = plan.one("aws:rds/instance:Instance").inputs["finalSnapshotIdentifier"]
     prefix, _, suffix = ident.rpartition("-final-")
     assert prefix == f"backbone-{plan.stack}-database"
-    assert len(suffix) == 8 and int(suffix, 16) >= 0  # a random id: a second destroy cannot collide
+    # a random id (as the engine returned it): a second destroy cannot collide
+    assert suffix == plan.one("random:index/randomId:RandomId").outputs["hex"]
+    assert re.fullmatch(r"[0-9a-f]{8}", suffix)
     from infra.components.database import snapshot_prefix
 
     assert snapshot_prefix("backbone", "my_stack.1", "database") == "backbone-my-stack-1-database"

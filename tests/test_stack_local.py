@@ -28,7 +28,7 @@ def test_postgres_is_pinned_persistent_private_and_waited_for(plan_of):
     pg = plan.one(CONTAINER, "local-postgres").inputs
     image = plan.one("docker:index/remoteImage:RemoteImage")
     assert image.inputs["name"] == "postgres:17-bookworm" and image.inputs["keepLocally"] is True
-    assert pg["image"] == image.id.split("postgres:")[0]
+    assert pg["image"] == image.outputs["imageId"]
     assert pg["volumes"] == [
         {"containerPath": "/var/lib/postgresql/data", "volumeName": "backbone-local-pgdata"}
     ]

@@ -20,6 +20,7 @@ import pytest
 
 from infra import packaging
 from tests.functions.conftest import FUNCTIONS, Postgres, datapoints, make_secret
+from tests.realparts import missing
 
 CANARY = FUNCTIONS / "canary"
 HOUSEKEEPING = FUNCTIONS / "housekeeping"
@@ -251,7 +252,10 @@ def local_variant(tmp_path: Path) -> Path:
     machine = platform.machine()
     arch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(machine)
     if arch is None or not sys.platform.startswith("linux"):
-        pytest.skip(f"no manylinux wheels for this machine ({sys.platform}/{machine})")
+        missing(
+            f"manylinux wheels for this machine ({sys.platform}/{machine})",
+            "run on Linux x86_64 or aarch64",
+        )
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     zip_path = packaging.build(
         HOUSEKEEPING, architecture=arch, python_version=version, build_dir=tmp_path / "b"
