@@ -29,7 +29,7 @@ STACK_HELP = (
 app = typer.Typer(
     name="backbone",
     help=(
-        "Plan, price, check and review the backbone Pulumi stacks offline: no cloud account, "
+        "Plan and review the backbone Pulumi stacks offline, and write their Kubernetes manifests: no cloud account, "
         "no credentials, no Pulumi CLI.\n\n"
         "Example: backbone plan dev"
     ),
@@ -43,8 +43,8 @@ app = typer.Typer(
 
 @app.callback()
 def _root() -> None:
-    """Plan, price, check and review the backbone Pulumi stacks offline: no cloud account, no
-    credentials, no Pulumi CLI.
+    """Plan and review the backbone Pulumi stacks offline, and write their Kubernetes manifests:
+    no cloud account, no credentials, no Pulumi CLI.
 
     Example: backbone plan dev
     """

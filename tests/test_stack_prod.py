@@ -1,8 +1,12 @@
 """prod: three zones, a NAT gateway per zone, flow logs, stateful resources protected."""
 
 import json
+from pathlib import Path
 
+from backbone.synth import synth
 from tests.network_checks import check_network
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_network_three_zones_nat_per_zone(plan_of):
@@ -98,3 +102,51 @@ def test_alb_switches_on_logging_only_after_the_bucket_policy(plan_of):
         "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
     ):
         assert plan.one(t).urn in alb.dependencies
+
+
+def _variant(tmp_path, **changes):
+    """prod's stack file with some settings changed, as a user would edit it."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "stacks" / "Pulumi.prod.yaml").read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition(".")
+        target = data["config"][f"backbone:{section}"]
+        if field:
+            target[field] = value
+        else:
+            data["config"][f"backbone:{section}"] = value
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return synth(str(path), cwd=REPO)
+
+
+def test_with_a_certificate_http_redirects_to_tls13_https(tmp_path):
+    cert = "arn:aws:acm:us-east-1:123456789012:certificate/0f0e0d0c-0b0a-0908-0706-050403020100"
+    plan = _variant(tmp_path, **{"loadbalancer.certificateArn": cert})
+    listeners = {r.inputs["port"]: r.inputs for r in plan.of_type("aws:lb/listener:Listener")}
+    assert listeners[80]["defaultActions"] == [
+        {
+            "redirect": {"port": "443", "protocol": "HTTPS", "statusCode": "HTTP_301"},
+            "type": "redirect",
+        }
+    ]
+    https = listeners[443]
+    assert https["protocol"] == "HTTPS" and https["certificateArn"] == cert
+    assert https["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert https["defaultActions"][0]["type"] == "forward"
+    assert plan.outputs["url"].startswith("https://")
+
+
+def test_access_logs_expire_after_90_days(plan_of):
+    rule = plan_of("prod").one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    (r,) = rule.inputs["rules"]
+    assert r["status"] == "Enabled" and r["expiration"] == {"days": 90}
+    assert r["filter"] == {"prefix": "alb/"}
+
+
+def test_lowering_protection_leaves_nothing_protected_or_retained(tmp_path):
+    """What the README's tear-down steps rely on."""
+    plan = _variant(tmp_path, protect=False)
+    assert [r.name for r in plan if r.protect or r.retain_on_delete] == []
+    assert plan.one("aws:s3/bucket:Bucket").inputs["forceDestroy"] is True
