@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import psycopg
@@ -166,3 +167,44 @@ def test_migration_is_idempotent(db_url) -> None:
     settings = config.load(app_env(db_url))
     assert asyncio.run(migrate_url(settings, 5)) == list(range(1, SCHEMA_VERSION + 1))
     assert asyncio.run(migrate_url(settings, 5)) == []
+
+
+def test_concurrent_migrations_apply_each_step_once(pg) -> None:
+    """Several pods start at once: their init containers migrate concurrently (advisory lock)."""
+    import os
+    import subprocess
+    import sys
+
+    from shortener.db import SCHEMA_VERSION
+
+    from .conftest import APP_DIR, app_env
+
+    db = pg.new_database()
+    env = {**os.environ, **app_env(db, LOG_LEVEL="INFO"), "PYTHONPATH": str(APP_DIR)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "shortener.migrate"],
+            env=env,
+            cwd=APP_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], results
+    with psycopg.connect(db) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'links'"
+        ).fetchone()
+    assert tables == (1,)
+    applied = [
+        json.loads(line).get("applied")
+        for out, _ in results
+        for line in out.splitlines() + _.splitlines()
+        if '"schema migrated"' in line
+    ]
+    # every step applied by exactly one of the four processes
+    steps = sorted(s for a in applied if a for s in a)
+    assert steps == list(range(1, SCHEMA_VERSION + 1)), results

@@ -136,3 +136,26 @@ def test_sigterm_drains_in_flight_requests(pg: PgCluster, live_server_factory) -
     assert "stopped" in messages[-3:], messages
     access = [ln for ln in lines if ln["msg"] == "request" and ln.get("route") == "/api/links"]
     assert access and access[0]["status"] == 201 and access[0]["request_id"]
+
+
+def test_sigterm_writes_buffered_clicks(pg: PgCluster, live_server_factory) -> None:
+    """Clicks are counted in memory and written in batches; SIGTERM must write what is pending."""
+    db = pg.new_database()
+    # a flush interval far longer than the test: only the shutdown can write these clicks
+    server = live_server_factory(app_env(db, CLICK_FLUSH_SECONDS="300"))
+    server.wait_up()
+    created = httpx.post(
+        f"{server.base}/api/links", json={"url": "https://example.org/c"}, headers=AUTH, timeout=5
+    )
+    code = created.json()["code"]
+    for _ in range(5):
+        r = httpx.get(f"{server.base}/{code}", follow_redirects=False, timeout=5)
+        assert r.status_code == 307
+    with psycopg.connect(db) as conn:
+        before = conn.execute("SELECT clicks FROM links WHERE code = %s", (code,)).fetchone()
+    assert before == (0,)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(20) in (0, -signal.SIGTERM)
+    with psycopg.connect(db) as conn:
+        after = conn.execute("SELECT clicks FROM links WHERE code = %s", (code,)).fetchone()
+    assert after == (5,)
