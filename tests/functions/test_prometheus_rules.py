@@ -20,6 +20,16 @@ APP_ROUTE = "/api/links/{code}"
 INSTANCE = "10.0.0.7:8000"
 
 
+# infra/prometheus_rules.py's contract: the severity each alert pages with.
+SEVERITY = {
+    "BackboneAppHighErrorRatio": "critical",
+    "BackboneAppHighLatency": "warning",
+    "BackboneAppNotReady": "warning",
+    "BackboneAppTargetDown": "critical",
+    "BackboneAppAbsent": "critical",
+}
+
+
 def app_buckets() -> tuple[float, ...]:
     """The app's real histogram buckets: the latency series use exactly these `le` values."""
     from app.shortener.metrics import LATENCY_BUCKETS
@@ -72,7 +82,9 @@ def unit_tests(rules: dict[str, Any], **thresholds: Any) -> dict[str, Any]:
 
     def expect(alert: str, labels: dict[str, str]) -> dict[str, Any]:
         rule = by_name[alert]
-        all_labels = {**rule["labels"], **labels}
+        # labels from what the rules promise (severity per alert, the caller's extra labels),
+        # not copied from the rendered rule: a dropped or changed label fails promtool's test
+        all_labels = {"severity": SEVERITY[alert], **extra, **labels}
         return {
             "exp_labels": all_labels,
             "exp_annotations": render_annotations(rule["annotations"], {**labels}),
@@ -161,7 +173,6 @@ def unit_tests(rules: dict[str, Any], **thresholds: Any) -> dict[str, Any]:
         blip = f"1x3 0x{for_minutes - 2} 1x{length}"
         tests.append(case([(ready, blip)], "BackboneAppNotReady", None))
         tests.append(case([(up, blip)], "BackboneAppTargetDown", None))
-    del extra  # the rule's own labels (severity and the extra ones) come via expect()
     return {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}
 
 
