@@ -133,7 +133,8 @@ def test_sql_metacharacters_in_every_string_field(seeded, evil) -> None:
     # in the URL, raw: spaces/control characters are refused; quoted into a valid URL they are
     # stored verbatim, as data
     r = seeded.post("/api/links", json={"url": f"https://example.org/?q={evil}"})
-    assert r.status_code in (201, 422), r.text
+    refused = any(c.isspace() or ord(c) < 32 for c in evil)
+    assert r.status_code == (422 if refused else 201), r.text
     if r.status_code == 201:
         code = r.json()["code"]
         got = seeded.get(f"/{code}", follow_redirects=False)
@@ -145,7 +146,9 @@ def test_sql_metacharacters_in_every_string_field(seeded, evil) -> None:
     assert r.status_code == 201, r.text
     assert seeded.get(f"/api/links/{r.json()['code']}").json()["url"] == quoted
     # in the path of the read endpoints and in a header
-    assert seeded.get(f"/{quote(evil, safe='')}", follow_redirects=False).status_code in (400, 404)
+    # an invalid code is a 400; a '/' (decoded from %2F) leaves the one-segment route: 404
+    expected = 404 if "/" in evil else 400
+    assert seeded.get(f"/{quote(evil, safe='')}", follow_redirects=False).status_code == expected
     r = seeded.get("/healthz", headers={"x-request-id": evil.replace("\x00", "")})
     assert r.status_code == 200
     # in the token
@@ -177,7 +180,7 @@ def test_oversized_bodies(seeded) -> None:
         content=b"{}",
         headers={"content-type": "application/json", "content-length": "abc"},
     )
-    assert r.status_code in (400, 413)
+    assert r.status_code == 400
     assert _links(seeded) == [("keep-me", "https://example.org/keep")]
 
 
