@@ -28,7 +28,7 @@ lint: venv  ## ruff lint + format check, mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: venv  ## benchmark `backbone plan` per stack against the import floor
+bench: venv  ## benchmark `backbone plan` per stack against the import floors (bench/app_load.py: the app)
 	$(BIN)/python bench/plan_speed.py
 
 clean:  ## remove the virtualenv and build caches
