@@ -62,6 +62,14 @@ class Problem:
         return f"{self.key}: {self.message}" if self.key else self.message
 
 
+def _retention_problems(key: str, days: int) -> list[Problem]:
+    """A CloudWatch Logs retention setting that PutRetentionPolicy would refuse."""
+    if days in LOG_RETENTION_DAYS:
+        return []
+    allowed = ", ".join(map(str, LOG_RETENTION_DAYS))
+    return [Problem(key, f"{days} is not a CloudWatch retention period; allowed: {allowed}")]
+
+
 class _Section(BaseModel):
     """Base for every config section: camelCase keys in the stack file, unknown keys refused."""
 
@@ -147,12 +155,9 @@ class NetworkConfig(_Section):
                     f"{self.cidr}, which holds {available}; allowed: /"
                     f"{net.prefixlen + (needed - 1).bit_length()} or longer, or a larger VPC",
                 )
-        if self.flow_logs_retention_days not in LOG_RETENTION_DAYS:
-            bad(
-                "flowLogsRetentionDays",
-                f"{self.flow_logs_retention_days} is not a CloudWatch "
-                f"retention period; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}",
-            )
+        out += _retention_problems(
+            f"{NAMESPACE}:network.flowLogsRetentionDays", self.flow_logs_retention_days
+        )
         return out
 
     def subnets(self) -> tuple[list[str], list[str]]:
@@ -663,15 +668,7 @@ class StackConfig(_Section):
                     "too few for EKS (it needs subnets in two zones); allowed: 2 to 6",
                 )
             )
-        if c.log_retention_days not in LOG_RETENTION_DAYS:
-            out.append(
-                Problem(
-                    f"{key}.logRetentionDays",
-                    f"{c.log_retention_days} is not a "
-                    f"CloudWatch retention period; allowed: "
-                    f"{', '.join(map(str, LOG_RETENTION_DAYS))}",
-                )
-            )
+        out += _retention_problems(f"{key}.logRetentionDays", c.log_retention_days)
         for cidr in c.public_access_cidrs:
             try:
                 ipaddress.ip_network(cidr, strict=True)
@@ -806,14 +803,7 @@ class StackConfig(_Section):
                     "(2 attempts of 5 s each, 0.5 s between, 3 s to publish); allowed: 25 to 900",
                 )
             )
-        if f.log_retention_days not in LOG_RETENTION_DAYS:
-            out.append(
-                Problem(
-                    f"{key}.logRetentionDays",
-                    f"{f.log_retention_days} is not a CloudWatch retention period; allowed: "
-                    f"{', '.join(map(str, LOG_RETENTION_DAYS))}",
-                )
-            )
+        out += _retention_problems(f"{key}.logRetentionDays", f.log_retention_days)
         needs = (
             ("loadbalancer", self.loadbalancer.enabled, "the canary probes the app through it"),
             ("database", self.database.enabled, "the housekeeping job works on its data"),
