@@ -528,6 +528,21 @@ class StackConfig(_Section):
     tags: dict[str, str] = Field(default_factory=dict)
     """Extra tags on every AWS resource (through the provider's default tags)."""
 
+    tier: Literal["development", "production"] = "development"
+    """What the stack is held to: `production` stacks must pass the production policy rules
+    (Multi-AZ, deletion protection, TLS, restricted API endpoint, flow logs, ...). Set by this key,
+    never by the stack's name, so a copy of the prod file under another name is held to the same
+    rules."""
+
+    budget: float | None = Field(default=None, ge=0, le=10_000_000)
+    """Monthly budget in USD for `backbone cost` (exit status 1 when the estimate is over it);
+    unset means no budget check."""
+
+    free_tier: Literal["12-month", "free-plan", "none"] = "none"
+    """Which AWS free tier `backbone cost` applies: `12-month` (the 12-month offers of accounts
+    opened before 2025-07-15), `free-plan` (the credit-based Free plan of newer accounts) or
+    `none`. Always-free allowances apply in every case."""
+
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
