@@ -44,7 +44,7 @@ def test_image_is_tagged_by_content_pushed_with_ecr_token_and_run_by_digest(plan
     image = plan.one("docker:index/image:Image")
     name, tag = image.inputs["imageName"].rsplit(":", 1)
     assert name == repo_url
-    assert re.fullmatch(r"[0-9a-f]{16}", tag)
+    assert re.fullmatch(r"[0-9a-f]{16}-(amd64|arm64)", tag)
     assert image.inputs["build"]["platform"] == "linux/amd64"
     assert image.inputs["build"]["dockerfile"].endswith("app/Dockerfile")
     registry = image.inputs["registry"]
@@ -62,11 +62,11 @@ def test_content_tag_changes_with_the_source(tmp_path):
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     (tmp_path / ".dockerignore").write_text("__pycache__\n*.pyc\n")
-    first = context_tag(tmp_path)
+    first = context_tag(tmp_path, "linux/amd64")
     (tmp_path / "x.pyc").write_text("ignored")
-    assert context_tag(tmp_path) == first
+    assert context_tag(tmp_path, "linux/amd64") == first
     (tmp_path / "app.py").write_text("print(1)\n")
-    assert context_tag(tmp_path) != first
+    assert context_tag(tmp_path, "linux/amd64") != first
 
 
 # -- cluster ----------------------------------------------------------------------------------
@@ -75,7 +75,8 @@ def test_content_tag_changes_with_the_source(tmp_path):
 def test_cluster_version_access_logging_and_upgrade_policy(plan):
     cluster = plan.one("aws:eks/cluster:Cluster")
     assert cluster.inputs["version"] == "1.35"
-    assert cluster.inputs["name"] == f"backbone-{plan.stack}"
+    suffix = plan.one("random:index/randomId:RandomId", "cluster-name-suffix").outputs["hex"]
+    assert cluster.inputs["name"] == f"backbone-{plan.stack}-{suffix}"
     assert cluster.inputs["accessConfig"] == {
         "authenticationMode": "API",
         "bootstrapClusterCreatorAdminPermissions": False,
@@ -83,7 +84,7 @@ def test_cluster_version_access_logging_and_upgrade_policy(plan):
     assert cluster.inputs["upgradePolicy"] == {"supportType": "STANDARD"}
     assert {"api", "audit", "authenticator"} <= set(cluster.inputs["enabledClusterLogTypes"])
     group = plan.one("aws:cloudwatch/logGroup:LogGroup", "cluster-logs")
-    assert group.inputs["name"] == f"/aws/eks/backbone-{plan.stack}/cluster"
+    assert group.inputs["name"] == f"/aws/eks/backbone-{plan.stack}-{suffix}/cluster"
     assert group.urn in cluster.dependencies
 
 
@@ -253,7 +254,7 @@ def test_final_snapshot_name_is_unique_and_valid(plan):
     prefix, _, suffix = ident.rpartition("-final-")
     assert prefix == f"backbone-{plan.stack}-database"
     # a random id (as the engine returned it): a second destroy cannot collide
-    assert suffix == plan.one("random:index/randomId:RandomId").outputs["hex"]
+    assert suffix == plan.one("random:index/randomId:RandomId", "database-snapshot-suffix").outputs["hex"]
     assert re.fullmatch(r"[0-9a-f]{8}", suffix)
     from infra.components.database import snapshot_prefix
 
@@ -269,14 +270,14 @@ def test_content_tag_covers_the_dockerfile_and_file_modes(tmp_path):
     (tmp_path / "shortener").mkdir()
     script = tmp_path / "shortener" / "run.sh"
     script.write_text("echo hi\n")
-    first = context_tag(tmp_path)
+    first = context_tag(tmp_path, "linux/amd64")
     (tmp_path / "Dockerfile").write_text(
         "FROM python:3.13-slim\n"
     )  # ignored for COPY, still counts
-    second = context_tag(tmp_path)
+    second = context_tag(tmp_path, "linux/amd64")
     assert second != first
     script.chmod(0o755)
-    third = context_tag(tmp_path)
+    third = context_tag(tmp_path, "linux/amd64")
     assert third != second
     (tmp_path / "notes.txt").write_text("ignored entirely")  # not sent to Docker: same tag
-    assert context_tag(tmp_path) == third
+    assert context_tag(tmp_path, "linux/amd64") == third

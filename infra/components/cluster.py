@@ -20,6 +20,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 AMI_TYPES = {"x86_64": "AL2023_x86_64_STANDARD", "arm64": "AL2023_ARM_64_STANDARD"}
@@ -91,6 +92,7 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
 @dataclass(frozen=True)
 class ClusterArgs:
     cluster_name: str
+    """The name's prefix (project-stack); the cluster's name adds a suffix kept in the state."""
     region: str
     version: str
     vpc_id: pulumi.Input[str]
@@ -116,10 +118,17 @@ class Cluster(pulumi.ComponentResource):
         super().__init__("backbone:cluster:Cluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
+        # The cluster's name is the stack's plus a suffix drawn once and kept in the state. EKS
+        # writes its control-plane log group /aws/eks/<name>/cluster itself, and keeps writing it
+        # while a cluster is being deleted: after a `pulumi destroy` the group can exist again,
+        # and a fixed name would make the next `pulumi up` fail with ResourceAlreadyExists. A new
+        # cluster gets a new suffix, so its log group is always a new name.
+        suffix = random.RandomId(f"{name}-name-suffix", byte_length=3, opts=child)
+        cluster_name = pulumi.Output.concat(args.cluster_name, "-", suffix.hex)
         # EKS writes control-plane logs here; made first so retention is ours, not "never expire".
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=f"/aws/eks/{args.cluster_name}/cluster",
+            name=cluster_name.apply(lambda n: f"/aws/eks/{n}/cluster"),
             retention_in_days=args.log_retention_days,
             opts=child,
         )
@@ -136,7 +145,7 @@ class Cluster(pulumi.ComponentResource):
 
         self.cluster = aws.eks.Cluster(
             f"{name}-eks",
-            name=args.cluster_name,
+            name=cluster_name,
             version=args.version,
             role_arn=cluster_role.arn,
             vpc_config=aws.eks.ClusterVpcConfigArgs(
@@ -237,7 +246,7 @@ class Cluster(pulumi.ComponentResource):
         # These run as pods, so they wait for nodes. The HorizontalPodAutoscaler reads pod CPU
         # from the metrics API, which EKS does not serve until metrics-server (an EKS community
         # add-on) runs.
-        addon("coredns", [self.node_group])
+        self.coredns = addon("coredns", [self.node_group])
         addon("metrics-server", [self.node_group])
         self.autoscaling_group_name = self.node_group.resources.apply(
             lambda rs: rs[0].autoscaling_groups[0].name  # type: ignore[index]
@@ -280,7 +289,12 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.node_group, *grants]),
+            # Every Kubernetes object waits for the nodes, the access grants and CoreDNS (the add-on
+            # is created once its pods are ACTIVE): the app's migration init container resolves
+            # the database's DNS name first thing, and would crash-loop without it.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.node_group, self.coredns, *grants]
+            ),
         )
         self.register_outputs(
             {

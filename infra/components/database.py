@@ -72,7 +72,7 @@ class Database(pulumi.ComponentResource):
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=args.vpc_id,
-            description="PostgreSQL: 5432 from the app's nodes only; no egress",
+            description="PostgreSQL: 5432 from the app nodes only; no egress",
             opts=child,
         )
         self._name = name

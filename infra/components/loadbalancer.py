@@ -62,7 +62,7 @@ class LoadBalancer(pulumi.ComponentResource):
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=args.vpc_id,
-            description="ALB: 80 and 443 from the internet; out to the targets' port only",
+            description="ALB: 80 and 443 from the internet; out to the target port only",
             opts=child,
         )
         for port in (80, 443):
@@ -83,7 +83,7 @@ class LoadBalancer(pulumi.ComponentResource):
             ip_protocol="tcp",
             from_port=args.target_port,
             to_port=args.target_port,
-            description="to the targets' port inside the VPC",
+            description="to the target port inside the VPC",
             opts=child,
         )
 
@@ -178,7 +178,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 ip_protocol="tcp",
                 from_port=args.target_port,
                 to_port=args.target_port,
-                description="from the load balancer to the app's node port",
+                description="from the load balancer to the app node port",
                 opts=child,
             )
 

@@ -87,7 +87,7 @@ class Local(pulumi.ComponentResource):
         # -- the app ---------------------------------------------------------------------------
         image = docker.Image(
             f"{name}-app-image",
-            image_name=f"{prefix}-shortener:{context_tag(args.context)}",
+            image_name=f"{prefix}-shortener:{context_tag(args.context, 'local')}",
             build=docker.DockerBuildArgs(
                 context=str(args.context),
                 dockerfile=str(args.context / "Dockerfile"),

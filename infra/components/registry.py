@@ -35,10 +35,12 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
     return ignored
 
 
-def context_tag(context: Path) -> str:
-    """A content tag for a build context: sha256 over the paths, modes and bytes of every file
-    Docker would send (the .dockerignore applied) plus the Dockerfile and .dockerignore
-    themselves; first 16 hex digits. Same source, same tag."""
+def context_tag(context: Path, platform: str) -> str:
+    """A content tag for a build: sha256 over the target platform and the paths, modes and bytes
+    of every file Docker would send (the .dockerignore applied) plus the Dockerfile and
+    .dockerignore themselves; the first 16 hex digits, then the architecture (`-amd64`). Same
+    source and platform, same tag; a new architecture is a new tag, never a second image pushed
+    under a tag the IMMUTABLE repository already holds."""
     ignore_file = context / ".dockerignore"
     patterns = []
     if ignore_file.is_file():
@@ -47,7 +49,7 @@ def context_tag(context: Path) -> str:
             for line in ignore_file.read_text().splitlines()
             if line.strip() and not line.lstrip().startswith("#")
         ]
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(b"platform\0" + platform.encode() + b"\0")
     for path in sorted(p for p in context.rglob("*") if p.is_file()):
         rel = path.relative_to(context).as_posix()
         # The Dockerfile and .dockerignore shape the image even when ignored for COPY (the docker
@@ -58,7 +60,7 @@ def context_tag(context: Path) -> str:
         executable = b"x" if path.stat().st_mode & 0o111 else b"-"
         digest.update(rel.encode() + b"\0" + executable)
         digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
+    return f"{digest.hexdigest()[:16]}-{platform.rsplit('/', 1)[-1]}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class Registry(pulumi.ComponentResource):
         token = aws.ecr.get_authorization_token_output(
             registry_id=self.repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
         )
-        self.tag = context_tag(args.context)
+        self.tag = context_tag(args.context, args.platform)
         self.image = docker.Image(
             f"{name}-image",
             image_name=self.repository.repository_url.apply(lambda url: f"{url}:{self.tag}"),
