@@ -469,7 +469,28 @@ def _session_context(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _acm_certificate(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
+    """The newest ISSUED certificate for a domain, as if the account held one."""
+    domain = str(a.get("domain", ""))
+    h = _h(f"acm:{domain}", n=32)
+    cert_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+    return {
+        "arn": _arn("acm", m.region, f"certificate/{cert_id}"),
+        "domain": domain,
+        "id": domain,
+        "status": "ISSUED",
+        "statuses": a.get("statuses") or ["ISSUED"],
+        "types": ["AMAZON_ISSUED"],
+        "keyTypes": ["RSA_2048"],
+        "mostRecent": bool(a.get("mostRecent")),
+        "certificate": "",
+        "certificateChain": "",
+        "tags": {},
+    }
+
+
 CALLS: dict[str, Callable[[BackboneMocks, dict[str, Any]], dict[str, Any]]] = {
+    "aws:acm/getCertificate:getCertificate": _acm_certificate,
     "aws:iam/getSessionContext:getSessionContext": _session_context,
     "aws:secretsmanager/getSecretVersion:getSecretVersion": lambda m, a: {
         "arn": a.get("secretId", ""),

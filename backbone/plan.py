@@ -35,6 +35,8 @@ class Resource:
     ignore_changes: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     id: str | None = None
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
+    """The customTimeouts option: {"create"|"update"|"delete": "45m"}, only those set."""
 
     @property
     def is_provider(self) -> bool:
@@ -61,6 +63,7 @@ class Resource:
             "deleteBeforeReplace": data["delete_before_replace"],
             "ignoreChanges": data["ignore_changes"],
             "aliases": data["aliases"],
+            "customTimeouts": data["custom_timeouts"],
         }
 
     @classmethod
@@ -79,6 +82,7 @@ class Resource:
             delete_before_replace=bool(data.get("deleteBeforeReplace", False)),
             ignore_changes=list(data.get("ignoreChanges") or []),
             aliases=list(data.get("aliases") or []),
+            custom_timeouts=dict(data.get("customTimeouts") or {}),
         )
 
 
@@ -88,6 +92,10 @@ class Plan:
     project: str
     resources: list[Resource]
     outputs: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Stack settings the tool's commands read, never secrets: `region` (aws:region), `tier`,
+    `freeTier` and `budget` (backbone:*), as the stack file sets them or their defaults.
+    Empty for a Plan made by hand or read from an older JSON file."""
 
     # -- queries ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Resource]:
@@ -140,6 +148,7 @@ class Plan:
             "project": self.project,
             "resources": [r.to_json() for r in self.resources],
             "outputs": self.outputs,
+            "settings": self.settings,
         }
 
     def dumps(self) -> str:
@@ -152,4 +161,5 @@ class Plan:
             project=data["project"],
             resources=[Resource.from_json(r) for r in data.get("resources", [])],
             outputs=dict(data.get("outputs") or {}),
+            settings=dict(data.get("settings") or {}),
         )

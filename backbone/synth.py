@@ -301,6 +301,11 @@ class RecordingMonitor(pmocks.MockMonitor):
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 ignore_changes=list(request.ignoreChanges),
+                custom_timeouts={
+                    op: value
+                    for op in ("create", "update", "delete")
+                    if (value := getattr(request.customTimeouts, op))
+                },
                 aliases=[a.urn for a in request.aliases if a.urn]
                 + [a.spec.name for a in request.aliases if a.HasField("spec") and a.spec.name],
                 id=response.id or None,
@@ -417,7 +422,15 @@ def synth(stack: str | StackRef, cwd: Path | None = None) -> Plan:
 
     cfg = parse(raw, source=ref.shown, stack=ref.stack)
     monitor = RecordingMonitor(BackboneMocks(ref.stack, ref.project, cfg.region))
-    return contextvars.Context().run(run_program, ref, raw, secret_keys, monitor)
+    plan = contextvars.Context().run(run_program, ref, raw, secret_keys, monitor)
+    # What the tool's commands read from the stack's settings (backbone cost); never secrets.
+    plan.settings = {
+        "region": cfg.region,
+        "tier": cfg.tier,
+        "freeTier": cfg.free_tier,
+        "budget": cfg.budget,
+    }
+    return plan
 
 
 __all__ = [

@@ -252,7 +252,12 @@ class ClusterConfig(_Section):
     it inside the VPC, so `pulumi up` must then run from inside the VPC."""
 
     public_access_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
-    """Who may reach the public API endpoint."""
+    """Who may reach the public API endpoint. A production stack (`tier: production`) refuses
+    0.0.0.0/0: list your networks, or set publicEndpoint false."""
+
+    private_access_cidrs: list[str] = Field(default_factory=list)
+    """Private networks (a VPN, a peered CI runner's VPC) admitted on 443 to the private API
+    endpoint, through the cluster security group. Nodes and pods always reach it."""
 
     admin_principal_arns: list[str] = Field(default_factory=list)
     """Extra IAM role or user ARNs given cluster-admin access (the deploying identity always is)."""
@@ -306,9 +311,26 @@ class LoadBalancerConfig(_Section):
     enabled: bool = False
     """Create the load balancer. It needs a network with at least two availability zones."""
 
-    certificate_arn: str | None = None
-    """An ACM certificate for HTTPS. With one, port 80 redirects to 443; without, the load
-    balancer serves plain HTTP on port 80 (fine for a trial, never for real users)."""
+    certificate_arn: str | None = Field(
+        default=None,
+        pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$",
+    )
+    """An ACM certificate for HTTPS, in the stack's region. With one (or domainName), port 80
+    redirects to 443; without, the load balancer serves plain HTTP on port 80 (fine for a trial,
+    never for real users; refused in a production stack unless allowPlainHttp)."""
+
+    domain_name: str | None = Field(
+        default=None,
+        pattern=r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+        max_length=253,
+    )
+    """Instead of certificateArn: the domain of an ISSUED ACM certificate in the stack's region,
+    looked up at deploy time (the newest one wins). `pulumi preview` stops at once, before
+    anything is created, when there is none."""
+
+    allow_plain_http: bool = False
+    """The explicit opt-out a production stack needs to serve plain HTTP without a certificate.
+    Every request and token then crosses the internet unencrypted."""
 
     deletion_protection: bool = False
     """AWS refuses to delete the load balancer until this is lifted."""
@@ -589,6 +611,7 @@ class StackConfig(_Section):
                         )
                     )
             out += self._cluster_problems() + self._database_problems() + self._app_problems()
+            out += self._loadbalancer_problems()
             out += self._functions_problems() + self._monitoring_problems()
         else:
             out += self._local_problems()
@@ -694,6 +717,76 @@ class StackConfig(_Section):
                         f"{cidr!r} is not a network; allowed: CIDRs such as 203.0.113.0/24",
                     )
                 )
+        for cidr in c.private_access_cidrs:
+            try:
+                net = ipaddress.ip_network(cidr, strict=True)
+            except ValueError:
+                net = None
+            if net is None or not any(net.subnet_of(r) for r in PRIVATE_RANGES):  # type: ignore[arg-type]
+                out.append(
+                    Problem(
+                        f"{key}.privateAccessCidrs",
+                        f"{cidr!r} is not a private network; allowed: CIDRs inside 10.0.0.0/8, "
+                        "172.16.0.0/12 or 192.168.0.0/16",
+                    )
+                )
+        if (
+            self.tier == "production"
+            and c.public_endpoint
+            and any(cidr in ("0.0.0.0/0", "::/0") for cidr in c.public_access_cidrs)
+        ):
+            out.append(
+                Problem(
+                    f"{key}.publicAccessCidrs",
+                    "0.0.0.0/0 opens the Kubernetes API endpoint to the whole internet in a "
+                    "production stack (backbone:tier: production); allowed: your own networks "
+                    "(for example [203.0.113.0/24]), or publicEndpoint: false to reach it from "
+                    "inside the VPC only (privateAccessCidrs admits a VPN or a CI runner)",
+                )
+            )
+        return out
+
+    def _loadbalancer_problems(self) -> list[Problem]:
+        lb, out = self.loadbalancer, list[Problem]()
+        key = f"{NAMESPACE}:loadbalancer"
+        if not lb.enabled:
+            return out
+        if lb.certificate_arn and lb.domain_name:
+            out.append(
+                Problem(
+                    f"{key}.domainName",
+                    "set together with certificateArn; allowed: one of the two (the certificate "
+                    "by its ARN, or looked up by its domain)",
+                )
+            )
+        if lb.certificate_arn and self.region and lb.certificate_arn.split(":")[3] != self.region:
+            out.append(
+                Problem(
+                    f"{key}.certificateArn",
+                    f"the certificate is in {lb.certificate_arn.split(':')[3]}, the load balancer "
+                    f"in {self.region}; allowed: an ACM certificate in {self.region} (a load "
+                    "balancer can only use certificates of its own region)",
+                )
+            )
+        tls = bool(lb.certificate_arn or lb.domain_name)
+        if self.tier == "production" and not tls and not lb.allow_plain_http:
+            out.append(
+                Problem(
+                    f"{key}.certificateArn",
+                    "missing: a production stack (backbone:tier: production) would serve the "
+                    "app and its write token over plain HTTP; allowed: certificateArn (an ACM "
+                    f"certificate in {self.region}), domainName (a domain with an issued ACM "
+                    "certificate), or allowPlainHttp: true to accept plain HTTP",
+                )
+            )
+        if tls and lb.allow_plain_http:
+            out.append(
+                Problem(
+                    f"{key}.allowPlainHttp",
+                    "true has no meaning with a certificate (port 80 redirects to HTTPS); "
+                    "allowed: false",
+                )
+            )
         return out
 
     def _database_problems(self) -> list[Problem]:

@@ -119,6 +119,7 @@ def build(cfg: StackConfig) -> dict[str, Any]:
                 public_endpoint=c.public_endpoint,
                 public_access_cidrs=c.public_access_cidrs,
                 admin_principal_arns=c.admin_principal_arns,
+                private_access_cidrs=c.private_access_cidrs,
             ),
             opts=opts,
         )
@@ -126,6 +127,7 @@ def build(cfg: StackConfig) -> dict[str, Any]:
             "repositoryUrl": registry.repository.repository_url,
             "imageRef": registry.image_ref,
             "clusterName": cluster.cluster_name,
+            "nodeGroupName": cluster.node_group.node_group_name,
             "kubeconfig": cluster.kubeconfig,
         }
 
@@ -158,6 +160,8 @@ def build(cfg: StackConfig) -> dict[str, Any]:
             "databaseAddress": database.address,
             "databasePort": database.port,
             "databaseName": database.db_name,
+            "databaseInstanceId": database.instance.identifier,
+            "databaseMultiAz": d.multi_az,
         }
 
     balancer: LoadBalancer | None = None
@@ -175,6 +179,7 @@ def build(cfg: StackConfig) -> dict[str, Any]:
                 target_asg_names=[cluster.autoscaling_group_name] if cluster else [],
                 target_security_group_ids=app_clients,
                 certificate_arn=lb.certificate_arn,
+                domain_name=lb.domain_name,
                 deletion_protection=lb.deletion_protection,
                 access_logs=lb.access_logs,
                 idle_timeout_seconds=lb.idle_timeout_seconds,
@@ -182,7 +187,11 @@ def build(cfg: StackConfig) -> dict[str, Any]:
             ),
             opts=opts,
         )
-        outputs["url"] = balancer.url
+        outputs |= {
+            "url": balancer.url,
+            "loadBalancerArn": balancer.alb.arn,
+            "targetGroupArn": balancer.target_group.arn,
+        }
 
     if cluster and registry and database:
         # The app's write token: generated once, kept in state as a secret, given to the pods.
@@ -235,6 +244,7 @@ def build(cfg: StackConfig) -> dict[str, Any]:
                 database_username=database.username,
                 database_password=database.password,
                 database_secret_arn=database.master_secret_arn,
+                parking_security_group_id=network.default_security_group_id,
             ),
             opts=opts,
         )
@@ -288,5 +298,6 @@ def build(cfg: StackConfig) -> dict[str, Any]:
             ),
         )
         outputs["alertsTopicArn"] = monitoring.topic.arn
+        outputs["alarmNames"] = [alarm.name for alarm in monitoring.alarms]
 
     return outputs

@@ -18,6 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 AWS_STACKS = ["free-tier", "dev", "prod"]
 EKS_STACKS = ["dev", "prod"]
+REQ = ["-r", "requirements.txt"]
 
 # EC2 CreateSecurityGroup / AuthorizeSecurityGroupIngress: "Constraints: Up to 255 characters in
 # length. Valid characters: a-z, A-Z, 0-9, spaces, and ._-:/()#,@[]+=&;{}!$*" (botocore ec2
@@ -68,8 +69,7 @@ def test_pulumi_up_from_a_fresh_clone_installs_from_the_program_folder():
     # pip itself resolves the file from that folder (as the language host runs it): every
     # requirement of the root list is found, nothing is missing.
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps"]
-        + ["-r", "requirements.txt"],
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps", *REQ],
         cwd=program_dir,
         capture_output=True,
         text=True,
@@ -126,3 +126,131 @@ def test_image_tag_names_the_platform(tmp_path, plan_of):
         image = plan_of(stack).one("docker:index/image:Image")
         assert image.inputs["imageName"].endswith(f"-{arch}")
         assert image.inputs["build"]["platform"] == f"linux/{arch}"
+
+
+# -- prod: TLS, the API endpoint, reserved concurrency -------------------------------------------
+
+
+def _prod_variant(tmp_path, name="Pulumi.copy.yaml", **changes):
+    """prod's stack file under another name with some settings changed (None deletes a key)."""
+    data = yaml.safe_load((REPO / "stacks" / "Pulumi.prod.yaml").read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition(".")
+        target = data["config"].setdefault(f"backbone:{section}", {})
+        if value is None:
+            target.pop(field, None)
+        else:
+            target[field] = value
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _refusal(backbone_cli, path):
+    result = backbone_cli("plan", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_a_production_stack_without_tls_is_refused_with_what_to_set(tmp_path, backbone_cli):
+    path = _prod_variant(tmp_path, **{"loadbalancer.domainName": None})
+    text = _refusal(backbone_cli, path)
+    assert "backbone:loadbalancer.certificateArn: missing: a production stack" in text
+    assert "domainName" in text and "allowPlainHttp: true" in text
+    assert str(path) in text
+
+
+def test_plain_http_in_production_needs_the_explicit_opt_out(tmp_path):
+    from backbone.synth import synth
+
+    path = _prod_variant(
+        tmp_path, **{"loadbalancer.domainName": None, "loadbalancer.allowPlainHttp": True}
+    )
+    plan = synth(str(path), cwd=REPO)
+    assert [r.inputs["port"] for r in plan.of_type("aws:lb/listener:Listener")] == [80]
+    assert plan.outputs["url"].startswith("http://")
+
+
+def test_prod_serves_https_with_the_certificate_looked_up_by_domain(plan_of):
+    plan = plan_of("prod")
+    listeners = {r.inputs["port"]: r.inputs for r in plan.of_type("aws:lb/listener:Listener")}
+    assert listeners[80]["defaultActions"][0]["type"] == "redirect"
+    assert listeners[443]["protocol"] == "HTTPS"
+    assert re.fullmatch(
+        r"arn:aws:acm:us-east-1:\d{12}:certificate/[0-9a-f-]{36}", listeners[443]["certificateArn"]
+    )
+    domain = yaml.safe_load((REPO / "stacks" / "Pulumi.prod.yaml").read_text())["config"][
+        "backbone:loadbalancer"
+    ]["domainName"]
+    assert plan.outputs["url"] == f"https://{domain}"
+
+
+def test_a_certificate_from_another_region_is_refused(tmp_path, backbone_cli):
+    cert = "arn:aws:acm:eu-west-1:123456789012:certificate/0f0e0d0c-0b0a-0908-0706-050403020100"
+    path = _prod_variant(
+        tmp_path, **{"loadbalancer.domainName": None, "loadbalancer.certificateArn": cert}
+    )
+    text = _refusal(backbone_cli, path)
+    assert "the certificate is in eu-west-1, the load balancer in us-east-1" in text
+
+
+def test_a_production_api_endpoint_open_to_the_internet_is_refused(tmp_path, backbone_cli):
+    path = _prod_variant(
+        tmp_path, **{"cluster.publicEndpoint": True, "cluster.publicAccessCidrs": ["0.0.0.0/0"]}
+    )
+    text = _refusal(backbone_cli, path)
+    assert "backbone:cluster.publicAccessCidrs: 0.0.0.0/0 opens the Kubernetes API" in text
+    assert "publicEndpoint: false" in text
+
+
+def test_prod_api_endpoint_is_private_and_admits_listed_private_networks(tmp_path, plan_of):
+    from backbone.synth import synth
+
+    vpc = plan_of("prod").one("aws:eks/cluster:Cluster").inputs["vpcConfig"]
+    assert vpc["endpointPublicAccess"] is False and vpc["endpointPrivateAccess"] is True
+    assert "publicAccessCidrs" not in vpc
+    plan = synth(
+        str(_prod_variant(tmp_path, **{"cluster.privateAccessCidrs": ["10.99.0.0/16"]})),
+        cwd=REPO,
+    )
+    (rule,) = [
+        r
+        for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.name.startswith("cluster-api-from-")
+    ]
+    cluster = plan.one("aws:eks/cluster:Cluster")
+    assert rule.inputs["securityGroupId"] == cluster.outputs["vpcConfig"]["clusterSecurityGroupId"]
+    assert (rule.inputs["cidrIpv4"], rule.inputs["fromPort"], rule.inputs["toPort"]) == (
+        "10.99.0.0/16",
+        443,
+        443,
+    )
+
+
+def test_a_public_network_is_not_a_private_access_cidr(tmp_path, backbone_cli):
+    path = _prod_variant(tmp_path, **{"cluster.privateAccessCidrs": ["8.8.8.0/24"]})
+    assert "'8.8.8.0/24' is not a private network" in _refusal(backbone_cli, path)
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_no_function_reserves_concurrency_a_new_account_does_not_have(plan_of, stack):
+    for fn in plan_of(stack).of_type("aws:lambda/function:Function"):
+        assert fn.inputs.get("reservedConcurrentExecutions", -1) == -1, fn.name
+
+
+# -- destroy: a function in the VPC --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_destroy_parks_the_jobs_interfaces_and_waits_for_lambda_to_release_them(plan_of, stack):
+    plan = plan_of(stack)
+    job = plan.one("aws:lambda/function:Function", "functions-housekeeping")
+    vpc = plan.one("aws:ec2/vpc:Vpc")
+    assert job.inputs["vpcConfig"]["subnetIds"]
+    assert job.inputs["replaceSecurityGroupsOnDestroy"] is True
+    assert job.inputs["replacementSecurityGroupIds"] == [vpc.outputs["defaultSecurityGroupId"]]
+    canary = plan.one("aws:lambda/function:Function", "functions-canary")
+    assert "replaceSecurityGroupsOnDestroy" not in canary.inputs  # not in the VPC
+    private = [s for s in plan.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name]
+    assert private and all(s.custom_timeouts == {"delete": "60m"} for s in private)

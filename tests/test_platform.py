@@ -210,12 +210,12 @@ def test_alb_public_two_zones_drops_invalid_headers(plan):
 def test_alb_security_group_admits_80_and_443_only_and_reaches_the_node_port_only(plan):
     sg = plan.one("aws:ec2/securityGroup:SecurityGroup", "web-sg")
     ingress = _sg_rules(plan, sg.id)
+    # 443 only where a listener serves it (prod has TLS; dev, without a certificate, does not)
+    listening = sorted(r.inputs["port"] for r in plan.of_type("aws:lb/listener:Listener"))
+    assert listening == ([80, 443] if plan.stack == "prod" else [80])
     assert sorted(
         (r.inputs["fromPort"], r.inputs["toPort"], r.inputs["cidrIpv4"]) for r in ingress
-    ) == [
-        (80, 80, "0.0.0.0/0"),
-        (443, 443, "0.0.0.0/0"),
-    ]
+    ) == [(port, port, "0.0.0.0/0") for port in listening]
     (egress,) = _sg_rules(plan, sg.id, "Egress")
     port = plan.one("aws:lb/targetGroup:TargetGroup").inputs["port"]
     assert (egress.inputs["fromPort"], egress.inputs["toPort"]) == (port, port)
@@ -242,7 +242,8 @@ def test_target_group_checks_readiness_and_targets_the_node_group(plan):
     )
 
 
-def test_plain_http_without_a_certificate(plan):
+def test_plain_http_without_a_certificate(plan_of):
+    plan = plan_of("dev")
     (listener,) = plan.of_type("aws:lb/listener:Listener")
     assert listener.inputs["port"] == 80 and listener.inputs["protocol"] == "HTTP"
     assert listener.inputs["defaultActions"][0]["type"] == "forward"
@@ -254,7 +255,10 @@ def test_final_snapshot_name_is_unique_and_valid(plan):
     prefix, _, suffix = ident.rpartition("-final-")
     assert prefix == f"backbone-{plan.stack}-database"
     # a random id (as the engine returned it): a second destroy cannot collide
-    assert suffix == plan.one("random:index/randomId:RandomId", "database-snapshot-suffix").outputs["hex"]
+    assert (
+        suffix
+        == plan.one("random:index/randomId:RandomId", "database-snapshot-suffix").outputs["hex"]
+    )
     assert re.fullmatch(r"[0-9a-f]{8}", suffix)
     from infra.components.database import snapshot_prefix
 

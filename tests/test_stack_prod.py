@@ -123,7 +123,9 @@ def _variant(tmp_path, **changes):
 
 def test_with_a_certificate_http_redirects_to_tls13_https(tmp_path):
     cert = "arn:aws:acm:us-east-1:123456789012:certificate/0f0e0d0c-0b0a-0908-0706-050403020100"
-    plan = _variant(tmp_path, **{"loadbalancer.certificateArn": cert})
+    plan = _variant(
+        tmp_path, **{"loadbalancer.certificateArn": cert, "loadbalancer.domainName": None}
+    )
     listeners = {r.inputs["port"]: r.inputs for r in plan.of_type("aws:lb/listener:Listener")}
     assert listeners[80]["defaultActions"] == [
         {

@@ -109,6 +109,8 @@ class ClusterArgs:
     public_endpoint: bool
     public_access_cidrs: list[str]
     admin_principal_arns: list[str] = field(default_factory=list)
+    private_access_cidrs: list[str] = field(default_factory=list)
+    """Private networks admitted on 443 to the API endpoint through the cluster security group."""
 
 
 class Cluster(pulumi.ComponentResource):
@@ -165,6 +167,17 @@ class Cluster(pulumi.ComponentResource):
         self.cluster_name = self.cluster.name
         # Managed nodes carry the cluster security group: the one to open to the ALB and the DB.
         self.node_security_group_id = self.cluster.vpc_config.cluster_security_group_id
+        for i, cidr in enumerate(args.private_access_cidrs):
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-api-from-{i}",
+                security_group_id=self.node_security_group_id,
+                cidr_ipv4=cidr,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                description=f"Kubernetes API from {cidr}",
+                opts=child,
+            )
 
         issuer = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)  # type: ignore[index]
         self.oidc_provider = aws.iam.OpenIdConnectProvider(

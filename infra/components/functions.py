@@ -90,6 +90,9 @@ class FunctionsArgs:
     """Used to create the job's credentials secret when the database has no RDS-managed one."""
     database_secret_arn: pulumi.Input[str] | None = None
     """RDS's own master-user secret (username and password only), when it manages the password."""
+    parking_security_group_id: pulumi.Input[str] | None = None
+    """The VPC's default security group: on destroy the job's network interfaces move to it, so
+    the job's own group is deleted at once instead of waiting for Lambda to release them."""
 
 
 def _policy(statements: list[Any]) -> str:
@@ -344,6 +347,17 @@ class Functions(pulumi.ComponentResource):
                 log_format="Text", log_group=log_group.name
             ),
             vpc_config=vpc,
+            # Destroy: swap the function's security groups for the VPC's default group first, so
+            # its own group is free to delete while Lambda releases the interfaces (the private
+            # subnets wait for those: network.SUBNET_DELETE_TIMEOUT).
+            replace_security_groups_on_destroy=(
+                True if vpc is not None and args.parking_security_group_id is not None else None
+            ),
+            replacement_security_group_ids=(
+                [args.parking_security_group_id]
+                if vpc is not None and args.parking_security_group_id is not None
+                else None
+            ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, policy]),
         )
         aws.lambda_.FunctionEventInvokeConfig(

@@ -46,6 +46,8 @@ class LoadBalancerArgs:
     target_asg_names: list[Any] = field(default_factory=list)
     target_security_group_ids: list[Any] = field(default_factory=list)
     certificate_arn: str | None = None
+    domain_name: str | None = None
+    """Instead of certificate_arn: look up the newest ISSUED ACM certificate for this domain."""
     deletion_protection: bool = False
     access_logs: bool = False
     idle_timeout_seconds: int = 60
@@ -59,13 +61,27 @@ class LoadBalancer(pulumi.ComponentResource):
         super().__init__("backbone:loadbalancer:LoadBalancer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
+        certificate_arn: pulumi.Input[str] | None = args.certificate_arn
+        if args.domain_name:
+            # Looked up during preview: no certificate, no deploy (nothing is created first).
+            certificate_arn = aws.acm.get_certificate_output(
+                domain=args.domain_name,
+                statuses=["ISSUED"],
+                most_recent=True,
+                opts=pulumi.InvokeOutputOptions(parent=self),
+            ).arn
+        tls = certificate_arn is not None
+        # 443 only where a listener serves it: an open port with nothing behind it is a finding.
+        ports = (80, 443) if tls else (80,)
+
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=args.vpc_id,
-            description="ALB: 80 and 443 from the internet; out to the target port only",
+            description=f"ALB: {' and '.join(map(str, ports))} from the internet; "
+            "out to the target port only",
             opts=child,
         )
-        for port in (80, 443):
+        for port in ports:
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-in-{port}",
                 security_group_id=self.security_group.id,
@@ -132,14 +148,14 @@ class LoadBalancer(pulumi.ComponentResource):
         forward = [
             aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
         ]
-        if args.certificate_arn:
+        if certificate_arn is not None:
             aws.lb.Listener(
                 f"{name}-https",
                 load_balancer_arn=self.alb.arn,
                 port=443,
                 protocol="HTTPS",
                 ssl_policy=TLS_POLICY,
-                certificate_arn=args.certificate_arn,
+                certificate_arn=certificate_arn,
                 default_actions=forward,
                 opts=child,
             )
@@ -182,8 +198,13 @@ class LoadBalancer(pulumi.ComponentResource):
                 opts=child,
             )
 
-        scheme = "https" if args.certificate_arn else "http"
-        self.url = self.alb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
+        if args.domain_name and not args.domain_name.startswith("*."):
+            # The certificate names the domain, not the load balancer's own DNS name: the URL is
+            # the domain (point its DNS record at dnsName).
+            self.url = pulumi.Output.from_input(f"https://{args.domain_name}")
+        else:
+            scheme = "https" if tls else "http"
+            self.url = self.alb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
         self.register_outputs(
             {
                 "dnsName": self.alb.dns_name,

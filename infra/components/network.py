@@ -20,6 +20,8 @@ from infra.config import NetworkConfig
 
 # Zones where EKS cannot place a control plane (AWS EKS user guide, "insufficient capacity" list);
 # leaving them out keeps the same subnets usable by every component.
+# How long `pulumi destroy` waits for a private subnet to be free of a VPC function's interfaces.
+SUBNET_DELETE_TIMEOUT = "60m"
 EKS_UNSUPPORTED_ZONE_IDS = ["use1-az3", "usw1-az2", "cac1-az3"]
 
 
@@ -124,7 +126,12 @@ class Network(pulumi.ComponentResource):
                 availability_zone=zone,
                 map_public_ip_on_launch=False,
                 tags={"Name": f"{name}-private-{suffix}", "kubernetes.io/role/internal-elb": "1"},
-                opts=child,
+                # A function in the VPC leaves network interfaces that Lambda releases up to
+                # ~40 minutes after the function is gone; the subnet's delete waits for them
+                # (the provider retries DependencyViolation until this timeout, default 20m).
+                opts=pulumi.ResourceOptions(
+                    parent=self, custom_timeouts=pulumi.CustomTimeouts(delete=SUBNET_DELETE_TIMEOUT)
+                ),
             )
             self.public_subnets.append(pub)
             self.private_subnets.append(priv)
@@ -180,6 +187,8 @@ class Network(pulumi.ComponentResource):
             self._flow_logs(name, args.flow_logs_retention_days)
 
         self.vpc_id = self.vpc.id
+        # Where a function's network interfaces are parked when it is destroyed (see Functions).
+        self.default_security_group_id = self.vpc.default_security_group_id
         self.public_subnet_ids = [s.id for s in self.public_subnets]
         self.private_subnet_ids = [s.id for s in self.private_subnets]
         self.register_outputs(
