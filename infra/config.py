@@ -197,6 +197,11 @@ _RDS_SIZES = {
 }  # fmt: skip
 RDS_CLASSES = frozenset(f"db.{fam}.{size}" for fam, sizes in _RDS_SIZES.items() for size in sizes)
 # Older generations exist but PostgreSQL 14+ refuses them.
+# The least-privilege login roles the app's migration creates (app/shortener/db.py grants them):
+# the app's and the housekeeping job's. The master user is for migrations only.
+DB_APP_ROLE = "shortener_app"
+DB_JOB_ROLE = "shortener_job"
+DB_ROLES = (DB_APP_ROLE, DB_JOB_ROLE)
 RDS_RETIRED_FAMILIES = ("db.t2.", "db.m4.", "db.r4.", "db.m3.", "db.r3.")
 
 
@@ -303,6 +308,10 @@ class DatabaseConfig(_Section):
     manage_password: bool = False
     """Let RDS keep the master password in Secrets Manager (and rotate it); otherwise the kit
     generates one (pulumi-random) and keeps it as a Pulumi secret."""
+
+    log_retention_days: int = 30
+    """How long the exported PostgreSQL and upgrade logs are kept (a CloudWatch Logs retention
+    value); the kit makes their log groups, so nothing is kept forever."""
 
 
 class LoadBalancerConfig(_Section):
@@ -849,6 +858,15 @@ class StackConfig(_Section):
                     "PostgreSQL; allowed: another name such as app_admin",
                 )
             )
+        if d.username.lower() in DB_ROLES:
+            out.append(
+                Problem(
+                    f"{key}.username",
+                    f"{d.username!r} is the name of a role the migration creates for the app or "
+                    f"the housekeeping job; allowed: another name such as app_admin",
+                )
+            )
+        out += _retention_problems(f"{key}.logRetentionDays", d.log_retention_days)
         return out
 
     def _app_problems(self) -> list[Problem]:

@@ -254,3 +254,78 @@ def test_destroy_parks_the_jobs_interfaces_and_waits_for_lambda_to_release_them(
     assert "replaceSecurityGroupsOnDestroy" not in canary.inputs  # not in the VPC
     private = [s for s in plan.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name]
     assert private and all(s.custom_timeouts == {"delete": "60m"} for s in private)
+
+
+# -- the database: least-privilege roles, verified TLS, its logs ---------------------------------
+
+
+def _deps_names(plan, resource):
+    by_urn = {r.urn: r.name for r in plan.resources}
+    return {by_urn.get(u) for u in resource.dependencies}
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_the_app_and_the_job_log_in_as_their_own_roles_never_the_master(plan_of, stack):
+    plan = plan_of(stack)
+    app_secret = plan.one("kubernetes:core/v1:Secret", "app-secret")
+    assert "database-app-password" in _deps_names(plan, app_secret)
+    assert "database-password" not in _deps_names(plan, app_secret)
+    # only the migration's Secret (read by the init container alone) holds the master password
+    migration = plan.one("kubernetes:core/v1:Secret", "app-migration-secret")
+    assert {"database-password", "database-app-password", "database-job-password"} <= (
+        _deps_names(plan, migration)
+    )
+    job_secret = plan.one("aws:secretsmanager/secretVersion:SecretVersion")
+    assert "database-job-password" in _deps_names(plan, job_secret)
+    assert "database-password" not in _deps_names(plan, job_secret)
+    for part in ("app", "job"):
+        pw = plan.one("random:index/randomPassword:RandomPassword", f"database-{part}-password")
+        assert pw.inputs["length"] >= 32 and pw.inputs["special"] is False
+
+
+def test_connection_strings_verify_the_server_with_the_bundle_in_the_image():
+    from infra.components.database import CA_BUNDLE, connection_url
+
+    url = connection_url(
+        "shortener_app", "pw", "db.example.us-east-1.rds.amazonaws.com", 5432, "app"
+    )
+    assert url.endswith(f"?sslmode=verify-full&sslrootcert={CA_BUNDLE}")
+    assert "sslmode=require" not in url
+    # the image puts the bundle at that path (app/Dockerfile copies app/certs to /opt/app/certs)
+    dockerfile = (REPO / "app" / "Dockerfile").read_text()
+    assert CA_BUNDLE.startswith("/opt/app/certs/")
+    assert (REPO / "app" / "certs" / CA_BUNDLE.rsplit("/", 1)[1]).is_file()
+    assert "certs" in dockerfile
+
+
+def test_a_master_user_named_like_an_app_role_is_refused(tmp_path, backbone_cli):
+    path = _prod_variant(tmp_path, **{"database.username": "shortener_app"})
+    assert "'shortener_app' is the name of a role the migration creates" in _refusal(
+        backbone_cli, path
+    )
+
+
+@pytest.mark.parametrize("stack", EKS_STACKS)
+def test_rds_log_groups_are_ours_with_retention_and_made_first(plan_of, stack):
+    plan = plan_of(stack)
+    db = plan.one("aws:rds/instance:Instance")
+    ident = db.inputs["identifier"]
+    # RDS: 1-63 letters, digits, hyphens; a letter first; no "--"; no hyphen at the end
+    assert re.fullmatch(r"[a-z][a-z0-9-]{0,62}", ident) and "--" not in ident
+    assert not ident.endswith("-")
+    suffix = plan.one("random:index/randomId:RandomId", "database-snapshot-suffix")
+    assert ident == f"backbone-{stack}-database-{suffix.outputs['hex']}"
+    groups = {
+        g.name: g
+        for g in plan.of_type("aws:cloudwatch/logGroup:LogGroup")
+        if g.name.startswith("database-logs-")
+    }
+    assert sorted(groups) == ["database-logs-postgresql", "database-logs-upgrade"]
+    assert sorted(db.inputs["enabledCloudwatchLogsExports"]) == ["postgresql", "upgrade"]
+    days = 30
+    for log, group in groups.items():
+        assert group.inputs["name"] == f"/aws/rds/instance/{ident}/{log.rsplit('-', 1)[1]}"
+        assert group.inputs["retentionInDays"] == days
+        assert group.urn in db.dependencies
+    # automated backups outlive the instance only where data is protected (prod)
+    assert db.inputs["deleteAutomatedBackups"] is (stack != "prod")

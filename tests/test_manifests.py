@@ -193,7 +193,9 @@ def test_objects_validate_strictly_against_the_cluster_schema(rendered: tuple[Pa
     objects = _objects(folder)
     # dev and prod also hold the monitoring component's Prometheus rules ConfigMap.
     rules = [o for o in objects if o["metadata"]["name"] == "backbone-prometheus-rules"]
-    assert len(objects) - len(rules) == len(APPLY_ORDER)
+    # ...and the migration's own Secret (the master user's URL, the roles it creates).
+    migration = [o for o in objects if o["metadata"]["name"] == "shortener-migration"]
+    assert len(objects) - len(rules) - len(migration) == len(APPLY_ORDER)
     for obj in objects:
         got = kubernetes_validate.validate(obj, version, strict=True)
         assert got == version, (obj["kind"], got)
@@ -269,14 +271,23 @@ def test_cli_dev_stack(backbone_cli: Any, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in out.iterdir())
     # the workload's objects and the monitoring component's Prometheus rules
-    assert len(files) == len(APPLY_ORDER) + 1 and files[0].startswith("01-namespace-")
+    assert len(files) == len(APPLY_ORDER) + 2 and files[0].startswith("01-namespace-")
     assert any(f.endswith("-configmap-backbone-prometheus-rules.yaml") for f in files)
     text = "".join(p.read_text() for p in out.iterdir())
     # The database URL and the API token exist only as Secret keys, their values redacted.
     assert "postgresql://" not in text and "sslmode" not in text
     assert f": '{SECRET}'" not in text
-    secret = yaml.safe_load(next(out.glob("*-secret-*.yaml")).read_text())
+    secret = yaml.safe_load(next(out.glob("*-secret-shortener-secrets.yaml")).read_text())
     assert secret["stringData"] == {"API_TOKEN": REDACTED, "DATABASE_URL": REDACTED}
+    migration = yaml.safe_load(next(out.glob("*-secret-shortener-migration.yaml")).read_text())
+    assert set(migration["stringData"].values()) == {REDACTED}
+    assert set(migration["stringData"]) == {
+        "DATABASE_URL",
+        "APP_DB_USER",
+        "APP_DB_PASSWORD",
+        "JOB_DB_USER",
+        "JOB_DB_PASSWORD",
+    }
 
 
 def test_cli_stream_to_stdout(backbone_cli: Any, tmp_path: Path) -> None:

@@ -156,8 +156,11 @@ def case(request: pytest.FixtureRequest, harness_project: Path, plan_of: Any) ->
 
 def test_objects(case: Case) -> None:
     got = {(r.inputs["kind"], r.inputs["metadata"]["name"]) for r in case.k8s()}
-    assert got == {("Namespace", case.namespace), *OBJECTS}
-    assert len(case.k8s()) == len(OBJECTS) + 1
+    # The project's stacks give the migration its own Secret (the master user's URL and the
+    # roles it creates); the harness gives none, and the migration reads the app's.
+    extra = set() if case.harness else {("Secret", "shortener-migration")}
+    assert got == {("Namespace", case.namespace), *OBJECTS, *extra}
+    assert len(case.k8s()) == len(OBJECTS) + 1 + len(extra)
 
 
 def test_every_kubernetes_resource_uses_the_given_provider(case: Case) -> None:
@@ -221,7 +224,20 @@ def test_migration_runs_in_an_init_container(case: Case) -> None:
     pod = case.pod()
     (migrate,) = pod["initContainers"]
     assert migrate["command"] == ["python", "-m", "shortener.migrate"]
-    assert migrate["envFrom"] == pod["containers"][0]["envFrom"]
+    if case.harness:
+        assert migrate["envFrom"] == pod["containers"][0]["envFrom"]
+    else:
+        # The master user's URL reaches the init container only, never the app's container.
+        assert migrate["envFrom"] == [
+            {"configMapRef": {"name": "shortener-config"}},
+            {"secretRef": {"name": "shortener-migration"}},
+        ]
+        secret = case.obj("Secret", "shortener-migration")
+        assert secret["stringData"] == SECRET
+        assert (
+            secret["metadata"]["annotations"]["backbone.dev/secret-keys"]
+            == "APP_DB_PASSWORD,APP_DB_USER,DATABASE_URL,JOB_DB_PASSWORD,JOB_DB_USER"
+        )
     assert case.obj("ConfigMap", "shortener-config")["data"]["MIGRATE_ON_STARTUP"] == "false"
 
 

@@ -3,7 +3,10 @@
 Storage encrypted; TLS enforced by the parameter group (`rds.force_ssl`); automated backups; a
 final snapshot on delete; paid Extended Support switched off; Multi-AZ, deletion protection and
 `protect` from config. The master password is generated (pulumi-random) and kept secret, or kept
-by RDS in Secrets Manager. The app gets a secret connection string with `sslmode=require`.
+by RDS in Secrets Manager, and is for migrations only: the app and the housekeeping job log in as
+their own least-privilege roles (APP_ROLE, JOB_ROLE), which the migration creates with generated
+passwords. Every connection string verifies the server (`sslmode=verify-full` with RDS's CA
+bundle). The exported logs go to log groups made here, with retention.
 """
 
 from __future__ import annotations
@@ -18,9 +21,19 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from infra.config import DB_APP_ROLE, DB_JOB_ROLE
+
 PORT = 5432
 # RDS forbids '/', '@', '"' and spaces in a master password.
 PASSWORD_SPECIALS = "!#$%^&*()-_=+[]{}<>:?"
+# The least-privilege login roles the app's migration creates (app/shortener/db.py grants them
+# exactly what they need); the master user is for migrations only.
+APP_ROLE, JOB_ROLE = DB_APP_ROLE, DB_JOB_ROLE
+# Where the image (app/Dockerfile) keeps RDS's CA bundle: clients verify the server's certificate
+# and its name (sslmode=verify-full), not only that the connection is encrypted.
+CA_BUNDLE = "/opt/app/certs/rds-global-bundle.pem"
+# The logs the instance exports to CloudWatch Logs, in groups the program makes with retention.
+LOG_EXPORTS = ("postgresql", "upgrade")
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ class DatabaseArgs:
     username: str
     manage_password: bool
     protect: bool
+    log_retention_days: int = 30
+    """How long the exported PostgreSQL and upgrade logs are kept."""
 
 
 def snapshot_prefix(*parts: str) -> str:
@@ -52,10 +67,17 @@ def snapshot_prefix(*parts: str) -> str:
 
 
 def connection_url(username: str, password: str, host: str, port: int, db_name: str) -> str:
+    """A libpq URL that verifies the server: RDS's CA and the endpoint's name (verify-full)."""
     return (
         f"postgresql://{quote(username, safe='')}:{quote(password, safe='')}@{host}:{port}/"
-        f"{db_name}?sslmode=require"
+        f"{db_name}?sslmode=verify-full&sslrootcert={quote(CA_BUNDLE)}"
     )
+
+
+def identifier(*parts: str, suffix: str) -> str:
+    """An RDS instance identifier: 1 to 63 letters, digits and single hyphens, starting with a
+    letter, not ending in a hyphen; unique per instance by its suffix."""
+    return f"{snapshot_prefix(*parts)[: 62 - len(suffix)].rstrip('-')}-{suffix}"
 
 
 class Database(pulumi.ComponentResource):
@@ -108,9 +130,26 @@ class Database(pulumi.ComponentResource):
             ).result
 
         stack = pulumi.get_stack()
+        # Drawn once per instance and kept in the state: names the instance, its log groups and its
+        # final snapshot, so a re-created instance never meets what the last one left behind.
         suffix = random.RandomId(f"{name}-snapshot-suffix", byte_length=4, opts=child)
+        db_identifier = suffix.hex.apply(
+            lambda h: identifier(pulumi.get_project(), stack, name, suffix=h)
+        )
+        # RDS creates /aws/rds/instance/<id>/<log> itself, never expiring, on the first export,
+        # and leaves it after a destroy: made here first, with retention, and deleted after.
+        log_groups = [
+            aws.cloudwatch.LogGroup(
+                f"{name}-logs-{log}",
+                name=db_identifier.apply(lambda i, log=log: f"/aws/rds/instance/{i}/{log}"),
+                retention_in_days=args.log_retention_days,
+                opts=child,
+            )
+            for log in LOG_EXPORTS
+        ]
         self.instance = aws.rds.Instance(
             f"{name}-postgres",
+            identifier=db_identifier,
             engine="postgres",
             engine_version=args.engine_version,
             engine_lifecycle_support="open-source-rds-extended-support-disabled",
@@ -142,11 +181,15 @@ class Database(pulumi.ComponentResource):
             final_snapshot_identifier=pulumi.Output.concat(
                 snapshot_prefix(pulumi.get_project(), stack, name), "-final-", suffix.hex
             ),
-            delete_automated_backups=False,
-            enabled_cloudwatch_logs_exports=["postgresql", "upgrade"],
+            # Automated backups outlive a deleted instance (until their retention ends) only where
+            # data is protected; elsewhere the final snapshot is what remains.
+            delete_automated_backups=not args.protect,
+            enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             ca_cert_identifier="rds-ca-rsa2048-g1",
             apply_immediately=False,
-            opts=stateful,
+            opts=pulumi.ResourceOptions.merge(
+                stateful, pulumi.ResourceOptions(depends_on=log_groups)
+            ),
         )
 
         # RDS's own secret (username and password only) when it manages the password, else None.
@@ -166,9 +209,29 @@ class Database(pulumi.ComponentResource):
         self.address = self.instance.address
         self.port = PORT
         self.db_name = args.db_name
+        # The master user's URL: for the migration only.
         self.connection_url: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(password, self.instance.address).apply(
                 lambda a: connection_url(args.username, a[0], a[1], PORT, args.db_name)
+            )
+        )
+        # The app's and the job's own roles, created (and their passwords set) by the migration.
+        # Letters and digits only: nothing to escape in a URL or a libpq string.
+        self.app_password = pulumi.Output.secret(
+            random.RandomPassword(
+                f"{name}-app-password", length=32, special=False, opts=child
+            ).result
+        )
+        self.job_password = pulumi.Output.secret(
+            random.RandomPassword(
+                f"{name}-job-password", length=32, special=False, opts=child
+            ).result
+        )
+        self.app_username = APP_ROLE
+        self.job_username = JOB_ROLE
+        self.app_connection_url: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(self.app_password, self.instance.address).apply(
+                lambda a: connection_url(APP_ROLE, a[0], a[1], PORT, args.db_name)
             )
         )
         self.register_outputs(

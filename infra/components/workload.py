@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,10 @@ class WorkloadArgs:
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
     """More non-secret settings for the ConfigMap (see app/shortener/config.py)."""
+    migration_env: Mapping[str, pulumi.Input[str]] | None = None
+    """The migration's own secret environment (the master user's DATABASE_URL, and the app's and
+    job's role names and passwords it creates): a Secret only the init container reads, so the
+    app's container never holds the master password. None: the migration reads the app's."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_replicas <= self.replicas <= self.max_replicas:
@@ -132,6 +136,7 @@ class WorkloadArgs:
         api_token: pulumi.Input[str],
         vpc_cidr: str,
         database_cidrs: Sequence[str],
+        migration_env: Mapping[str, pulumi.Input[str]] | None = None,
     ) -> WorkloadArgs:
         return cls(
             namespace=namespace,
@@ -141,6 +146,7 @@ class WorkloadArgs:
             api_token=api_token,
             vpc_cidr=vpc_cidr,
             database_cidrs=list(database_cidrs),
+            migration_env=migration_env,
             replicas=app.replicas,
             min_replicas=app.min_replicas,
             max_replicas=app.max_replicas,
@@ -270,12 +276,32 @@ class Workload(pulumi.ComponentResource):
                 success_threshold=1,
             )
 
+        migrate_env_from = env_from
+        if args.migration_env is not None:
+            migration_values = {k: pulumi.Output.secret(v) for k, v in args.migration_env.items()}
+            migration_secret = CORE.Secret(
+                f"{name}-migration-secret",
+                metadata=meta(
+                    f"{app}-migration",
+                    annotations={SECRET_KEYS_ANNOTATION: ",".join(sorted(migration_values))},
+                ),
+                type="Opaque",
+                string_data=migration_values,
+                opts=child,
+            )
+            # The ConfigMap, then the migration's Secret (its DATABASE_URL wins over the app's).
+            migrate_env_from = [
+                env_from[0],
+                CORE.EnvFromSourceArgs(
+                    secret_ref=CORE.SecretEnvSourceArgs(name=migration_secret.metadata.apply(_name))
+                ),
+            ]
         migrate = CORE.ContainerArgs(
             name="migrate",
             image=image,
             image_pull_policy="IfNotPresent",  # the image is by digest: the bytes cannot change
             command=["python", "-m", "shortener.migrate"],
-            env_from=env_from,
+            env_from=migrate_env_from,
             resources=resources,
             security_context=_security_context(),
             volume_mounts=[tmp],
