@@ -23,9 +23,10 @@ def main() -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log_level, settings.secrets())
+    asgi = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            asgi,
             host=settings.host,
             port=settings.port,
             log_config=None,  # keep our JSON logging
@@ -36,12 +37,13 @@ def main() -> int:
         )
     )
     # uvicorn exits (status 3) when the lifespan fails, e.g. no database within
-    # STARTUP_DB_TIMEOUT_SECONDS; the app's own contract is status 1 for that.
+    # STARTUP_DB_TIMEOUT_SECONDS; the app's own contract is status 1 for that, and 2 when the
+    # startup migration was refused (a configuration error: the role cannot migrate).
     with contextlib.suppress(SystemExit):
         server.run()
     if not server.started:
         logging.getLogger("shortener").error("the server did not start")
-        return 1
+        return 2 if asgi.state.startup_refused else 1
     return 0
 
 

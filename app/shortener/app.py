@@ -28,7 +28,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, config
 from .cache import TTLCache
-from .db import SCHEMA_VERSION, CodeTaken, DatabaseUnavailable, Link, Store, migrate_url
+from .db import (
+    SCHEMA_VERSION,
+    CodeTaken,
+    DatabaseUnavailable,
+    Link,
+    MigrationRefused,
+    Store,
+    migrate_url,
+)
 from .metrics import Metrics
 from .middleware import RequestContext, error_body
 from .validation import CreateLink, code_problem
@@ -143,7 +151,13 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
         if not settings.api_token:
             log.warning("API_TOKEN is not set: POST /api/links answers 503")
         if settings.migrate_on_startup:
-            applied = await migrate_url(settings, settings.startup_db_timeout_seconds)
+            try:
+                applied = await migrate_url(settings, settings.startup_db_timeout_seconds)
+            except MigrationRefused as exc:
+                # e.g. MIGRATE_ON_STARTUP=true with the app's own role: say what to do, then stop
+                app.state.startup_refused = str(exc)
+                log.error("cannot start: MIGRATE_ON_STARTUP=true but %s", exc)
+                raise
             log.info("schema migrated", extra={"applied": applied})
         await store.open()
         tasks = [
@@ -175,6 +189,7 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.startup_refused = ""  # why the startup migration was refused, if it was
     app.state.store = store
     app.state.cache = cache
     app.state.metrics = metrics

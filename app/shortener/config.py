@@ -7,6 +7,7 @@ variable, the value (never for secrets) and what is allowed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -14,6 +15,18 @@ from urllib.parse import urlsplit
 from psycopg.conninfo import conninfo_to_dict
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# The login roles the migration manages (APP_DB_USER, JOB_DB_USER): plain lower-case identifiers,
+# none of the names PostgreSQL or RDS reserve (pg_*, rds*: rdsadmin, rds_superuser...).
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+RESERVED_ROLES = frozenset({"public", "none", "current_user", "session_user", "current_role"})
+ROLE_RULE = (
+    "allowed: 1 to 63 of a-z, 0-9 and _, starting with a letter or _; "
+    "not pg_*, rds*, public, none, current_user, session_user, current_role"
+)
+# Their passwords: printable ASCII without spaces, so they need no SASLprep and no quoting.
+PASSWORD_RULE = "allowed: 16 to 128 printable ASCII characters, no spaces"
+SSL_VERIFYING = ("verify-ca", "verify-full")
 
 
 class ConfigError(ValueError):
@@ -52,6 +65,12 @@ class Settings:
     shutdown_timeout_seconds: int = 20
     # the base of the short links returned by POST; empty means "from the request's Host"
     public_base_url: str = ""
+    # the login roles `python -m shortener.migrate` creates (or resets) with exactly their grants;
+    # empty: not managed. The app's pods then connect as the app role (DATABASE_URL).
+    app_db_user: str = ""
+    app_db_password: str = field(default="", repr=False)
+    job_db_user: str = ""
+    job_db_password: str = field(default="", repr=False)
 
     def redacted_database_url(self) -> str:
         """The database location without credentials: host, port and database name only."""
@@ -59,7 +78,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line."""
-        found = [self.api_token] if self.api_token else []
+        found = [s for s in (self.api_token, self.app_db_password, self.job_db_password) if s]
         try:
             password = conninfo_to_dict(self.database_url).get("password")
         except Exception:
@@ -78,6 +97,47 @@ def describe_database(url: str) -> str:
     port = params.get("port") or "5432"
     dbname = params.get("dbname") or params.get("user") or ""
     return f"postgresql://{host}:{port}/{dbname}"
+
+
+def _role(env: Mapping[str, str], kind: str) -> tuple[str, str]:
+    """(name, password) of a login role the migration manages, or ("", "")."""
+    user_key, password_key = f"{kind}_DB_USER", f"{kind}_DB_PASSWORD"
+    name = env.get(user_key, "").strip()
+    password = env.get(password_key, "")
+    if not name and not password:
+        return "", ""
+    if not name or not password:
+        missing = user_key if not name else password_key
+        given = password_key if not name else user_key
+        raise ConfigError(f"{given} is set but {missing} is not: set both, or neither")
+    if not ROLE_NAME.fullmatch(name) or name in RESERVED_ROLES or name.startswith(("pg_", "rds")):
+        raise ConfigError(
+            f"{user_key}={name!r} is not a role name the migration manages ({ROLE_RULE})"
+        )
+    if not 16 <= len(password) <= 128 or any(not ("!" <= c <= "~") for c in password):
+        # never echo the value
+        raise ConfigError(f"{password_key} is too weak or malformed ({PASSWORD_RULE})")
+    return name, password
+
+
+def _check_tls(database_url: str, env: Mapping[str, str]) -> None:
+    """sslmode=verify-ca/verify-full needs the CA file: say so now instead of retrying a
+    connection that cannot succeed."""
+    params = conninfo_to_dict(database_url)
+    mode = str(params.get("sslmode") or env.get("PGSSLMODE") or "")
+    if mode not in SSL_VERIFYING:
+        return
+    root = str(params.get("sslrootcert") or env.get("PGSSLROOTCERT") or "")
+    if not root:
+        raise ConfigError(
+            f"DATABASE_URL has sslmode={mode} but no sslrootcert "
+            "(allowed: sslrootcert=<path of a CA bundle>, e.g. /opt/app/certs/rds-global-bundle.pem)"
+        )
+    if root != "system" and not os.path.isfile(root):
+        raise ConfigError(
+            f"DATABASE_URL has sslrootcert={root!r}, which is not a file "
+            "(the image carries the RDS bundle at /opt/app/certs/rds-global-bundle.pem)"
+        )
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -132,6 +192,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             "DATABASE_URL is not a valid libpq connection string "
             "(expected e.g. postgresql://user:password@host:5432/dbname)"
         ) from None
+    _check_tls(database_url, env)
+
+    app_user, app_password = _role(env, "APP")
+    job_user, job_password = _role(env, "JOB")
+    if app_user and app_user == job_user:
+        raise ConfigError(
+            f"APP_DB_USER and JOB_DB_USER are both {app_user!r}: the app and the job need "
+            "their own roles"
+        )
 
     token = env.get("API_TOKEN", "")
     if token and (len(token) < 16 or any(c.isspace() for c in token)):
@@ -188,4 +257,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             env, "SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, 1, 3_600
         ),
         public_base_url=public_base_url,
+        app_db_user=app_user,
+        app_db_password=app_password,
+        job_db_user=job_user,
+        job_db_password=job_password,
     )

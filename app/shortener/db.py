@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -38,12 +38,83 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        2,
+        "create link_stats_daily",
+        [
+            # the housekeeping job's daily row (app/functions/housekeeping): created here, by the
+            # migration user, since the job's own role may not create tables
+            """
+            CREATE TABLE IF NOT EXISTS link_stats_daily (
+                day               date        PRIMARY KEY,
+                links_total       bigint      NOT NULL,
+                links_live        bigint      NOT NULL,
+                links_expired     bigint      NOT NULL,
+                links_created_24h bigint      NOT NULL,
+                links_clicked_24h bigint      NOT NULL,
+                clicks_total      bigint      NOT NULL,
+                purged            bigint      NOT NULL,
+                runs              integer     NOT NULL DEFAULT 1,
+                computed_at       timestamptz NOT NULL
+            )
+            """,
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+@dataclass(frozen=True)
+class Grant:
+    """One privilege on one table; columns narrow it to those columns (UPDATE (a, b))."""
+
+    privilege: str  # SELECT, INSERT, UPDATE or DELETE
+    columns: tuple[str, ...] = ()
+
+
+# Exactly what each login role may do, table by table. Every migration run revokes everything the
+# role holds in the schema and grants this again, so a table a later migration adds is covered by
+# adding it here, and a privilege removed here is revoked on the next run.
+APP_GRANTS: dict[str, tuple[Grant, ...]] = {
+    # the queries of Store below: create (INSERT ... RETURNING), resolve/get (SELECT), add_clicks
+    "links": (Grant("SELECT"), Grant("INSERT"), Grant("UPDATE", ("clicks", "last_clicked_at"))),
+    "schema_migrations": (Grant("SELECT"),),  # the readiness check reads the schema version
+}
+JOB_GRANTS: dict[str, tuple[Grant, ...]] = {
+    # app/functions/housekeeping: the purge (SELECT, DELETE) and the daily upsert
+    "links": (Grant("SELECT"), Grant("DELETE")),
+    "link_stats_daily": (Grant("SELECT"), Grant("INSERT"), Grant("UPDATE")),
+}
+
+
+@dataclass(frozen=True)
+class LoginRole:
+    """A login role the migration creates (or resets) with a password and exactly its grants."""
+
+    kind: str  # "app" or "job": names the setting in messages (APP_DB_USER, JOB_DB_USER)
+    name: str
+    password: str = field(repr=False)
+    grants: dict[str, tuple[Grant, ...]] = field(repr=False, default_factory=dict)
+
+
+def managed_roles(settings: Settings) -> list[LoginRole]:
+    """The login roles the settings ask the migration to manage (none, one or both)."""
+    roles = []
+    if settings.app_db_user:
+        roles.append(LoginRole("app", settings.app_db_user, settings.app_db_password, APP_GRANTS))
+    if settings.job_db_user:
+        roles.append(LoginRole("job", settings.job_db_user, settings.job_db_password, JOB_GRANTS))
+    return roles
+
+
 class DatabaseUnavailable(Exception):
     """The database did not answer (down, unreachable, pool exhausted, timed out)."""
+
+
+class MigrationRefused(Exception):
+    """The migration cannot work with this configuration (a user that may not create tables, a
+    role name that is the migrating user...): a configuration error, exit status 2. The message
+    names the user, role or schema, never a password."""
 
 
 class CodeTaken(Exception):
@@ -66,35 +137,201 @@ def connection_kwargs(settings: Settings) -> dict[str, object]:
     }
 
 
-async def migrate(conn: AsyncConnection) -> list[int]:
-    """Apply the migrations not applied yet, in one transaction, under an advisory lock.
+async def migrate(conn: AsyncConnection, roles: list[LoginRole] | None = None) -> list[int]:
+    """Apply the migrations not applied yet, then (re)create the login roles with their grants,
+    in one transaction, under an advisory lock.
 
-    Idempotent: a second run (or a concurrent one) applies nothing. Returns the versions applied.
+    Idempotent: a second run (or a concurrent one) applies nothing and grants the same again.
+    Returns the versions applied. Raises MigrationRefused when this user cannot migrate.
     """
     applied: list[int] = []
     async with conn.transaction():
+        cur = await conn.execute("SELECT current_user, current_schema(), current_database()")
+        user, schema, dbname = (await cur.fetchone()) or (None, None, None)
+        if schema is None:
+            raise MigrationRefused(
+                f"the database user {user!r} has no schema to create tables in "
+                "(no schema of its search_path exists)"
+            )
+        cur = await conn.execute("SELECT has_schema_privilege(%s, 'CREATE')", (schema,))
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            raise MigrationRefused(_cannot_migrate(str(user), str(schema)))
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
-        await conn.execute(
-            """
-            CREATE TABLE IF NOT EXISTS schema_migrations (
-                version    integer     PRIMARY KEY,
-                name       text        NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )
-            """
-        )
-        cur = await conn.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in await cur.fetchall()}
-        for version, name, statements in MIGRATIONS:
-            if version in done:
-                continue
-            for statement in statements:
-                await conn.execute(sql.SQL(statement))
+        try:
             await conn.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    integer     PRIMARY KEY,
+                    name       text        NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
             )
-            applied.append(version)
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, name, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements:
+                    await conn.execute(sql.SQL(statement))
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (version, name),
+                )
+                applied.append(version)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise MigrationRefused(
+                f"{_cannot_migrate(str(user), str(schema))} ({exc.diag.message_primary})"
+            ) from None
+        await _lock_down(conn, str(schema), str(dbname))
+        for role in roles or []:
+            await _ensure_role(conn, role, user=str(user), schema=str(schema), dbname=str(dbname))
     return applied
+
+
+def _cannot_migrate(user: str, schema: str) -> str:
+    return (
+        f"the database user {user!r} cannot create tables in schema {schema!r}, so it cannot "
+        "migrate: it is not the migration user. Start the app with MIGRATE_ON_STARTUP=false and "
+        "run `python -m shortener.migrate` with the master user's DATABASE_URL"
+    )
+
+
+async def _lock_down(conn: AsyncConnection, schema: str, dbname: str) -> None:
+    """Nobody but the owners creates objects: PostgreSQL 15+ already keeps PUBLIC from creating
+    in the public schema; say it for 14 too, and for temporary tables."""
+    cur = await conn.execute("SELECT to_regnamespace('public') IS NOT NULL")
+    row = await cur.fetchone()
+    if row and row[0]:
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    if schema != "public":
+        await conn.execute(
+            sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema))
+        )
+    await conn.execute(
+        sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname))
+    )
+
+
+async def _ensure_role(
+    conn: AsyncConnection, role: LoginRole, *, user: str, schema: str, dbname: str
+) -> None:
+    """Create the login role, or reset its password; then exactly its grants. The password goes
+    to the server only as a SCRAM-SHA-256 verifier, made here by libpq."""
+    setting = f"{role.kind.upper()}_DB_USER"
+    if role.name == user:
+        raise MigrationRefused(
+            f"{setting}={role.name!r} is the migrating user itself; give the {role.kind} "
+            "its own role name"
+        )
+    name = sql.Identifier(role.name)
+    cur = await conn.execute(
+        """
+        SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,
+               (SELECT count(*) FROM pg_class c WHERE c.relowner = r.oid)
+             + (SELECT count(*) FROM pg_namespace n WHERE n.nspowner = r.oid)
+             + (SELECT count(*) FROM pg_proc p WHERE p.proowner = r.oid),
+               (SELECT coalesce(string_agg(g.rolname, ', ' ORDER BY g.rolname), '')
+                  FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                 WHERE m.member = r.oid)
+          FROM pg_roles r WHERE r.rolname = %s
+        """,
+        (role.name,),
+    )
+    existing = await cur.fetchone()
+    if existing is not None:
+        attributes = ("SUPERUSER", "CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS")
+        held = [a for a, on in zip(attributes, existing[:5], strict=True) if on]
+        problems = []
+        if held:
+            problems.append(f"has {', '.join(held)}")
+        if existing[5]:
+            problems.append(f"owns {existing[5]} object(s) in this database")
+        if existing[6]:
+            problems.append(f"is a member of {existing[6]}")
+        if problems:
+            raise MigrationRefused(
+                f"{setting}={role.name!r}: that role exists and {'; '.join(problems)}: it cannot "
+                "be a least-privilege role. Choose another name, or strip it first"
+            )
+    verifier = conn.pgconn.encrypt_password(
+        role.password.encode(), role.name.encode(), b"scram-sha-256"
+    ).decode()
+    verb = "ALTER" if existing is not None else "CREATE"
+    try:
+        await conn.execute(
+            sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD {}").format(name, sql.Literal(verifier))
+        )
+        await conn.execute(
+            sql.SQL(
+                "REVOKE ALL ON DATABASE {db} FROM {r}; GRANT CONNECT ON DATABASE {db} TO {r}"
+            ).format(db=sql.Identifier(dbname), r=name)
+        )
+        await conn.execute(
+            sql.SQL(
+                "REVOKE ALL ON SCHEMA {s} FROM {r}; GRANT USAGE ON SCHEMA {s} TO {r}; "
+                "REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {r}; "
+                "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM {r}"
+            ).format(s=sql.Identifier(schema), r=name)
+        )
+        for table, grants in role.grants.items():
+            await _grant(conn, name, schema, table, grants)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise MigrationRefused(
+            f"the database user {user!r} may not manage the role {role.name!r} ({setting}): "
+            f"{exc.diag.message_primary}"
+        ) from None
+    log.info("login role ready", extra={"role": role.name, "kind": role.kind, "action": verb})
+
+
+async def _grant(
+    conn: AsyncConnection,
+    role: sql.Identifier,
+    schema: str,
+    table: str,
+    grants: tuple[Grant, ...],
+) -> None:
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    cur = await conn.execute("SELECT to_regclass(%s)::oid", (f"{schema}.{table}",))
+    row = await cur.fetchone()
+    if not row or row[0] is None:
+        raise RuntimeError(f"the grants name table {schema}.{table}, which no migration created")
+    privileges = [
+        sql.SQL(g.privilege)
+        if not g.columns
+        else sql.SQL("{} ({})").format(
+            sql.SQL(g.privilege), sql.SQL(", ").join(map(sql.Identifier, g.columns))
+        )
+        for g in grants
+    ]
+    await conn.execute(
+        sql.SQL("GRANT {} ON TABLE {} TO {}").format(sql.SQL(", ").join(privileges), target, role)
+    )
+    if any(g.privilege == "INSERT" for g in grants):
+        # a serial or identity column's sequence: nextval() needs USAGE on it
+        cur = await conn.execute(
+            """
+            SELECT s.oid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+               AND d.refobjid = %s AND s.relkind = 'S' AND d.deptype IN ('a', 'i')
+            """,
+            (row[0],),
+        )
+        for (sequence,) in await cur.fetchall():
+            await conn.execute(
+                sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sql.SQL(sequence), role)
+            )
+
+
+def _reason(exc: BaseException, secrets: list[str]) -> str:
+    """The first line of a connection error (libpq names host, user and the cause, never the
+    password; redacted anyway), else the exception's type."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text or type(exc).__name__
 
 
 async def migrate_url(settings: Settings, wait_seconds: float) -> list[int]:
@@ -102,22 +339,27 @@ async def migrate_url(settings: Settings, wait_seconds: float) -> list[int]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     delay = 0.25
+    roles = managed_roles(settings)
     while True:
         try:
             async with await AsyncConnection.connect(
                 settings.database_url,
                 **connection_kwargs(settings),  # type: ignore[arg-type]
             ) as conn:
-                return await migrate(conn)
+                return await migrate(conn, roles)
         except psycopg.OperationalError as exc:
+            reason = _reason(exc, settings.secrets())
             if loop.time() + delay > deadline:
                 raise DatabaseUnavailable(
-                    f"database {settings.redacted_database_url()} did not answer: "
-                    f"{type(exc).__name__}"
+                    f"database {settings.redacted_database_url()} did not answer: {reason}"
                 ) from None
             log.warning(
                 "database not reachable yet, retrying",
-                extra={"database": settings.redacted_database_url(), "retry_in_s": delay},
+                extra={
+                    "database": settings.redacted_database_url(),
+                    "retry_in_s": delay,
+                    "reason": reason,
+                },
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

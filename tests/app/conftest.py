@@ -3,6 +3,11 @@
 The cluster lives in a temporary directory on a free loopback port and is stopped at the end. When
 the tests run as root (CI containers), the server runs as the `postgres` (or `nobody`) user, since
 PostgreSQL refuses to run as root.
+
+`PgCluster(tls=True)` is set up like RDS: TLS only, with a certificate for `localhost` from a
+throwaway CA made here (and a second CA that signed nothing, to be refused), SCRAM passwords for
+every role but the superuser, and `RdsDatabase` gives a database owned by a non-superuser master
+role with CREATEROLE, as RDS's master user is.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.app.tls import make_ca, make_server_cert
 from tests.realparts import REPO, require_tool
 
 APP_DIR = REPO / "app"
@@ -52,7 +59,7 @@ class PgCluster:
 
     _ids = itertools.count(1)
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = False) -> None:
         self.initdb = require_tool("initdb", HOW_PG)
         self.pg_ctl = require_tool("pg_ctl", HOW_PG)
         self.root = Path(tempfile.mkdtemp(prefix="shortener-pg-"))
@@ -71,9 +78,35 @@ class PgCluster:
             self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
             "--no-sync", "-E", "UTF8", "--locale=C",
         )  # fmt: skip
+        self.tls = tls
+        if tls:
+            self._setup_tls()
         # a safety net: stop the server even if pytest ends without running fixture teardowns
         atexit.register(self.destroy)
         self.start()
+
+    def _setup_tls(self) -> None:
+        ca_cert, ca_key = make_ca("backbone test CA")
+        wrong_cert, _ = make_ca("a CA that signed nothing here")
+        self.ca_file = self.root / "ca.pem"
+        self.wrong_ca_file = self.root / "wrong-ca.pem"
+        self.ca_file.write_bytes(ca_cert)
+        self.wrong_ca_file.write_bytes(wrong_cert)
+        cert, key = make_server_cert(ca_cert, ca_key, "localhost")
+        (self.data / "server.crt").write_bytes(cert)
+        (self.data / "server.key").write_bytes(key)
+        (self.data / "server.key").chmod(0o600)
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\n"
+            "hostssl all postgres 127.0.0.1/32 trust\n"
+            "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all 0.0.0.0/0 reject\n"
+        )
+        if self.user:
+            pw = pwd.getpwnam(self.user)
+            for path in self.data.iterdir():
+                if path.name in {"server.crt", "server.key", "pg_hba.conf"}:
+                    os.chown(path, pw.pw_uid, pw.pw_gid)
 
     def _run(self, *args: str) -> None:
         cmd = list(args)
@@ -89,6 +122,8 @@ class PgCluster:
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=on -c full_page_writes=off -c max_connections=200"
         )
+        if self.tls:
+            opts += " -c ssl=on -c password_encryption=scram-sha-256"
         self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -110,6 +145,56 @@ class PgCluster:
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
         atexit.unregister(self.destroy)
+
+
+class RdsDatabase:
+    """A fresh database in a TLS cluster, owned by a master role that is no superuser but may
+    create roles (RDS's master user), and URLs that verify the server (verify-full)."""
+
+    MASTER = "master_user"
+    MASTER_PASSWORD = "Master-pass-0123456789"
+
+    def __init__(self, cluster: PgCluster) -> None:
+        assert cluster.tls
+        self.cluster = cluster
+        self.name = f"rds{os.getpid()}_{next(PgCluster._ids)}"
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.MASTER,))
+            if exists.fetchone() is None:
+                conn.execute(
+                    f"CREATE ROLE {self.MASTER} LOGIN CREATEROLE PASSWORD '{self.MASTER_PASSWORD}'"
+                )
+            conn.execute(f'CREATE DATABASE "{self.name}" OWNER {self.MASTER}')
+
+    def url(
+        self, user: str, password: str, *, host: str = "localhost", ca: Path | None = None
+    ) -> str:
+        from urllib.parse import quote
+
+        root = ca or self.cluster.ca_file
+        return (
+            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:"
+            f"{self.cluster.port}/{self.name}?sslmode=verify-full&sslrootcert={root}"
+        )
+
+    def master_url(self, **kw: Any) -> str:
+        return self.url(self.MASTER, self.MASTER_PASSWORD, **kw)
+
+    def admin(self) -> psycopg.Connection[Any]:
+        """The superuser, for checks behind the roles' backs."""
+        return psycopg.connect(self.cluster.url(self.name), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def pg_tls() -> Iterator[PgCluster]:
+    cluster = PgCluster(tls=True)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def rds(pg_tls: PgCluster) -> RdsDatabase:
+    return RdsDatabase(pg_tls)
 
 
 @pytest.fixture(scope="session")
