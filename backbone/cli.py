@@ -148,6 +148,8 @@ def plan(
     result = load_plan(stack)
     if fmt is Format.json:
         sys.stdout.write(result.dumps() + "\n")
+        # stdout stays the Plan alone: the verdicts go to stderr
+        verdicts(result, err)
         return
     out.print(render_tree(result))
     counts = result.counts()
@@ -168,6 +170,20 @@ def plan(
         for name, value in sorted(result.outputs.items()):
             outputs.add_row(name, Text(_value(value)))
         out.print(outputs)
+    verdicts(result, out)
+
+
+def verdicts(result: Plan, console: Console) -> None:
+    """The end of `backbone plan`: AWS's published constraints over every value, one line, and
+    one line per violation; exit status 1 when any is broken."""
+    from backbone.awsrules import check_plan
+
+    report = check_plan(result)
+    console.print(report.summary(), markup=False)
+    for finding in report.findings:
+        console.print(f"  {finding.level}: {finding.line()}", markup=False)
+    if report.violations:
+        raise typer.Exit(1)
 
 
 @app.command()
