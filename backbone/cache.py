@@ -1,0 +1,136 @@
+"""A cache of Plans, keyed by the content of everything that decides a Plan.
+
+A stack's Plan is a pure function of: the program (Pulumi.yaml and its `main` folder, infra/), the
+stack settings file, the app's build context (app/: the image tag is its content digest), the
+offline engine itself (backbone/synth.py, mocks.py, plan.py, this file) and the installed
+Python and Pulumi SDK versions. The key is a SHA-256 over all of them, so `plan`, `diff`, `cost`
+and `check` of an unchanged stack run the program once, and any edit (a setting, a line of infra/,
+a file of app/, an SDK upgrade) is a miss. Entries live in `<project>/.backbone/cache/plans/`
+(`$BACKBONE_CACHE_DIR` overrides it); `--no-cache` skips reading and writing.
+
+A cached Plan is the whole Plan (resource outputs and ids included), so a hit is the same Plan a
+fresh run returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from backbone.plan import Plan, Resource
+from backbone.synth import StackRef, program_dir, synth
+
+FORMAT = 1
+KEEP = 64  # entries kept; older ones are removed
+_TOOL_FILES = ("synth.py", "mocks.py", "plan.py", "cache.py")
+_SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "node_modules"}
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+def cache_dir(project_dir: Path) -> Path:
+    env = os.environ.get("BACKBONE_CACHE_DIR")
+    return Path(env) if env else project_dir / ".backbone" / "cache" / "plans"
+
+
+def _tree(digest: Any, root: Path, label: str) -> None:
+    if not root.exists():
+        digest.update(f"{label}: absent\n".encode())
+        return
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".backbone"))
+        files += [Path(folder) / n for n in names if not n.endswith(_SKIP_SUFFIXES)]
+    for path in sorted(files):
+        rel = path.relative_to(root).as_posix()
+        mode = "x" if os.access(path, os.X_OK) else "-"
+        digest.update(f"{label}/{rel} {mode}\n".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+
+
+def sdk_versions() -> list[str]:
+    """Python and every installed Pulumi package (the SDK and its providers), name==version."""
+    found = {
+        (dist.metadata["Name"] or "").lower(): dist.version
+        for dist in metadata.distributions()
+        if (dist.metadata["Name"] or "").lower().startswith("pulumi")
+    }
+    return [f"python=={sys.version.split()[0]}"] + [f"{n}=={v}" for n, v in sorted(found.items())]
+
+
+def key(ref: StackRef) -> str:
+    """The content key of a stack's Plan."""
+    digest = hashlib.sha256(f"backbone plan cache {FORMAT}\n".encode())
+    digest.update(f"stack {ref.stack} project {ref.project}\n".encode())
+    digest.update(b"stack file\n" + ref.file.read_bytes())
+    pulumi_yaml = ref.project_dir / "Pulumi.yaml"
+    digest.update(b"Pulumi.yaml\n" + (pulumi_yaml.read_bytes() if pulumi_yaml.is_file() else b""))
+    _tree(digest, program_dir(ref.project_dir), "program")
+    _tree(digest, ref.project_dir / "app", "app")
+    tool = Path(__file__).resolve().parent
+    for name in _TOOL_FILES:
+        digest.update(f"tool {name}\n".encode() + (tool / name).read_bytes())
+    digest.update("\n".join(sdk_versions()).encode())
+    return digest.hexdigest()
+
+
+def dumps(plan: Plan) -> str:
+    """The whole Plan as JSON (resource outputs and ids included, unlike Plan.dumps)."""
+    return json.dumps(
+        {"format": FORMAT, "plan": dataclasses.asdict(plan)}, separators=(",", ":"), default=str
+    )
+
+
+def loads(text: str) -> Plan:
+    data = json.loads(text)
+    if data.get("format") != FORMAT:
+        raise ValueError(f"cache format {data.get('format')!r}, expected {FORMAT}")
+    raw = data["plan"]
+    return Plan(
+        stack=raw["stack"],
+        project=raw["project"],
+        resources=[Resource(**r) for r in raw["resources"]],
+        outputs=raw.get("outputs") or {},
+    )
+
+
+def load(ref: StackRef, digest: str) -> Plan | None:
+    path = cache_dir(ref.project_dir) / f"{digest}.json"
+    try:
+        return loads(path.read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent, or written by another version: a miss
+
+
+def store(ref: StackRef, digest: str, plan: Plan) -> None:
+    folder = cache_dir(ref.project_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".plan-", suffix=".json", dir=folder)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(dumps(plan))
+        os.replace(tmp, folder / f"{digest}.json")  # atomic: readers see a whole file or none
+        entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only checkout still plans, only without the cache
+
+
+def plan(ref: StackRef, *, use_cache: bool = True) -> tuple[Plan, bool]:
+    """The stack's Plan and whether it came from the cache."""
+    if not use_cache:
+        return synth(ref), False
+    digest = key(ref)
+    hit = load(ref, digest)
+    if hit is not None:
+        return hit, True
+    fresh = synth(ref)
+    store(ref, digest, fresh)
+    return fresh, False
