@@ -1,18 +1,25 @@
 """The nightly housekeeping job, run for real: a throwaway PostgreSQL cluster holds the app's own
 schema (app/shortener/db.py's migrations), moto's Secrets Manager holds the credentials and moto's
-CloudWatch receives the metrics (server mode, HTTP on loopback)."""
+CloudWatch receives the metrics (server mode, HTTP on loopback). The last tests run it as the
+least-privilege role the app's migration makes, over TLS verified against a throwaway CA."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
 import psycopg
 import pytest
 
+from tests.app.conftest import APP_DIR, PgCluster, RdsDatabase
 from tests.functions.conftest import (
     REGION,
     Postgres,
@@ -23,6 +30,8 @@ from tests.functions.conftest import (
 )
 
 hk = load_function("housekeeping")
+FUNCTION_DIR = Path(hk.__file__).parent
+JOB_PW = "Job-pass-0123456789-abcdef"
 
 NS = "Backbone/Jobs"
 STACK = "test-stack"
@@ -362,3 +371,154 @@ def test_deadline_stops_the_purge_and_still_writes_stats(
     assert (result["purged"], result["complete"]) == (0, False)
     assert len(codes(db)) == 5  # the next run carries on
     assert result["stats"]["links_expired"] == 2
+
+
+def test_tls_defaults_verify_the_server_against_the_packaged_rds_bundle() -> None:
+    settings = hk.Settings.from_env({"DB_SECRET_ARN": "arn", "STACK_NAME": "s"})
+    assert settings.sslmode == "verify-full"
+    bundle = FUNCTION_DIR / "certs" / "rds-global-bundle.pem"
+    assert settings.sslrootcert == str(bundle) and bundle.is_file()
+    base = {"DB_SECRET_ARN": "arn", "STACK_NAME": "s"}
+    with pytest.raises(
+        hk.JobError, match=r"DB_SSLMODE='strict' is not one of disable, .*verify-full"
+    ):
+        hk.Settings.from_env({**base, "DB_SSLMODE": "strict"})
+    with pytest.raises(hk.JobError, match=r"DB_SSLROOTCERT='/nope.pem' is not a file"):
+        hk.Settings.from_env({**base, "DB_SSLROOTCERT": "/nope.pem"})
+    # not verifying, the file is not needed (the test cluster below without TLS)
+    assert hk.Settings.from_env({**base, "DB_SSLMODE": "disable", "DB_SSLROOTCERT": "/nope.pem"})
+
+
+@pytest.mark.realpart
+def test_missing_stats_table_is_a_clear_failure(db: Postgres, env: pytest.MonkeyPatch) -> None:
+    with psycopg.connect(db.conninfo(), autocommit=True) as conn:
+        conn.execute("DROP TABLE link_stats_daily")
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    with pytest.raises(
+        hk.JobError, match="'link_stats_daily' does not exist: has the app migrated"
+    ):
+        hk.handler({}, None)
+
+
+# ------------------------------------------------------------------ as its own role, over TLS
+
+
+@pytest.fixture(scope="module")
+def pg_tls() -> Iterator[PgCluster]:
+    cluster = PgCluster(tls=True)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def job_db(pg_tls: PgCluster) -> tuple[RdsDatabase, str]:
+    """An RDS-like database migrated by the app's migration as the master user, which also made
+    the job's role; returns it and the role's name."""
+    rds = RdsDatabase(pg_tls)
+    role = f"job_{os.getpid()}_{rds.name}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "shortener.migrate"],
+        cwd=APP_DIR,
+        env={
+            **base,
+            "PYTHONPATH": str(APP_DIR),
+            "DATABASE_URL": rds.master_url(),
+            "JOB_DB_USER": role,
+            "JOB_DB_PASSWORD": JOB_PW,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with rds.admin() as admin:
+        admin.execute("ALTER TABLE links ADD COLUMN IF NOT EXISTS expires_at timestamptz")
+        for row in expiry_rows():
+            cols = list(row)
+            admin.execute(
+                f"INSERT INTO links ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                [row[c] for c in cols],
+            )
+    return rds, role
+
+
+def tls_secret(rds: RdsDatabase, role: str) -> str:
+    value = {"host": "localhost", "port": rds.cluster.port, "dbname": rds.name}
+    value |= {"username": role, "password": JOB_PW}
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    return str(sm.create_secret(Name=f"backbone/{role}", SecretString=json.dumps(value))["ARN"])
+
+
+@pytest.mark.realpart
+def test_the_job_as_its_own_role_over_verified_tls_purges_and_writes_stats(
+    job_db: tuple[RdsDatabase, str], env: pytest.MonkeyPatch
+) -> None:
+    rds, role = job_db
+    env.delenv("DB_SSLMODE")  # the default: verify-full
+    env.setenv("DB_SSLROOTCERT", str(rds.cluster.ca_file))
+    env.setenv("DB_SECRET_ARN", tls_secret(rds, role))
+
+    result = hk.handler({}, None)
+
+    assert (result["purged"], result["skipped"]) == (2, False)
+    with rds.admin() as admin:
+        left = {r[0] for r in admin.execute("SELECT code FROM links").fetchall()}
+        stats = admin.execute("SELECT purged, runs FROM link_stats_daily").fetchall()
+    assert left == {"later", "forever", "old-one"}
+    assert stats == [(2, 1)]
+    # and that role could not have added links (the migration granted SELECT, DELETE only)
+    with (
+        psycopg.connect(rds.url(role, JOB_PW)) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("INSERT INTO links (code, url) VALUES ('nope', 'https://x.example/')")
+
+
+@pytest.mark.realpart
+def test_the_job_refuses_a_server_the_rds_bundle_does_not_vouch_for(
+    job_db: tuple[RdsDatabase, str],
+    env: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rds, role = job_db
+    env.delenv("DB_SSLMODE")
+    env.delenv("DB_SSLROOTCERT", raising=False)  # the packaged RDS bundle: it did not sign ours
+    env.setenv("DB_SECRET_ARN", tls_secret(rds, role))
+    with pytest.raises(hk.JobError, match="certificate verify failed") as excinfo:
+        hk.handler({}, None)
+    assert_failed_cleanly(excinfo, caplog, capsys, JOB_PW)
+
+
+@pytest.mark.realpart
+def test_a_link_clicked_while_the_purge_waits_for_it_is_kept(
+    db: Postgres, env: pytest.MonkeyPatch
+) -> None:
+    """The purge takes no row locks ahead (its role has no UPDATE): a row a request is updating
+    makes it wait, and the condition is checked again on the new row, so the click saves it."""
+    import threading
+
+    stale = NOW - timedelta(days=40)
+    seed(
+        db,
+        [
+            {"code": "busy", "url": "https://a.example/", "created_at": stale},
+            {"code": "idle", "url": "https://b.example/", "created_at": stale},
+        ],
+    )
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    env.setenv("PURGE_UNUSED_AFTER_DAYS", "30")
+    result: dict[str, Any] = {}
+    with psycopg.connect(db.conninfo()) as click:  # the app's click flush, not committed yet
+        click.execute(
+            "UPDATE links SET clicks = clicks + 1, last_clicked_at = now() WHERE code = 'busy'"
+        )
+        job = threading.Thread(target=lambda: result.update(hk.handler({}, None)))
+        job.start()
+        job.join(timeout=1.5)
+        assert job.is_alive()  # waiting for the request's row
+        click.commit()
+    job.join(timeout=30)
+    assert result["purged"] == 1
+    assert codes(db) == {"busy"}

@@ -85,7 +85,7 @@ def test_import_has_no_side_effects(tmp_path: Path) -> None:
 
 def test_describe_lists_only_handler_files_and_pins() -> None:
     spec = packaging.describe(HOUSEKEEPING, architecture="arm64", python_version="3.13")
-    assert spec.handler_files == ("housekeeping.py",)
+    assert spec.handler_files == ("certs/rds-global-bundle.pem", "housekeeping.py")
     assert "psycopg[binary]==3.3.9" in spec.requirements
     assert spec.pip_args[:4] == (
         "--platform",
@@ -114,7 +114,10 @@ def test_cache_key_moves_with_every_input(tmp_path: Path) -> None:
     (fn / "tests").mkdir()
     (fn / "tests" / "test_it.py").write_text("")
     assert packaging.describe(fn).cache_key == base
-    assert packaging.describe(fn).handler_files == ("housekeeping.py",)
+    assert packaging.describe(fn).handler_files == (
+        "certs/rds-global-bundle.pem",
+        "housekeeping.py",
+    )
     # a comment in the requirements does not either; a pin does
     req = fn / "requirements.txt"
     req.write_text(req.read_text() + "\n# a comment\n")
@@ -124,6 +127,11 @@ def test_cache_key_moves_with_every_input(tmp_path: Path) -> None:
     req.write_text((HOUSEKEEPING / "requirements.txt").read_text())
     (fn / "housekeeping.py").write_text((fn / "housekeeping.py").read_text() + "\n# edit\n")
     assert packaging.describe(fn).cache_key != base
+    # so does a refreshed CA bundle: the archive carries it
+    edited = packaging.describe(fn).cache_key
+    bundle = fn / "certs" / "rds-global-bundle.pem"
+    bundle.write_bytes(bundle.read_bytes() + b"\n")
+    assert packaging.describe(fn).cache_key != edited
 
 
 def test_bad_arguments_are_clear(tmp_path: Path) -> None:
@@ -217,6 +225,13 @@ def test_job_archive_holds_handler_and_cp312_x86_64_dependency_tree(job_x86: Pat
         infos = z.infolist()
     assert {i.date_time for i in infos} == {packaging.FIXED_DATE_TIME}
 
+    # the RDS CA bundle, where the handler's default DB_SSLROOTCERT looks for it
+    with zipfile.ZipFile(job_x86) as z:
+        assert (
+            z.read("certs/rds-global-bundle.pem")
+            == (HOUSEKEEPING / "certs" / "rds-global-bundle.pem").read_bytes()
+        )
+
     # nothing of the build machine: no bytecode, no scripts, no tests, no requirements file
     for n in all_names:
         p = PurePosixPath(n)
@@ -280,6 +295,8 @@ def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(tmp_path: P
         "assert housekeeping.__file__.startswith(sys.argv[1]); "
         "assert psycopg.__file__.startswith(sys.argv[1]), psycopg.__file__; "
         "import psycopg_binary; assert psycopg_binary.__file__.startswith(sys.argv[1]); "
+        "s = housekeeping.Settings.from_env({'DB_SECRET_ARN': 'a', 'STACK_NAME': 's'}); "
+        "assert s.sslmode == 'verify-full' and s.sslrootcert.startswith(sys.argv[1]), s; "
         "print(psycopg.pq.__impl__)"
     )
     result = subprocess.run(

@@ -9,7 +9,10 @@ the database. It shows a learner three serverless patterns:
   early when the Lambda is about to time out (the next run carries on);
 * at-least-once delivery made safe: a PostgreSQL advisory lock lets one run work at a time, and
   the stats row is an upsert keyed by day, so a second run on the same day changes nothing but
-  ``runs`` and ``computed_at``.
+  ``runs`` and ``computed_at``;
+* least privilege: its database role (made by the app's migration, ``JOB_DB_USER``) may only
+  read and delete links and write the stats table, which the migration creates; the server's
+  certificate is verified against the RDS CA bundle shipped in the archive.
 
 What it did lands in CloudWatch, namespace ``Backbone/Jobs``, dimensions ``Stack`` and
 ``Job=housekeeping``: ``Success`` (None, 1 or 0), ``PurgedLinks`` (Count), ``LiveLinks`` (Count).
@@ -22,7 +25,8 @@ Environment (app/functions/README.md has the table):
                          the secret has them (RDS's own master-user secret holds only username and
                          password: then DB_HOST, DB_PORT, DB_NAME supply the rest)
     DB_HOST, DB_PORT, DB_NAME  used when the secret lacks them
-    DB_SSLMODE           default ``require``
+    DB_SSLMODE           default ``verify-full`` (the server's certificate and name are checked)
+    DB_SSLROOTCERT       default ``certs/rds-global-bundle.pem`` beside this module (in the archive)
     DB_CONNECT_TIMEOUT_SECONDS  default 5
     DB_STATEMENT_TIMEOUT_MS     default 60000
     STACK_NAME           required, the value of the ``Stack`` dimension
@@ -41,6 +45,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -57,24 +62,14 @@ LOCK_KEY = "backbone-housekeeping"
 # Stop starting new purge batches when less than this much Lambda time is left.
 RESERVE_SECONDS = 10.0
 
-# The app's table (app/shortener/db.py owns it) and the job's own table (created here).
+# The app's table and the job's stats table: both created by the app's migration
+# (app/shortener/db.py, migrations 1 and 2); the job's role may not create tables.
 LINKS_TABLE = "links"
 STATS_TABLE = "link_stats_daily"
 
-CREATE_STATS = f"""
-CREATE TABLE IF NOT EXISTS {STATS_TABLE} (
-    day               date        PRIMARY KEY,
-    links_total       bigint      NOT NULL,
-    links_live        bigint      NOT NULL,
-    links_expired     bigint      NOT NULL,
-    links_created_24h bigint      NOT NULL,
-    links_clicked_24h bigint      NOT NULL,
-    clicks_total      bigint      NOT NULL,
-    purged            bigint      NOT NULL,
-    runs              integer     NOT NULL DEFAULT 1,
-    computed_at       timestamptz NOT NULL
-)
-"""
+# The Amazon RDS CA bundle, packaged with this module (app/certs/README.md says where it is from).
+DEFAULT_SSLROOTCERT = str(Path(__file__).resolve().parent / "certs" / "rds-global-bundle.pem")
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 LINK_COLUMNS = """
 SELECT column_name FROM information_schema.columns
@@ -102,16 +97,19 @@ def purge_condition(columns: set[str], *, grace_days: int, unused_days: int) -> 
 
 
 def purge_batch_sql(condition: str) -> str:
-    """One batch: the oldest matching rows, skipping rows that a request holds right now."""
+    """One batch: the oldest matching rows. Only SELECT and DELETE privileges are needed (a
+    SELECT ... FOR UPDATE would need UPDATE). The condition is checked again on the row being
+    deleted: if a request changed it meanwhile (a click), PostgreSQL re-evaluates it on the new
+    version after waiting for that request, so a link clicked just now is not purged as unused."""
     return f"""
-WITH doomed AS (
+DELETE FROM {LINKS_TABLE}
+WHERE code IN (
     SELECT code FROM {LINKS_TABLE}
     WHERE {condition}
     ORDER BY created_at
     LIMIT %(batch)s
-    FOR UPDATE SKIP LOCKED
 )
-DELETE FROM {LINKS_TABLE} AS l USING doomed WHERE l.code = doomed.code
+AND ({condition})
 """
 
 
@@ -165,6 +163,7 @@ class Settings:
     port: int | None
     dbname: str | None
     sslmode: str
+    sslrootcert: str
     connect_timeout: int
     statement_timeout_ms: int
     grace_days: int
@@ -177,6 +176,15 @@ class Settings:
         missing = [k for k in ("DB_SECRET_ARN", "STACK_NAME") if not env.get(k)]
         if missing:
             raise JobError(f"{JOB}: missing environment variable(s): {', '.join(missing)}")
+        sslmode = env.get("DB_SSLMODE") or "verify-full"
+        if sslmode not in SSLMODES:
+            raise JobError(f"{JOB}: DB_SSLMODE={sslmode!r} is not one of {', '.join(SSLMODES)}")
+        sslrootcert = env.get("DB_SSLROOTCERT") or DEFAULT_SSLROOTCERT
+        if sslmode in ("verify-ca", "verify-full") and not os.path.isfile(sslrootcert):
+            raise JobError(
+                f"{JOB}: DB_SSLROOTCERT={sslrootcert!r} is not a file (DB_SSLMODE={sslmode} "
+                "verifies the server against it)"
+            )
         return cls(
             secret_arn=env["DB_SECRET_ARN"],
             stack=env["STACK_NAME"],
@@ -184,7 +192,8 @@ class Settings:
             host=env.get("DB_HOST") or None,
             port=_int(env, "DB_PORT", 0, 0, 65535) or None,
             dbname=env.get("DB_NAME") or None,
-            sslmode=env.get("DB_SSLMODE") or "require",
+            sslmode=sslmode,
+            sslrootcert=sslrootcert,
             connect_timeout=_int(env, "DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 60),
             statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 60_000, 100, 900_000),
             grace_days=_int(env, "PURGE_GRACE_DAYS", 0, 0, 3650),
@@ -287,6 +296,7 @@ def connect(creds: Credentials, settings: Settings) -> psycopg.Connection[Any]:
             user=creds.username,
             password=creds.password,
             sslmode=settings.sslmode,
+            sslrootcert=settings.sslrootcert,
             connect_timeout=settings.connect_timeout,
             application_name=f"backbone-{JOB}",
             options=f"-c statement_timeout={settings.statement_timeout_ms}",
@@ -314,11 +324,17 @@ def housekeep(
             LOG.info(json.dumps({"event": "skipped", "reason": "another run holds the lock"}))
             return Report(settings.stack, purged=0, complete=True, skipped=True, stats=None)
         try:
-            cur.execute(CREATE_STATS)
             cur.execute(LINK_COLUMNS, (LINKS_TABLE,))
             columns = {str(r[0]) for r in cur.fetchall()}
             if not columns:
                 raise JobError(f"table {LINKS_TABLE!r} does not exist: has the app migrated?")
+            cur.execute("SELECT to_regclass(%s)", (STATS_TABLE,))
+            found = cur.fetchone()
+            if not found or found[0] is None:
+                raise JobError(
+                    f"table {STATS_TABLE!r} does not exist: has the app migrated? "
+                    "(python -m shortener.migrate creates it)"
+                )
             condition = purge_condition(
                 columns, grace_days=settings.grace_days, unused_days=settings.unused_days
             )
