@@ -202,6 +202,99 @@ def settings() -> None:
     sys.stdout.write(docs() + "\n")
 
 
+# --------------------------------------------------------------------------------------------
+# cost
+
+
+class CostFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+class FreeTier(enum.StrEnum):
+    twelve_month = "12-month"
+    free_plan = "free-plan"
+    none = "none"
+
+
+@app.command()
+def cost(
+    stack: Annotated[str, typer.Argument(help=STACK_HELP, show_default=False)],
+    fmt: Annotated[
+        CostFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="text: a table per component, the total, what is not priced. json: every line "
+            "with its price, source and date. markdown: the same for a pull request or a note.",
+        ),
+    ] = CostFormat.text,
+    free_tier: Annotated[
+        FreeTier | None,
+        typer.Option(
+            "--free-tier",
+            help="12-month: the 12-month offers (accounts opened before 2025-07-15). free-plan: "
+            "the credit-based Free plan (how many months the credits last). none: no free tier. "
+            "Always-free allowances apply in every case. Default: the stack's backbone:freeTier.",
+            show_default=False,
+        ),
+    ] = None,
+    usage: Annotated[
+        str | None,
+        typer.Option(
+            "--usage",
+            help="A YAML file replacing default usage assumptions (backbone/data/usage.yaml: "
+            "NAT data, load balancer capacity, run times, log volume...), key by key.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Estimate what a stack costs a month on AWS, offline.
+
+    Prices every resource of the stack's Plan from the price table (backbone/data/prices.yaml,
+    us-east-1, a source and date per figure): hourly resources by their hours (730 a month),
+    storage by its size, every public IPv4 address, request-priced resources from documented
+    usage. The free tier is applied once for the account. Anything it cannot price is listed,
+    never counted as zero. Exit status 1 when the estimate is over the stack's backbone:budget.
+
+    Examples:
+
+      backbone cost dev
+
+      backbone cost free-tier --free-tier free-plan
+
+      backbone cost prod --format markdown --usage my-usage.yaml
+    """
+    from pathlib import Path
+
+    from backbone.cost import CostError, estimate, render_markdown, render_text
+
+    result = load_plan(stack)
+    try:
+        est = estimate(
+            result,
+            free_tier=free_tier.value if free_tier else None,
+            usage=Path(usage) if usage else None,
+        )
+    except CostError as exc:
+        fail(str(exc))
+    if fmt is CostFormat.json:
+        sys.stdout.write(est.dumps() + "\n")
+    elif fmt is CostFormat.markdown:
+        sys.stdout.write(render_markdown(est))
+    else:
+        render_text(est, out)
+    if est.over_budget:
+        err.print(
+            f"over budget: {est.total_usd:,.2f} USD a month is more than stack {result.stack!r}'s "
+            f"backbone:budget of {est.budget:,.2f} USD",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
 @app.command()
 def manifests(
     stack: Annotated[str, typer.Argument(help=STACK_HELP, show_default=False)],

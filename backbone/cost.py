@@ -693,7 +693,7 @@ def _eip(ctx: _Context, r: Resource) -> None:
     held = [
         nat.name
         for nat in ctx.plan.of_type("aws:ec2/natGateway:NatGateway")
-        if ctx.ref(nat.inputs.get("allocationId")) is r
+        if ctx.ref(nat.inputs.get("allocationId")) is r or r.urn in nat.dependencies
     ]
     _ipv4(ctx, r, 1, "Elastic IP" + (f", held by NAT gateway {held[0]}" if held else ""))
 
@@ -702,9 +702,13 @@ def _nat_gateway(ctx: _Context, r: Resource) -> None:
     ctx.line(r, "nat/hour", ctx.hours, f"NAT gateway, {ctx.hours:g} h")
     gb = float(ctx.use("nat_gateway", "gb_processed_per_month"))
     ctx.line(r, "nat/data", gb, f"data processed: {gb:g} GB (usage)")
-    if r.inputs.get("connectivityType", "public") == "public" and not r.inputs.get("allocationId"):
+    if (
+        r.inputs.get("connectivityType", "public") == "public"
+        and not r.inputs.get("allocationId")
+        and not ctx.deps_of_type(r, "aws:ec2/eip:Eip")
+    ):
         ctx.notes.append(
-            f"{r.name}: a public NAT gateway with no allocationId in the Plan; its address is "
+            f"{r.name}: a public NAT gateway with no Elastic IP in the Plan; its address is "
             "not counted"
         )
 
@@ -997,7 +1001,7 @@ def _metric_alarm(ctx: _Context, r: Resource) -> None:
     i = r.inputs
     queries = i.get("metricQueries") or []
     if queries:
-        metrics = [q.get("metric") or {} for q in queries if q.get("metric")]
+        metrics = [q.get("metric") or {} for q in queries if q.get("metric") is not None]
         n = len(metrics)
         periods = [_num(m.get("period"), 60) or 60 for m in metrics]
     else:
@@ -1254,6 +1258,157 @@ def estimate(
     return est
 
 
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def _qty(value: float) -> str:
+    return f"{value:,.2f}".rstrip("0").rstrip(".") if value % 1 else f"{value:,.0f}"
+
+
+def _price_text(p: Price) -> str:
+    return f"${p.usd:g} per {p.per}"
+
+
+def _mode_text(est: Estimate) -> str:
+    return {
+        "12-month": "12-month free tier offers and always-free allowances",
+        "free-plan": "Free plan (credits) and always-free allowances",
+        "none": "no free tier, always-free allowances only",
+    }[est.free_tier]
+
+
+def total_line(est: Estimate) -> str:
+    """The one-line summary: total, free tier, what is left out, the budget."""
+    text = f"estimated monthly cost: {_usd(est.total_usd)} ({_mode_text(est)}"
+    if est.gross_usd != est.total_usd:
+        text += f"; {_usd(est.gross_usd)} before them"
+    text += ")"
+    if est.unpriced:
+        text += f"; {len(est.unpriced)} item(s) not priced, left out"
+    if est.budget is not None:
+        text += f"; budget {_usd(est.budget)}: " + ("OVER" if est.over_budget else "within")
+    return text
+
+
+def summary(plan: Plan) -> str:
+    """The cost line `backbone plan` ends with; never raises (says why instead)."""
+    if not any(r.package == "aws" for r in plan.managed()):
+        return "estimated monthly cost: $0.00 (no AWS resources)"
+    try:
+        est = estimate(plan)
+    except CostError as exc:
+        return f"estimated monthly cost: not available ({exc})"
+    return total_line(est) + f"; details: backbone cost {plan.stack}"
+
+
+def render_text(est: Estimate, console: Any) -> None:
+    """Rich tables on `console`: one per component, a summary with the total, what is unpriced."""
+    from rich.table import Table
+
+    for component, subtotal in est.components().items():
+        table = Table(title=f"{component}: {_usd(subtotal)} a month", title_justify="left")
+        for col, justify in (
+            ("resource", "left"),
+            ("what", "left"),
+            ("quantity", "right"),
+            ("price", "right"),
+            ("cost", "right"),
+            ("free tier", "right"),
+            ("monthly", "right"),
+        ):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for line in est.lines:
+            if line.component != component:
+                continue
+            table.add_row(
+                line.resource,
+                line.description,
+                f"{_qty(line.quantity)} {line.unit}",
+                _price_text(line.price),
+                _usd(line.gross_usd),
+                f"-{_usd(line.free_usd)}" if line.free_quantity else "",
+                _usd(line.usd),
+            )
+        console.print(table)
+    if est.unpriced:
+        table = Table(
+            title=f"not priced ({len(est.unpriced)}): the total leaves these out",
+            title_justify="left",
+        )
+        for col in ("component", "resource", "type", "why"):
+            table.add_column(col)
+        for u in est.unpriced:
+            table.add_row(u.component, u.resource, u.type, u.reason)
+        console.print(table)
+    used = [a for a in est.allowances if a.used > 0]
+    if used:
+        table = Table(title="free tier used (once for the account)", title_justify="left")
+        for col, justify in (("allowance", "left"), ("offer", "left"), ("used", "right")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column("saves", justify="right")
+        for a in used:
+            table.add_row(
+                a.what, a.offer, f"{_qty(a.used)} of {_qty(a.quantity)} {a.unit}", _usd(a.usd)
+            )
+        console.print(table)
+    for note in est.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    summary_table = Table(
+        title=f"stack {est.stack} ({est.region or 'no region'}), per month", title_justify="left"
+    )
+    summary_table.add_column("component")
+    summary_table.add_column("monthly", justify="right")
+    for component, subtotal in est.components().items():
+        summary_table.add_row(component, _usd(subtotal))
+    summary_table.add_row("total", _usd(est.total_usd), style="bold")
+    console.print(summary_table)
+    if est.credits:
+        console.print(est.credits.note, markup=False, highlight=False)
+    console.print(total_line(est), markup=False, highlight=False)
+
+
+def render_markdown(est: Estimate) -> str:
+    """The estimate as Markdown: a table per component, the summary, what is unpriced."""
+    out = [f"# Monthly cost of stack `{est.stack}` ({est.region or 'no region'})", ""]
+    out.append(f"Free tier: {_mode_text(est)}. A month is {est.hours_per_month:g} hours.")
+    out.append("")
+    for component, subtotal in est.components().items():
+        out += [
+            f"## {component}: {_usd(subtotal)}",
+            "",
+            "| resource | what | quantity | price | cost | free tier | monthly |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for line in est.lines:
+            if line.component == component:
+                free = f"-{_usd(line.free_usd)}" if line.free_quantity else ""
+                out.append(
+                    f"| {line.resource} | {line.description} | {_qty(line.quantity)} "
+                    f"{line.unit} | {_price_text(line.price)} | {_usd(line.gross_usd)} | {free} "
+                    f"| {_usd(line.usd)} |"
+                )
+        out.append("")
+    out += ["## Total", "", "| component | monthly |", "|---|---:|"]
+    out += [f"| {c} | {_usd(v)} |" for c, v in est.components().items()]
+    out += [f"| **total** | **{_usd(est.total_usd)}** |", ""]
+    if est.unpriced:
+        out += [f"## Not priced ({len(est.unpriced)}): left out of the total", ""]
+        out += [f"- `{u.resource}` ({u.type}): {u.reason}" for u in est.unpriced]
+        out.append("")
+    if est.credits:
+        out += [est.credits.note, ""]
+    out += [f"- {n}" for n in est.notes]
+    if est.notes:
+        out.append("")
+    out.append(total_line(est))
+    return "\n".join(out) + "\n"
+
+
 __all__ = [
     "FREE_TIERS",
     "AllowanceUse",
@@ -1265,4 +1420,8 @@ __all__ = [
     "Unpriced",
     "estimate",
     "load_usage",
+    "render_markdown",
+    "render_text",
+    "summary",
+    "total_line",
 ]
