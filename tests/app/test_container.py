@@ -18,13 +18,15 @@ import pytest
 
 from tests.realparts import REPO, in_ci, missing, require_tool
 
-from .conftest import TOKEN, PgCluster, free_port
+from .conftest import TOKEN, PgCluster, RdsDatabase, free_port
 
 pytestmark = [pytest.mark.realpart, pytest.mark.slow]
 
 BASE_IMAGE = "backbone/python-base:3.11"
 IMAGE = "backbone/shortener:test"
 HOW = "install and start a Docker engine: bash .ci/docker.sh"
+# where DATABASE_URL's sslrootcert points (/work/notes/app-interface.md, app/Dockerfile)
+BUNDLE_IN_IMAGE = "/opt/app/certs/rds-global-bundle.pem"
 
 
 def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -125,3 +127,42 @@ def test_migrate_entry_point_in_the_image(image: str, pg: PgCluster) -> None:
         )  # fmt: skip
         assert done.returncode == 0
         assert '"msg": "schema migrated"' in done.stdout
+
+
+def test_the_rds_bundle_is_in_the_image_at_its_path(image: str) -> None:
+    import hashlib
+
+    probe = (
+        "import hashlib, os, sys; p = sys.argv[1]; "
+        "print(hashlib.sha256(open(p, 'rb').read()).hexdigest(), oct(os.stat(p).st_mode & 0o777))"
+    )
+    done = docker("run", "--rm", image, "python", "-c", probe, BUNDLE_IN_IMAGE)
+    digest, mode = done.stdout.split()
+    assert (
+        digest
+        == hashlib.sha256((REPO / "app/certs/rds-global-bundle.pem").read_bytes()).hexdigest()
+    )
+    assert mode == "0o644"  # readable by the app's user, not writable by it
+
+
+def test_the_image_verifies_the_server_with_verify_full(image: str, pg_tls: PgCluster) -> None:
+    """libpq in the image reads the bundle at its path: an RDS CA did not sign the test server,
+    so verify-full refuses it (the file exists: the error is the verification, not a missing file);
+    with the test's CA mounted, the same URL shape connects and migrates."""
+    rds = RdsDatabase(pg_tls)
+    url = rds.master_url().replace(str(pg_tls.ca_file), BUNDLE_IN_IMAGE)
+    refused = docker(
+        "run", "--rm", "--network", "host", "-e", f"DATABASE_URL={url}",
+        "-e", "STARTUP_DB_TIMEOUT_SECONDS=0.5", image, "python", "-m", "shortener.migrate",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "certificate verify failed" in refused.stdout
+    ok = docker(
+        "run", "--rm", "--network", "host", "-v", f"{pg_tls.ca_file}:/tmp/test-ca.pem:ro",
+        "-e", f"DATABASE_URL={url.replace(BUNDLE_IN_IMAGE, '/tmp/test-ca.pem')}",
+        image, "python", "-m", "shortener.migrate",
+        check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert '"msg": "schema migrated"' in ok.stdout

@@ -73,7 +73,7 @@ def stats_rows(pg: Postgres) -> list[dict[str, Any]]:
 @pytest.fixture
 def env(aws: str, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.setenv("STACK_NAME", STACK)
-    monkeypatch.setenv("DB_SSLMODE", "disable")  # the throwaway cluster has no TLS; RDS: require
+    monkeypatch.setenv("DB_SSLMODE", "disable")  # this cluster has no TLS (the TLS tests unset it)
     monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "3")
     for key in ("PURGE_GRACE_DAYS", "PURGE_UNUSED_AFTER_DAYS", "PURGE_BATCH_SIZE", "DB_HOST"):
         monkeypatch.delenv(key, raising=False)
