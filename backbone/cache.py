@@ -64,10 +64,12 @@ def sdk_versions() -> list[str]:
     return [f"python=={sys.version.split()[0]}"] + [f"{n}=={v}" for n, v in sorted(found.items())]
 
 
-def key(ref: StackRef) -> str:
-    """The content key of a stack's Plan."""
+def key(ref: StackRef, location: Path | None = None) -> str:
+    """The content key of a stack's Plan (planned as if the project were at `location`)."""
     digest = hashlib.sha256(f"backbone plan cache {FORMAT}\n".encode())
     digest.update(f"stack {ref.stack} project {ref.project}\n".encode())
+    # Absolute paths (the image's build context, archives) are part of a Plan.
+    digest.update(f"at {(location or ref.project_dir).resolve()}\n".encode())
     digest.update(b"stack file\n" + ref.file.read_bytes())
     pulumi_yaml = ref.project_dir / "Pulumi.yaml"
     digest.update(b"Pulumi.yaml\n" + (pulumi_yaml.read_bytes() if pulumi_yaml.is_file() else b""))
@@ -123,14 +125,43 @@ def store(ref: StackRef, digest: str, plan: Plan) -> None:
         pass  # a read-only checkout still plans, only without the cache
 
 
-def plan(ref: StackRef, *, use_cache: bool = True) -> tuple[Plan, bool]:
-    """The stack's Plan and whether it came from the cache."""
+def relocate(plan: Plan, old: Path, new: Path) -> Plan:
+    """The Plan with every path under `old` moved under `new` (a revision checked out in a
+    temporary worktree, planned as if it were the project itself)."""
+    before, after = str(old.resolve()), str(new.resolve())
+    if before == after:
+        return plan
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(before, after) if before in value else value
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+
+    for r in plan.resources:
+        r.inputs = move(r.inputs)
+        r.outputs = move(r.outputs)
+    plan.outputs = move(plan.outputs)
+    return plan
+
+
+def plan(
+    ref: StackRef, *, use_cache: bool = True, location: Path | None = None
+) -> tuple[Plan, bool]:
+    """The stack's Plan and whether it came from the cache. With `location`, paths in the Plan
+    read as if the project were there."""
     if not use_cache:
-        return synth(ref), False
-    digest = key(ref)
+        fresh = synth(ref)
+        return (relocate(fresh, ref.project_dir, location) if location else fresh), False
+    digest = key(ref, location)
     hit = load(ref, digest)
     if hit is not None:
         return hit, True
     fresh = synth(ref)
+    if location is not None:
+        fresh = relocate(fresh, ref.project_dir, location)
     store(ref, digest, fresh)
     return fresh, False

@@ -253,6 +253,8 @@ class CostChange:
         if self.base_usd is None:
             return f"estimated ${self.head_usd:,.2f}/month after this change"
         delta = self.head_usd - self.base_usd
+        if abs(delta) < 0.005:
+            return f"unchanged, ${self.head_usd:,.2f}/month (estimated)"
         sign = "+" if delta >= 0 else "-"
         return (
             f"{sign}${abs(delta):,.2f}/month (${self.base_usd:,.2f} -> ${self.head_usd:,.2f}, "

@@ -20,11 +20,12 @@ import sys
 from pathlib import Path
 from backbone import cache
 from backbone.synth import StackNotFound, resolve
-root, project, stack, use = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
-sys.path.insert(0, root)
+project, location, stack = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+use = sys.argv[4] == "1"
+sys.path.insert(0, str(project))
 from infra.config import ConfigError
 try:
-    plan, _ = cache.plan(resolve(stack, cwd=project), use_cache=use)
+    plan, _ = cache.plan(resolve(stack, cwd=project), use_cache=use, location=location)
 except (ConfigError, StackNotFound) as exc:
     sys.stderr.write(str(exc) + "\\n")
     raise SystemExit(2)
@@ -84,7 +85,7 @@ def plan_at(rev: str, stack: str, project_dir: Path, *, use_cache: bool = True) 
                     "-c",
                     _WORKER,
                     str(project),
-                    str(project),
+                    str(project_dir),
                     stack,
                     "1" if use_cache else "0",
                 ],
