@@ -170,7 +170,13 @@ def plan(
         for name, value in sorted(result.outputs.items()):
             outputs.add_row(name, Text(_value(value)))
         out.print(outputs)
-    verdicts(result, out)
+    try:
+        verdicts(result, out)
+    finally:
+        # The last line, whatever the verdicts: what the stack costs a month (backbone cost).
+        from backbone.cost import summary
+
+        out.print(summary(result), markup=False, highlight=False)
 
 
 def verdicts(result: Plan, console: Console) -> None:

@@ -599,3 +599,18 @@ def test_cost_command_refuses_bad_input(backbone_cli, tmp_path):
     assert "unknown usage key 'lambda.duration'" in bad.stderr
     mode = backbone_cli("cost", "free-tier", "--free-tier", "forever")
     assert mode.returncode == 2 and "forever" in mode.stderr
+
+
+def test_plan_ends_with_the_monthly_cost(backbone_cli):
+    # twice: the second run may take the Plan from a cache; the stack's freeTier still applies
+    for _ in range(2):
+        result = backbone_cli("plan", "free-tier")
+        assert result.returncode == 0, result.stderr
+        last = result.stdout.rstrip().splitlines()[-1]
+        assert last.startswith("estimated monthly cost: $0.00 (12-month free tier offers")
+        assert "budget $0.00: within" in last
+    dev = backbone_cli("plan", "dev")
+    assert dev.returncode == 0, dev.stderr
+    assert dev.stdout.rstrip().splitlines()[-1].startswith("estimated monthly cost: $")
+    as_json = backbone_cli("plan", "dev", "--format", "json")
+    assert json.loads(as_json.stdout)["stack"] == "dev"  # stdout stays the Plan alone
