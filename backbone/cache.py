@@ -56,11 +56,11 @@ def _tree(digest: Any, root: Path, label: str) -> None:
 
 def sdk_versions() -> list[str]:
     """Python and every installed Pulumi package (the SDK and its providers), name==version."""
-    found = {
-        (dist.metadata["Name"] or "").lower(): dist.version
-        for dist in metadata.distributions()
-        if (dist.metadata["Name"] or "").lower().startswith("pulumi")
-    }
+    found = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")  # PEP 503 spelling
+        if name.startswith("pulumi"):
+            found[name] = dist.version
     return [f"python=={sys.version.split()[0]}"] + [f"{n}=={v}" for n, v in sorted(found.items())]
 
 
@@ -93,13 +93,9 @@ def loads(text: str) -> Plan:
     data = json.loads(text)
     if data.get("format") != FORMAT:
         raise ValueError(f"cache format {data.get('format')!r}, expected {FORMAT}")
-    raw = data["plan"]
-    return Plan(
-        stack=raw["stack"],
-        project=raw["project"],
-        resources=[Resource(**r) for r in raw["resources"]],
-        outputs=raw.get("outputs") or {},
-    )
+    raw = dict(data["plan"])
+    resources = [Resource(**r) for r in raw.pop("resources")]
+    return Plan(resources=resources, **raw)  # every field, whatever Plan holds
 
 
 def load(ref: StackRef, digest: str) -> Plan | None:
