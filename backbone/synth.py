@@ -32,6 +32,7 @@ from pulumi.runtime.stack import run_in_stack
 
 from backbone.mocks import BackboneMocks
 from backbone.plan import SECRET, STACK_TYPE, Plan, Resource
+from infra.config import ENGINE_NAMESPACE, PACKAGER_KEY, ConfigError, Problem, StackConfig, parse
 
 # Pulumi's wire signatures (sdk/go/common/resource/sig).
 SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -152,8 +153,6 @@ def read_config(ref: StackRef) -> tuple[dict[str, str], list[str]]:
     Secure values (`secure: v1:...`) can only be decrypted by the Pulumi CLI; offline they become
     the placeholder `[secret]` and are marked secret, so nothing downstream can print them.
     """
-    from infra.config import ConfigError, Problem
-
     source = ref.shown
     try:
         data = yaml.safe_load(ref.file.read_text())
@@ -192,18 +191,22 @@ def read_config(ref: StackRef) -> tuple[dict[str, str], list[str]]:
     secret_keys: list[str] = []
     for key, value in config.items():
         key = str(key)
-        if isinstance(value, dict) and set(value) == {"secure"}:
+        if key.partition(":")[0] == ENGINE_NAMESPACE:
+            problems.append(
+                Problem(key, "set by the engine, never in a stack file; allowed: remove it")
+            )
+        elif isinstance(value, dict) and set(value) == {"secure"}:
             raw[key] = SECRET
             secret_keys.append(key)
         else:
             raw[key] = _wire(value)
+    if problems:
+        raise ConfigError(source, problems)
     return raw, secret_keys
 
 
-def load_config(ref: StackRef) -> Any:
-    """The stack's validated config (infra.config.StackConfig), or ConfigError."""
-    from infra.config import parse
-
+def load_config(ref: StackRef) -> StackConfig:
+    """The stack's validated config, or ConfigError."""
     raw, _ = read_config(ref)
     return parse(raw, source=ref.shown, stack=ref.stack)
 
@@ -391,7 +394,9 @@ def run_program(
     )
     psettings.configure(settings)
     psettings.ROOT.set(None)
-    set_all_config(raw, secret_keys)
+    # The offline engine's stand-in, chosen through the engine's own config channel: the program
+    # packages no Lambda archive (infra.config.PACKAGER_KEY).
+    set_all_config({**raw, PACKAGER_KEY: "placeholder"}, secret_keys)
     program = program_dir(ref.project_dir)
     try:
         loop.run_until_complete(run_in_stack(lambda: _run_main(program)))
@@ -418,8 +423,6 @@ def synth(stack: str | StackRef, cwd: Path | None = None) -> Plan:
     raw, secret_keys = read_config(ref)
     # Validate first: the program would refuse the same way, but before it runs we can say so
     # without starting an engine.
-    from infra.config import parse
-
     cfg = parse(raw, source=ref.shown, stack=ref.stack)
     monitor = RecordingMonitor(BackboneMocks(ref.stack, ref.project, cfg.region))
     plan = contextvars.Context().run(run_program, ref, raw, secret_keys, monitor)

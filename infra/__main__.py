@@ -12,9 +12,6 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import pulumi  # noqa: E402
+from infra import program  # noqa: E402
 
-from infra import config, stack  # noqa: E402
-
-for _name, _value in stack.build(config.from_engine()).items():
-    pulumi.export(_name, _value)
+program.main()

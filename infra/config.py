@@ -17,10 +17,8 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -28,6 +26,15 @@ NAMESPACE = "backbone"
 
 # Namespaces a stack file may hold besides ours: provider settings the Pulumi CLI passes to providers.
 PROVIDER_NAMESPACES = {"aws", "kubernetes", "docker", "random", "pulumi"}
+
+# Settings an engine hands the program besides the stack's own, never written in a stack file. One
+# today: which packager makes the Lambda archives. The Pulumi CLI sets none, so the program builds
+# them (`build`); backbone's offline engine (backbone.synth) sets `placeholder`: the archive's
+# name, no pip, no file. This is how the program learns it runs offline (it never inspects the
+# engine itself).
+ENGINE_NAMESPACE = "backbone-engine"
+PACKAGER_KEY = f"{ENGINE_NAMESPACE}:packager"
+PACKAGER_CHOICES = ("build", "placeholder")
 
 # AWS commercial regions (aws ec2 describe-regions, 2026). An unknown region is refused here, before
 # the provider would fail on its first call.
@@ -542,6 +549,32 @@ class LocalConfig(_Section):
     (python:3.12-slim). Set it when Docker Hub is out of reach and you built a base yourself."""
 
 
+# The names of the policy rules (policies/rules.py; the program never imports the pack, a test
+# keeps the two lists equal), for `backbone:policies`.
+POLICY_RULES = (
+    "aws-published-constraints", "required-tags", "rds-encrypted", "rds-private", "rds-backups",
+    "rds-deletion-protection", "rds-multi-az", "rds-tls-enforced", "s3-public-access-blocked",
+    "s3-encrypted", "kms-key-rotation", "sg-no-public-ingress", "sg-no-ssh-rdp-from-internet",
+    "db-ingress-named-groups", "vpc-flow-logs", "ec2-imdsv2", "ebs-encrypted",
+    "eks-control-plane-logging", "eks-endpoint-restricted", "eks-secrets-encryption",
+    "ecr-scan-on-push", "ecr-immutable-tags", "lambda-supported-runtime", "lambda-log-retention",
+    "iam-no-wildcard-actions", "iam-no-passrole-star", "iam-no-inline-admin", "iam-trust-services",
+    "tls-public-listeners", "db-connections-verified", "cost-no-nat-gateway", "cost-no-eks",
+    "cost-free-tier-sizes", "cost-max-alarms", "cost-budget",
+)  # fmt: skip
+
+
+def _policy_problems(levels: Mapping[str, str]) -> list[Problem]:
+    return [
+        Problem(
+            f"{NAMESPACE}:policies.{name}",
+            f"unknown rule{_suggest(name, list(POLICY_RULES))}; allowed: {', '.join(POLICY_RULES)}",
+        )
+        for name in levels
+        if name not in POLICY_RULES
+    ]
+
+
 class StackConfig(_Section):
     """Every setting of one stack. Keys live under `backbone:` in stacks/Pulumi.<stack>.yaml."""
 
@@ -574,6 +607,12 @@ class StackConfig(_Section):
     opened before 2025-07-15), `free-plan` (the credit-based Free plan of newer accounts) or
     `none`. Always-free allowances apply in every case."""
 
+    policies: dict[str, Literal["mandatory", "advisory", "disabled"]] = Field(default_factory=dict)
+    """Enforcement of the policy rules (`backbone check`, `pulumi preview --policy-pack policies`):
+    a rule name mapped to `mandatory` (fails the check), `advisory` (reported only) or `disabled`.
+    Rules not named keep their default: mandatory; the cost rules advisory, mandatory when
+    freeTier is set."""
+
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
@@ -590,7 +629,7 @@ class StackConfig(_Section):
 
     def problems(self) -> list[Problem]:
         """Cross-field rules: what AWS would refuse, refused first."""
-        out = self.network.problems()
+        out = self.network.problems() + _policy_problems(self.policies)
         if self.target == "aws":
             if self.region is None:
                 out.append(
@@ -1000,9 +1039,10 @@ class StackConfig(_Section):
 # Errors
 
 
-class ConfigError(pulumi.RunError):
-    """Every problem of one stack file. A RunError: under `pulumi up` the engine prints the message
-    with no traceback, before any resource is registered."""
+class ConfigError(Exception):
+    """Every problem of one stack file. The program (infra/program.py) raises it as a Pulumi
+    RunError, so `pulumi up` prints the message with no traceback, before any resource is
+    registered."""
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
@@ -1124,6 +1164,13 @@ def parse(raw: Mapping[str, Any], source: str, stack: str) -> StackConfig:
             data[key] = _decode(value)
         elif full_key == "aws:region":
             data["aws:region"] = value
+        elif full_key == PACKAGER_KEY:
+            if value not in PACKAGER_CHOICES:
+                problems.append(
+                    Problem(full_key, f"{value!r}; allowed: {', '.join(PACKAGER_CHOICES)}")
+                )
+        elif ns == ENGINE_NAMESPACE:
+            problems.append(Problem(full_key, f"unknown engine setting; allowed: {PACKAGER_KEY}"))
         elif ns not in PROVIDER_NAMESPACES:
             hint = _suggest(ns, [NAMESPACE, *sorted(PROVIDER_NAMESPACES)])
             problems.append(
@@ -1171,18 +1218,9 @@ def _drop(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
         node.pop(loc[-1], None)
 
 
-def stack_file(project_dir: Path, stack: str) -> Path:
-    return project_dir / "stacks" / f"Pulumi.{stack}.yaml"
-
-
-def from_engine() -> StackConfig:
-    """The running program's config, as the Pulumi engine (or the offline engine) passes it."""
-    from pulumi.runtime import config as runtime_config
-
-    stack = pulumi.get_stack()
-    raw = dict(runtime_config.get_config_env())
-    raw.update(runtime_config.CONFIG.get())
-    return parse(raw, source=f"stacks/Pulumi.{stack}.yaml", stack=stack)
+def packager(raw: Mapping[str, Any]) -> str:
+    """The packager the engine chose (PACKAGER_KEY), `build` when it chose none."""
+    return str(raw.get(PACKAGER_KEY, "build"))
 
 
 def docs() -> str:

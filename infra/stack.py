@@ -8,13 +8,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
-from pulumi.runtime.mocks import MockMonitor
-from pulumi.runtime.settings import get_monitor
 
 from infra import packaging
 from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.database import Database, DatabaseArgs
-from infra.components.functions import Functions, FunctionsArgs
+from infra.components.functions import Functions, FunctionsArgs, Packager
 from infra.components.loadbalancer import LoadBalancer, LoadBalancerArgs
 from infra.components.local import Local, LocalArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
@@ -27,19 +25,24 @@ APP_DIR = Path(__file__).resolve().parent.parent / "app"
 PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
 
 
-def lambda_archive(source_dir: Path, architecture: str, python_version: str) -> pulumi.Archive:
-    """A function's deployment archive. Under a real engine (`pulumi up` and `pulumi preview`,
-    which hashes the archive to see whether the code changed) it is built for the Lambda platform
-    by infra.packaging (pip, cached by content: a hit costs a hash). Under Pulumi's mocks (the
-    offline engine, tests) nothing reads it: a placeholder with the name the build would have,
-    so no pip, no network, no file."""
-    if isinstance(get_monitor(), MockMonitor):
-        spec = packaging.describe(
-            source_dir, architecture=architecture, python_version=python_version
-        )
-        return pulumi.FileArchive(f".backbone/build/{spec.archive_name}")
+def built_archive(source_dir: Path, architecture: str, python_version: str) -> pulumi.Archive:
+    """A function's deployment archive, built for the Lambda platform by infra.packaging (pip,
+    cached by content: a hit costs a hash). What `pulumi up` and `pulumi preview` (which hashes
+    the archive to see whether the code changed) get."""
     path = packaging.build(source_dir, architecture=architecture, python_version=python_version)
     return pulumi.FileArchive(str(path))
+
+
+def placeholder_archive(source_dir: Path, architecture: str, python_version: str) -> pulumi.Archive:
+    """The offline engine's stand-in: the name the build would have; no pip, no network, no file
+    (nothing reads it under the offline engine)."""
+    spec = packaging.describe(source_dir, architecture=architecture, python_version=python_version)
+    return pulumi.FileArchive(f".backbone/build/{spec.archive_name}")
+
+
+# By the engine setting `backbone-engine:packager` (infra.config.PACKAGER_KEY): the offline engine
+# (backbone.synth) sets `placeholder`; the Pulumi CLI sets nothing, so the real build runs.
+PACKAGERS: dict[str, Packager] = {"build": built_archive, "placeholder": placeholder_archive}
 
 
 def aws_provider(cfg: StackConfig) -> aws.Provider:
@@ -57,8 +60,9 @@ def aws_provider(cfg: StackConfig) -> aws.Provider:
     )
 
 
-def build(cfg: StackConfig) -> dict[str, Any]:
-    """Register the stack's resources; return the stack outputs."""
+def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]:
+    """Register the stack's resources; return the stack outputs. `package` makes the functions'
+    archives (PACKAGERS: the engine chooses)."""
     if cfg.target == "docker":
         # The local stack runs on the user's own Docker engine and registers no AWS resource.
         local = Local(
@@ -229,7 +233,7 @@ def build(cfg: StackConfig) -> dict[str, Any]:
             "functions",
             FunctionsArgs(
                 source_root=APP_DIR / "functions",
-                package=lambda_archive,
+                package=package,
                 stack_name=cfg.stack,
                 runtime=f.runtime,
                 architecture=f.architecture,

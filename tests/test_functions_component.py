@@ -11,7 +11,7 @@ import pytest
 
 from backbone.mocks import MAKERS
 from backbone.synth import load_config, resolve
-from infra import packaging
+from infra import config, packaging
 
 REPO = Path(__file__).resolve().parent.parent
 FN = "aws:lambda/function:Function"
@@ -261,7 +261,22 @@ def test_a_real_engine_gets_the_built_archive(monkeypatch, tmp_path):
         return built
 
     monkeypatch.setattr(packaging, "build", build)
-    monkeypatch.setattr(stack, "get_monitor", lambda: object())  # not Pulumi's mock monitor
-    archive = stack.lambda_archive(REPO / "app/functions/canary", "arm64", "3.13")
+    # The Pulumi CLI sets no engine packager: the program builds the archive.
+    package = stack.PACKAGERS[config.packager({"aws:region": "us-east-1"})]
+    archive = package(REPO / "app/functions/canary", "arm64", "3.13")
     assert isinstance(archive, pulumi.FileArchive) and archive.path == str(built)
     assert calls == [("canary", "arm64", "3.13")]
+
+
+def test_the_engine_packager_is_the_engines_to_set_never_a_stack_files(tmp_path):
+    from backbone.synth import synth
+
+    path = tmp_path / "Pulumi.sneaky.yaml"
+    text = (REPO / "stacks/Pulumi.dev.yaml").read_text()
+    path.write_text(
+        text.replace("config:\n", "config:\n  backbone-engine:packager: placeholder\n", 1)
+    )
+    with pytest.raises(config.ConfigError, match="backbone-engine:packager: set by the engine"):
+        synth(str(path), cwd=REPO)
+    with pytest.raises(config.ConfigError, match="'zip'; allowed: build, placeholder"):
+        config.parse({"aws:region": "us-east-1", config.PACKAGER_KEY: "zip"}, source="s", stack="s")

@@ -133,15 +133,18 @@ class Database(pulumi.ComponentResource):
         # Drawn once per instance and kept in the state: names the instance, its log groups and its
         # final snapshot, so a re-created instance never meets what the last one left behind.
         suffix = random.RandomId(f"{name}-snapshot-suffix", byte_length=4, opts=child)
-        db_identifier = suffix.hex.apply(
-            lambda h: identifier(pulumi.get_project(), stack, name, suffix=h)
-        )
+        project = pulumi.get_project()
+
+        def instance_id(h: str) -> str:
+            return identifier(project, stack, name, suffix=h)
+
+        db_identifier: pulumi.Output[str] = suffix.hex.apply(instance_id)
         # RDS creates /aws/rds/instance/<id>/<log> itself, never expiring, on the first export,
         # and leaves it after a destroy: made here first, with retention, and deleted after.
         log_groups = [
             aws.cloudwatch.LogGroup(
                 f"{name}-logs-{log}",
-                name=db_identifier.apply(lambda i, log=log: f"/aws/rds/instance/{i}/{log}"),
+                name=pulumi.Output.concat("/aws/rds/instance/", db_identifier, f"/{log}"),
                 retention_in_days=args.log_retention_days,
                 opts=child,
             )
@@ -217,16 +220,14 @@ class Database(pulumi.ComponentResource):
         )
         # The app's and the job's own roles, created (and their passwords set) by the migration.
         # Letters and digits only: nothing to escape in a URL or a libpq string.
-        self.app_password = pulumi.Output.secret(
-            random.RandomPassword(
-                f"{name}-app-password", length=32, special=False, opts=child
-            ).result
-        )
-        self.job_password = pulumi.Output.secret(
-            random.RandomPassword(
-                f"{name}-job-password", length=32, special=False, opts=child
-            ).result
-        )
+        app_password: pulumi.Output[str] = random.RandomPassword(
+            f"{name}-app-password", length=32, special=False, opts=child
+        ).result
+        self.app_password: pulumi.Output[str] = pulumi.Output.secret(app_password)
+        job_password: pulumi.Output[str] = random.RandomPassword(
+            f"{name}-job-password", length=32, special=False, opts=child
+        ).result
+        self.job_password: pulumi.Output[str] = pulumi.Output.secret(job_password)
         self.app_username = APP_ROLE
         self.job_username = JOB_ROLE
         self.app_connection_url: pulumi.Output[str] = pulumi.Output.secret(
