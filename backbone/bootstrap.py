@@ -142,23 +142,19 @@ class Bootstrap:
         self.steps: list[Step] = []
 
     def _call(self, client: Any, operation: str, **kwargs: Any) -> Any:
+        return self._try(client, operation, (), **kwargs)
+
+    def _try(self, client: Any, operation: str, absent: tuple[str, ...], **kwargs: Any) -> Any:
+        """The call's answer, or None when AWS says the thing is absent (one of `absent`);
+        any other failure is an AwsError of one line."""
         try:
             return getattr(client, operation)(**kwargs)
         except (bex.BotoCoreError, bex.ClientError) as exc:
+            if absent and error_code(exc) in absent:
+                return None
             service = client.meta.service_model.service_name
             name = "".join(p.capitalize() for p in operation.split("_"))
             raise explain(exc, f"{service} {name}") from None
-
-    def _try(self, client: Any, operation: str, absent: tuple[str, ...], **kwargs: Any) -> Any:
-        """The call's answer, or None when AWS says the thing is absent (one of `absent`)."""
-        try:
-            return getattr(client, operation)(**kwargs)
-        except bex.ClientError as exc:
-            if error_code(exc) in absent:
-                return None
-            return self._call(client, operation, **kwargs)  # raises the one-line error
-        except bex.BotoCoreError:
-            return self._call(client, operation, **kwargs)
 
     def step(self, what: str, changed: bool, detail: str) -> None:
         self.steps.append(Step(what, changed, detail))
