@@ -783,7 +783,7 @@ def _transport(exc: Exception) -> str:
 def _ago(when: dt.datetime) -> str:
     minutes = max(0, int((dt.datetime.now(dt.UTC) - when).total_seconds() // 60))
     if minutes < 60:
-        return f"{minutes} min ago" if minutes >= 5 else "in the last 5 min"
+        return f"{minutes} min ago" if minutes >= 5 else "under 5 min ago"
     return f"{minutes // 60} h {minutes % 60} min ago"
 
 
@@ -854,6 +854,20 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def _short_subject(subject: str) -> str:
+    """An ARN's resource name for the table (the JSON keeps the whole ARN): a load balancer's
+    or target group's name, else the part after the service."""
+    if not subject.startswith("arn:"):
+        return subject
+    resource = subject.split(":", 5)[-1]
+    parts = resource.split("/")
+    if parts[0] == "loadbalancer" and len(parts) >= 3:
+        return parts[2]
+    if parts[0] == "targetgroup" and len(parts) >= 2:
+        return parts[1]
+    return resource
+
+
 def render_text(report: Report, console: Any) -> None:
     """The checklist: one row per check (pass/FAIL, what, which, why), then what to look at."""
     from rich.table import Table
@@ -866,7 +880,7 @@ def render_text(report: Report, console: Any) -> None:
     table.add_column("why", overflow="fold")
     for c in report.checks:
         mark = Text("pass", style="green") if c.ok else Text("FAIL", style="bold red")
-        table.add_row(mark, c.name, Text(c.subject), Text(c.why))
+        table.add_row(mark, c.name, Text(_short_subject(c.subject)), Text(c.why))
     console.print(table)
     if report.failed:
         console.print(Text("What to look at next:", style="bold"))

@@ -284,3 +284,31 @@ def test_bucket_of_another_account(refusing_aws: tuple[str, Any]) -> None:
     assert run.code == 1
     assert f"the bucket {BUCKET} already exists and this identity may not use it" in run.stderr
     assert len(refusal.calls) == 1  # nothing after the look
+
+
+def test_profile_from_the_aws_config_and_in_the_login_line(aws: str, tmp_path: Any) -> None:
+    config = tmp_path / "config"
+    config.write_text("[profile team]\nregion = eu-central-1\n")
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[team]\naws_access_key_id = team\naws_secret_access_key = team\n")
+    run = backbone(
+        "bootstrap",
+        "--bucket",
+        "acme-team-state",
+        "--profile",
+        "team",
+        endpoint=None,
+        env={
+            "AWS_ENDPOINT_URL": aws,
+            "AWS_CONFIG_FILE": str(config),
+            "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+    )
+    assert run.code == 0, run.stderr
+    # the profile's region was used, and the login line names the profile
+    location = client("s3", "eu-central-1").get_bucket_location(Bucket="acme-team-state")
+    assert location["LocationConstraint"] == "eu-central-1"
+    assert "pulumi login 's3://acme-team-state?region=eu-central-1&awssdk=v2&profile=team'" in (
+        run.stdout
+    )
