@@ -62,7 +62,6 @@ STRING_OUTPUTS = (
 BOOL_OUTPUTS = ("databaseMultiAz",)
 LIST_OUTPUTS = ("alarmNames",)
 KNOWN_OUTPUTS = frozenset((*STRING_OUTPUTS, *BOOL_OUTPUTS, *LIST_OUTPUTS))
-AWS_OUTPUTS = KNOWN_OUTPUTS - {"region", "url", "databaseMultiAz", "databaseAddress"}
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -915,6 +914,8 @@ def verify(
     report. Raises BadInput, or AwsError(setup=True) for a configuration problem."""
     from backbone.awsapi import connect
 
+    if interval < 0.1:
+        raise BadInput("--interval: at least 100ms between rounds (e.g. 15s)")
     outputs, source = read_outputs(stack, outputs_file)
     verifier = Verifier(
         outputs, settings, lambda: connect(profile, region or outputs.get("region"))

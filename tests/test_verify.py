@@ -666,6 +666,14 @@ def test_bad_wait_value(tmp_path: Path, value: str) -> None:
     assert "Traceback" not in run.stderr
 
 
+def test_interval_too_short(tmp_path: Path) -> None:
+    path = tmp_path / "outputs.json"
+    path.write_text('{"url": "http://127.0.0.1:9"}')
+    run = backbone("verify", "dev", "--outputs", str(path), "--interval", "0", endpoint=None)
+    assert run.code == 2
+    assert run.stderr.strip() == "error: --interval: at least 100ms between rounds (e.g. 15s)"
+
+
 def test_bad_stack_name_and_read_path(tmp_path: Path) -> None:
     path = tmp_path / "outputs.json"
     path.write_text('{"url": "http://127.0.0.1:9"}')
