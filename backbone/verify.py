@@ -275,9 +275,10 @@ class Verifier:
         for name, subject, fn in self.plan():
             try:
                 results.append(fn())
-            except AwsError as exc:
+            except (AwsError, _Failed) as failure:
+                exc = failure.error if isinstance(failure, _Failed) else failure
                 if exc.setup:
-                    raise  # no credentials, no region...: the same for every check
+                    raise exc from None  # no credentials, no region...: the same for every check
                 results.append(Check(name, subject, False, str(exc), _aws_next(exc)))
         return results
 

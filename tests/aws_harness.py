@@ -245,7 +245,10 @@ class _RefusingHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if target:  # JSON protocol (KMS, CloudWatch's JSON, ...)
+        if self.path.startswith("/service/"):  # Smithy RPC v2 CBOR (CloudWatch)
+            body = _cbor_map({"__type": r.code, "message": r.message})
+            content_type = "application/cbor"
+        elif target:  # JSON protocol (KMS, ...)
             body = json.dumps({"__type": r.code, "message": r.message}).encode()
             content_type = "application/x-amz-json-1.1"
         elif self.path.startswith("/2015-03-31/"):  # Lambda: REST-JSON
@@ -259,6 +262,8 @@ class _RefusingHandler(BaseHTTPRequestHandler):
             content_type = "text/xml"
         self.send_response(r.status)
         self.send_header("Content-Type", content_type)
+        if content_type == "application/cbor":
+            self.send_header("smithy-protocol", "rpc-v2-cbor")
         self.send_header("x-amzn-ErrorType", r.code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -268,6 +273,24 @@ class _RefusingHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def _cbor_text(text: str) -> bytes:
+    data = text.encode()
+    if len(data) < 24:
+        return bytes([0x60 + len(data)]) + data
+    if len(data) < 256:
+        return bytes([0x78, len(data)]) + data
+    return bytes([0x79]) + len(data).to_bytes(2, "big") + data
+
+
+def _cbor_map(values: dict[str, str]) -> bytes:
+    """A CBOR map of text to text (RFC 8949, major types 3 and 5): enough for an error body."""
+    assert len(values) < 24
+    out = bytes([0xA0 + len(values)])
+    for key, value in values.items():
+        out += _cbor_text(key) + _cbor_text(value)
+    return out
 
 
 @pytest.fixture

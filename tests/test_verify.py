@@ -747,6 +747,27 @@ def test_access_denied_and_throttling_become_one_line_each(
     assert len(refusal.calls) == 5  # botocore's standard retries, then one line
 
 
+def test_one_service_denied_fails_only_its_checks(
+    aws: str, dev: dict[str, Any], refusing_aws: tuple[str, Any]
+) -> None:
+    """Everything in moto but CloudWatch, which refuses: the function and alarm checks fail
+    with the one line, every other check still runs and passes."""
+    endpoint, refusal = refusing_aws
+    refusal.code, refusal.status = "AccessDenied", 403
+    run = verify(
+        aws, "dev", dev["_file"], "--format", "json", env={"AWS_ENDPOINT_URL_CLOUDWATCH": endpoint}
+    )
+    assert run.code == 1, run.stderr
+    denied = (
+        "access denied (AccessDenied): User: arn:aws:iam::123456789012:user/ci is not authorized"
+    )
+    fails = failing(run)
+    assert list(fails) == ["function canary", "function housekeeping", "alarms"]
+    assert fails["function canary"].startswith(f"cloudwatch GetMetricStatistics: {denied}")
+    assert fails["alarms"].startswith(f"cloudwatch DescribeAlarms: {denied}")
+    assert len(checks(run)) == 12
+
+
 # --------------------------------------------------------------------------- the program exports it
 
 
