@@ -804,7 +804,8 @@ def check_plan(plan: Plan, today: date | None = None) -> Report:
         entry = table.types.get(r.type)
         defaults = provider_tags.get(r.provider or "")
         if defaults and entry is not None and isinstance(entry.inputs.get("tags"), MapSpec):
-            own = inputs.get("tags") if isinstance(inputs.get("tags"), dict) else {}
+            own_tags = inputs.get("tags")
+            own = dict(own_tags) if isinstance(own_tags, dict) else {}
             inputs = {**inputs, "tags": {**defaults, **own}}
         report.merge(
             check_resource(
