@@ -42,13 +42,26 @@ app = typer.Typer(
 )
 
 
+_CACHE = {"use": True}
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Run the program for every plan instead of reusing a cached Plan (the cache is "
+            "keyed by the content of the program, the stack file, app/ and the SDK versions).",
+        ),
+    ] = False,
+) -> None:
     """Plan and review the backbone Pulumi stacks offline, and write their Kubernetes manifests:
     no cloud account, no credentials, no Pulumi CLI.
 
     Example: backbone plan dev
     """
+    _CACHE["use"] = not no_cache
 
 
 # Piped or redirected output is not cut to 80 columns: a plan in a file keeps every name whole.
@@ -62,21 +75,31 @@ class Format(enum.StrEnum):
     json = "json"
 
 
+class PlanFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+    mermaid = "mermaid"
+    dot = "dot"
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """A user error: the message on stderr, no traceback, exit status 2."""
     err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 
-def load_plan(stack: str) -> Plan:
-    """Synthesise a stack, turning every user error into a clear message and exit status 2."""
+def load_plan(stack: str, use_cache: bool | None = None) -> Plan:
+    """Synthesise a stack (or take its Plan from the cache, backbone.cache), turning every user
+    error into a clear message and exit status 2."""
     import pulumi
 
-    from backbone.synth import StackNotFound, synth
+    from backbone import cache
+    from backbone.synth import StackNotFound, resolve
     from infra.config import ConfigError
 
     try:
-        return synth(stack)
+        use = _CACHE["use"] if use_cache is None else use_cache
+        return cache.plan(resolve(stack), use_cache=use)[0]
     except ConfigError as exc:
         err.print(str(exc), markup=False, highlight=False)
         raise typer.Exit(2) from None
@@ -122,15 +145,26 @@ def _value(v: object) -> str:
 def plan(
     stack: Annotated[str, typer.Argument(help=STACK_HELP, show_default=False)],
     fmt: Annotated[
-        Format,
+        PlanFormat,
         typer.Option(
             "--format",
             "-f",
             help="text: a tree of components and resources, counts by type and the stack "
             "outputs. json: the whole Plan ({stack, project, resources[{urn, type, name, parent, "
-            "provider, inputs, dependencies, protect, ...}], outputs}) for tools and diffs.",
+            "provider, inputs, dependencies, protect, ...}], outputs}) for tools and diffs. "
+            "mermaid, dot: a picture of the components and key resources with their dependencies.",
         ),
-    ] = Format.text,
+    ] = PlanFormat.text,
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="With mermaid or dot: every resource, plumbing (routes, rules, attachments) too.",
+        ),
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run the program even if a cached Plan fits.")
+    ] = False,
 ) -> None:
     """Show what a stack would deploy, offline.
 
@@ -145,9 +179,17 @@ def plan(
       backbone plan prod --format json > prod.plan.json
 
       backbone plan ./stacks/Pulumi.free-tier.yaml
+
+      backbone plan dev --format mermaid > dev.mmd
     """
-    result = load_plan(stack)
-    if fmt is Format.json:
+    result = load_plan(stack, use_cache=False if no_cache else None)
+    if fmt in (PlanFormat.mermaid, PlanFormat.dot):
+        from backbone import graph
+
+        draw = graph.mermaid if fmt is PlanFormat.mermaid else graph.dot
+        sys.stdout.write(draw(result, everything=everything))
+        return
+    if fmt is PlanFormat.json:
         sys.stdout.write(result.dumps() + "\n")
         # stdout stays the Plan alone: the verdicts go to stderr
         verdicts(result, err, stack)
@@ -606,6 +648,210 @@ def bootstrap(
     except AwsError as exc:
         fail(str(exc), code=2 if exc.setup else 1)
     bs.render(result, stack, out)
+
+
+# --------------------------------------------------------------------------------------------
+# report and diff: what a change does, from a real preview or from two offline plans
+
+
+class ReviewFormat(enum.StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+class FailOn(enum.StrEnum):
+    danger = "danger"
+    replace_ = "replace"
+    delete = "delete"
+    any = "any"
+
+
+FAIL_ON_HELP = (
+    "Exit status 1 when the change holds: danger (a stateful or protected resource deleted or "
+    "replaced), replace (a replace or a delete), delete (a delete), any (any change at all)."
+)
+REVIEW_FORMAT_HELP = (
+    "text: coloured, for a terminal. markdown: a pull-request comment (collapsible detail, "
+    "trimmed to GitHub's 65,536 characters, the summary and the DANGER block always kept). "
+    "json: the Review as data, the danger list its own field."
+)
+
+
+def _cost_change(base: Plan | None, head: Plan) -> object | None:
+    """The monthly estimate's change (backbone.cost), or None when it cannot be priced."""
+    from backbone.cost import CostError, estimate
+    from backbone.review import CostChange
+
+    try:
+        after = estimate(head).total_usd
+        before = estimate(base).total_usd if base is not None else None
+    except CostError as exc:
+        err.print(f"note: no cost line: {exc}", markup=False, highlight=False)
+        return None
+    return CostChange(base_usd=before, head_usd=after)
+
+
+MAX_CHARS_HELP = "With markdown: the most characters the comment may have (GitHub's limit)."
+
+
+def _emit_review(
+    review: object, fmt: ReviewFormat, fail_on: FailOn | None, max_chars: int = 65_536
+) -> None:
+    from backbone import render
+    from backbone.review import Review
+
+    assert isinstance(review, Review)
+    if fmt is ReviewFormat.json:
+        sys.stdout.write(render.to_json(review))
+    elif fmt is ReviewFormat.markdown:
+        sys.stdout.write(render.markdown(review, limit=max_chars))
+    else:
+        render.terminal(review, out)
+    if fail_on is not None and review.fails(fail_on.value):
+        err.print(
+            f"--fail-on {fail_on.value}: the change holds {fail_on.value}"
+            + (
+                f" ({len(review.danger())} in the DANGER block)"
+                if fail_on.value == "danger"
+                else ""
+            ),
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="`pulumi preview --json` output, the one-line `--output json` summary, or an "
+            "`--event-log` file (policy violations are only there); - for stdin.",
+            show_default=False,
+        ),
+    ],
+    fmt: Annotated[
+        ReviewFormat, typer.Option("--format", "-f", help=REVIEW_FORMAT_HELP)
+    ] = ReviewFormat.text,
+    fail_on: Annotated[
+        FailOn | None, typer.Option("--fail-on", help=FAIL_ON_HELP, show_default=False)
+    ] = None,
+    stack: Annotated[
+        str | None,
+        typer.Option(
+            "--stack",
+            help="Add the stack's estimated monthly cost (its offline Plan priced by backbone "
+            "cost) to the report.",
+            show_default=False,
+        ),
+    ] = None,
+    max_chars: Annotated[int, typer.Option("--max-chars", min=4_000, help=MAX_CHARS_HELP)] = 65_536,
+) -> None:
+    """Review a real preview: a summary, the DANGER block, changes by component.
+
+    The summary counts changes by operation; the DANGER block lists every delete or replace of a
+    stateful resource (databases, clusters, volumes, buckets, registries, keys, secrets, log
+    groups, Kubernetes Namespaces and volume claims) or of anything protected, each with why it
+    is replaced; then each component's changes with their property diffs (secrets as \\[secret],
+    unknown values as "known after apply").
+
+    Examples:
+
+      pulumi preview --json -s dev > preview.json && backbone report preview.json
+
+      backbone report preview.json --format markdown --fail-on danger > comment.md
+
+      pulumi preview -s prod --event-log events.jsonl && backbone report events.jsonl
+    """
+    from pathlib import Path
+
+    from backbone.review import ReviewError, load
+
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+    except OSError as exc:
+        fail(f"{file}: cannot read it ({exc.strerror})")
+    except UnicodeDecodeError:
+        fail(f"{file}: not a text file; expected a JSON preview or event log")
+    try:
+        review = load(text, "stdin" if file == "-" else file)
+    except ReviewError as exc:
+        fail(str(exc))
+    if stack is not None:
+        review.cost = _cost_change(None, load_plan(stack))  # type: ignore[assignment]
+    _emit_review(review, fmt, fail_on, max_chars)
+
+
+@app.command()
+def diff(
+    stack: Annotated[str, typer.Argument(help=STACK_HELP, show_default=False)],
+    other: Annotated[
+        str | None,
+        typer.Argument(
+            help="A second stack: show how STACK_B differs from STACK (dev vs prod).",
+            show_default=False,
+        ),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="A git revision (branch, tag, sha, HEAD~1): plan the stack there, in a "
+            "temporary worktree, and compare it with the working tree. Default: HEAD.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        ReviewFormat, typer.Option("--format", "-f", help=REVIEW_FORMAT_HELP)
+    ] = ReviewFormat.text,
+    fail_on: Annotated[
+        FailOn | None, typer.Option("--fail-on", help=FAIL_ON_HELP, show_default=False)
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run the program even if a cached Plan fits.")
+    ] = False,
+    max_chars: Annotated[int, typer.Option("--max-chars", min=4_000, help=MAX_CHARS_HELP)] = 65_536,
+) -> None:
+    """The same review as `report`, offline: a stack at a git revision against the working
+    tree, or two stacks against each other.
+
+    A change the cloud can only make by replacing the resource (a database identifier or
+    engine, an EKS cluster's name or subnets, a lower version, ...) is shown as a replace; the
+    list is data with a source per entry (backbone/replacements.yaml).
+
+    Examples:
+
+      backbone diff dev --base main
+
+      backbone diff dev --base HEAD~1 --format markdown
+
+      backbone diff dev prod
+    """
+    from backbone.review import from_plans
+    from backbone.synth import StackNotFound, find_project
+    from backbone.worktree import RevisionError, plan_at
+
+    use = False if no_cache else None
+    if other is not None and base is not None:
+        fail("give either a second stack (backbone diff dev prod) or --base REV, not both")
+    if other is not None:
+        before, after = load_plan(stack, use), load_plan(other, use)
+        labels = (f"stack {before.stack}", f"stack {after.stack}")
+    else:
+        rev = base or "HEAD"
+        after = load_plan(stack, use)
+        try:
+            before = plan_at(
+                rev, stack, find_project(), use_cache=_CACHE["use"] if use is None else use
+            )
+        except (RevisionError, StackNotFound) as exc:
+            fail(str(exc))
+        labels = (f"{rev}", "working tree")
+    review = from_plans(before, after, base_label=labels[0], head_label=labels[1])
+    review.cost = _cost_change(before, after)  # type: ignore[assignment]
+    _emit_review(review, fmt, fail_on, max_chars)
 
 
 def main() -> None:
