@@ -20,8 +20,8 @@ venv: $(BIN)/backbone  ## create .venv (the same one Pulumi.yaml names) and inst
 plan: venv  ## print the plan of a stack offline (STACK=dev by default; no cloud, no Pulumi CLI)
 	$(BIN)/backbone plan $(STACK)
 
-test: venv  ## run the whole test suite
-	$(BIN)/python -m pytest
+test: venv  ## run the whole test suite (pytest-xdist: one worker per core, a test file per worker)
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: venv  ## ruff lint + format check, mypy
 	$(BIN)/ruff check .
