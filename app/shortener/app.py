@@ -3,9 +3,12 @@
 POST /api/links          create a short link (Authorization: Bearer $API_TOKEN)
 GET  /{code}             307 redirect to the link's URL (the hot path, cached)
 GET  /api/links/{code}   the link and its click count
-GET  /healthz            liveness: the process answers
-GET  /readyz             readiness: the database answers within READY_TIMEOUT_SECONDS
-GET  /metrics            Prometheus metrics (names documented in app/README.md)
+GET  /healthz            liveness: the process answers (nothing else is asked)
+GET  /readyz             readiness: started, the schema current once seen, not shutting down.
+                         Not the database: an outage must not take every pod out of service
+                         (cached redirects still work); app_db_up says what the database does.
+Prometheus metrics are on their own port (METRICS_PORT), /docs and /openapi.json only with
+DOCS_ENABLED=true.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -22,7 +26,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,14 +43,13 @@ from .db import (
 )
 from .metrics import Metrics
 from .middleware import RequestContext, error_body
-from .validation import CreateLink, code_problem
+from .validation import RESERVED_CODES, CreateLink, code_problem, parse_expiry
 
 log = logging.getLogger("shortener")
 
 CODE_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/l/I
 CODE_LENGTH = 7
 MAX_PENDING_CODES = 100_000
-READY_CHECK_INTERVAL = 5.0
 
 
 class ApiError(Exception):
@@ -97,44 +100,52 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
     """The ASGI app. With no settings, they are read from the environment."""
     settings = settings or config.load()
     store = Store(settings)
-    cache: TTLCache[str] = TTLCache(settings.cache_max_entries, settings.cache_ttl_seconds)
-    metrics = Metrics(cache, store.stats)
+    # code -> (url, expires_at)
+    cache: TTLCache[tuple[str, datetime | None]] = TTLCache(
+        settings.cache_max_entries, settings.cache_ttl_seconds
+    )
     clicks = ClickBuffer()
+    metrics = Metrics(cache, lambda: store.stats(), store, clicks)
+    retry_after = str(max(1, math.ceil(settings.db_check_interval_seconds)))
+    # readiness: set once a database check has seen the current schema; it then stays (an outage
+    # later does not take the pod out of service); cleared by SIGTERM's drain
+    ready = {"schema_seen": False}
 
     async def flush_clicks_forever() -> None:
         while True:
             await asyncio.sleep(settings.click_flush_seconds)
-            try:
-                await clicks.flush(store)
-            except Exception as exc:
-                log.warning("click counts not written yet: %s", type(exc).__name__)
-            metrics.clicks_pending.set(len(clicks.pending))
+            if clicks.pending and store.state.up:
+                try:
+                    await clicks.flush(store)
+                except Exception as exc:
+                    log.warning("click counts not written yet: %s", type(exc).__name__)
 
-    recovery: list[asyncio.Task[bool]] = []
+    def readiness() -> tuple[bool, str]:
+        if asgi.draining:
+            ok, why = False, "shutting down"
+        elif ready["schema_seen"]:
+            ok, why = True, "ok"
+        elif not store.state.checked:
+            ok, why = False, "the database has not answered yet since start"
+        else:
+            version = store.state.schema_version
+            ok, why = False, f"schema version {version}, need {SCHEMA_VERSION}: run the migration"
+        metrics.ready.set(1 if ok else 0)
+        return ok, why
 
-    async def check_ready() -> tuple[bool, str]:
-        try:
-            version = await asyncio.wait_for(
-                store.ping(settings.ready_timeout_seconds), settings.ready_timeout_seconds
-            )
-        except (DatabaseUnavailable, TimeoutError) as exc:
-            metrics.ready.set(0)
-            # in the background: if the database is back but the pool is still backing off
-            if not recovery or recovery[-1].done():
-                recovery[:] = [asyncio.create_task(store.recover(), name="db-recover")]
-            return False, f"database unavailable ({type(exc).__name__ or 'timeout'})"
-        if version < SCHEMA_VERSION:
-            metrics.ready.set(0)
-            return False, f"schema version {version}, need {SCHEMA_VERSION}: run the migration"
-        metrics.ready.set(1)
-        return True, "ok"
+    async def check_database() -> None:
+        await store.check()
+        if store.state.up and store.state.schema_version >= SCHEMA_VERSION:
+            ready["schema_seen"] = True
+        readiness()
 
-    async def check_ready_forever() -> None:
-        # keeps app_ready current between probes
+    async def check_database_forever() -> None:
         while True:
-            await asyncio.sleep(READY_CHECK_INTERVAL)
-            with contextlib.suppress(Exception):
-                await check_ready()
+            await asyncio.sleep(settings.db_check_interval_seconds)
+            try:
+                await check_database()
+            except Exception as exc:  # never let the check die
+                log.error("database check failed unexpectedly", exc_info=exc)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -146,6 +157,8 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
                 "writes_enabled": bool(settings.api_token),
                 "cache_ttl_seconds": settings.cache_ttl_seconds,
                 "cache_max_entries": settings.cache_max_entries,
+                "credentials": settings.secret_source or "DATABASE_URL",
+                "keepalive_timeout_s": settings.keepalive_timeout_seconds,
             },
         )
         if not settings.api_token:
@@ -160,17 +173,17 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
                 raise
             log.info("schema migrated", extra={"applied": applied})
         await store.open()
+        await check_database()
         tasks = [
             asyncio.create_task(flush_clicks_forever(), name="flush-clicks"),
-            asyncio.create_task(check_ready_forever(), name="check-ready"),
+            asyncio.create_task(check_database_forever(), name="check-database"),
         ]
-        await check_ready()
         try:
             yield
         finally:
-            for task in [*tasks, *recovery]:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, *recovery, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             try:
                 await clicks.flush(store)
             except Exception as exc:
@@ -185,7 +198,9 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
         title="shortener",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        # the API's description is not for the internet: on only when asked for
+        docs_url="/docs" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         redoc_url=None,
     )
     app.state.settings = settings
@@ -210,7 +225,7 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
         return JSONResponse(
             error_body("database_unavailable", "the database is not answering; retry later"),
             status_code=503,
-            headers={"retry-after": "1"},
+            headers={"retry-after": retry_after},
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -262,16 +277,15 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
-        ok, why = await check_ready()
+        ok, why = readiness()
         return JSONResponse(
-            {"status": "ready" if ok else "unavailable", "detail": why},
+            {
+                "status": "ready" if ok else "unavailable",
+                "detail": why,
+                "database": "up" if store.state.up else "down",
+            },
             status_code=200 if ok else 503,
         )
-
-    @app.get("/metrics", tags=["ops"], include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        metrics.clicks_pending.set(len(clicks.pending))
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # ---- the API --------------------------------------------------------------------------------
     def link_json(link: Link, request: Request) -> dict[str, Any]:
@@ -281,6 +295,7 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
             "url": link.url,
             "short_url": f"{base}/{link.code}",
             "created_at": link.created_at.isoformat(),
+            "expires_at": link.expires_at.isoformat() if link.expires_at else None,
             "clicks": link.clicks + clicks.count(link.code),
             "last_clicked_at": link.last_clicked_at.isoformat() if link.last_clicked_at else None,
         }
@@ -305,9 +320,21 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
             raise ApiError(
                 422, "invalid_request", "the link is not valid", details=_details(exc)
             ) from None
+        expires_at = None
+        if wanted.expires_at is not None:
+            expires_at, problem = parse_expiry(
+                wanted.expires_at, max_days=settings.max_link_lifetime_days
+            )
+            if problem:
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    "the link is not valid",
+                    details=[{"field": "expires_at", "problem": problem}],
+                )
         if wanted.code is not None:
             try:
-                link = await store.create(wanted.code, wanted.url)
+                link = await store.create(wanted.code, wanted.url, expires_at)
             except CodeTaken:
                 raise ApiError(
                     409, "code_taken", f"the code {wanted.code!r} is already in use"
@@ -316,14 +343,14 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
             for _ in range(8):
                 code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
                 try:
-                    link = await store.create(code, wanted.url)
+                    link = await store.create(code, wanted.url, expires_at)
                     break
                 except CodeTaken:
                     continue
             else:  # pragma: no cover - 57**7 codes
                 raise ApiError(503, "no_code", "could not allocate a free code; retry")
         metrics.links_created.inc()
-        cache.put(link.code, link.url)
+        cache.put(link.code, (link.url, link.expires_at))
         out = link_json(link, request)
         log.info("link created", extra={"code": link.code})
         return JSONResponse(out, status_code=201, headers={"location": out["short_url"]})
@@ -338,18 +365,34 @@ def create_app(settings: config.Settings | None = None) -> RequestContext:
 
     @app.get("/{code}", tags=["links"], response_class=RedirectResponse, status_code=307)
     async def follow(code: str) -> RedirectResponse:
+        if code.lower() in RESERVED_CODES or code == "openapi.json":
+            # the app's own paths (/metrics, /docs...) when they are not served here: no such page
+            raise ApiError(404, "not_found", f"no link with code {code!r}")
         _check_code(code)
-        url = cache.get(code)
-        if url is None:
-            url = await store.resolve(code)
-            if url is None:
-                raise ApiError(404, "not_found", f"no link with code {code!r}")
-            cache.put(code, url)
+        entry = cache.get(code)
+        if entry is None:
+            try:
+                entry = await store.resolve(code)
+            except DatabaseUnavailable:
+                # the database is down: a link seen before still redirects
+                entry = cache.get_stale(code)
+                if entry is None:
+                    raise
+                metrics.stale_redirects.inc()
+            else:
+                if entry is None:
+                    raise ApiError(404, "not_found", f"no link with code {code!r}")
+                cache.put(code, entry)
+        url, expires_at = entry
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            metrics.expired.inc()
+            raise ApiError(410, "expired", f"the link {code!r} has expired")
         clicks.add(code)
         metrics.redirects.inc()
         return RedirectResponse(url, status_code=307, headers={"cache-control": "no-store"})
 
-    return RequestContext(app, metrics, settings.max_body_bytes)
+    asgi = RequestContext(app, metrics, settings.max_body_bytes)
+    return asgi
 
 
 def _check_code(code: str) -> None:

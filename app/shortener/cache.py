@@ -1,7 +1,8 @@
 """A bounded in-process cache with a time to live, for the redirect lookup (the hot read path).
 
-Links never change once created, so a TTL only bounds how long a deleted-by-hand row keeps
-redirecting. Least recently used entries are evicted beyond max_entries.
+Links never change once created, so a TTL only bounds how long a deleted (purged) row keeps
+redirecting. Least recently used entries are evicted beyond max_entries. An entry past its TTL is
+kept until evicted, so a redirect can still be served from it while the database is down.
 """
 
 from __future__ import annotations
@@ -43,12 +44,20 @@ class TTLCache(Generic[V]):
                 return None
             expires, value = item
             if expires <= self.clock():
-                del self._data[key]
+                # kept (the LRU bound still applies) for get_stale(): served when the database
+                # cannot be asked
                 self.misses += 1
                 return None
             self._data.move_to_end(key)
             self.hits += 1
             return value
+
+    def get_stale(self, key: str) -> V | None:
+        """The entry even past its time to live (None if never cached or evicted): what the
+        redirect serves while the database is down. Not counted as a hit or a miss."""
+        with self._lock:
+            item = self._data.get(key)
+            return item[1] if item is not None else None
 
     def put(self, key: str, value: V) -> None:
         if not self.enabled:

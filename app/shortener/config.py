@@ -6,6 +6,7 @@ variable, the value (never for secrets) and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -27,6 +28,9 @@ ROLE_RULE = (
 # Their passwords: printable ASCII without spaces, so they need no SASLprep and no quoting.
 PASSWORD_RULE = "allowed: 16 to 128 printable ASCII characters, no spaces"
 SSL_VERIFYING = ("verify-ca", "verify-full")
+# the keep-alive timeout must outlast the load balancer's idle timeout by this much by default, so
+# the load balancer (not the app) is always the side that closes an idle connection
+KEEPALIVE_MARGIN_SECONDS = 5
 
 
 class ConfigError(ValueError):
@@ -51,8 +55,17 @@ class Settings:
     db_pool_timeout_seconds: float = 5.0  # how long a request waits for a connection
     db_connect_timeout_seconds: int = 5
     db_statement_timeout_ms: int = 5_000
-    # /readyz: the database must answer within this
+    # the database check (a background task, every DB_CHECK_INTERVAL_SECONDS) waits this long
     ready_timeout_seconds: float = 2.0
+    db_check_interval_seconds: float = 1.0
+    # a request waits at most this long for the database (a connection and its query), then 503
+    db_request_timeout_seconds: float = 1.0
+    # database credentials that rotate: a Secrets Manager secret (ARN or name) or a mounted file,
+    # JSON {username, password[, host, port, dbname]}; they override DATABASE_URL's. Re-read on an
+    # authentication failure, at most once per backoff step (0.5 s doubling up to this cap).
+    db_secret_arn: str = ""
+    db_secret_file: str = ""
+    db_secret_max_backoff_seconds: float = 30.0
     # request bodies larger than this are refused with 413
     max_body_bytes: int = 8_192
     # click counts are buffered in memory and written in one statement this often
@@ -61,8 +74,27 @@ class Settings:
     migrate_on_startup: bool = True
     # at startup, wait at most this long for the database before giving up (exit 1)
     startup_db_timeout_seconds: float = 30.0
-    # SIGTERM: stop accepting, let in-flight requests finish within this many seconds
+    # SIGTERM: first keep serving this long with readiness 503 and `Connection: close` on every
+    # response (0 when a preStop pause does that job), then stop accepting and let in-flight
+    # requests finish within SHUTDOWN_TIMEOUT_SECONDS
+    shutdown_drain_seconds: float = 0.0
     shutdown_timeout_seconds: int = 20
+    # the load balancer's idle timeout (ALB: 60 s by default) and the app's keep-alive timeout,
+    # which must be longer (default: the idle timeout + 5 s)
+    lb_idle_timeout_seconds: int = 60
+    keepalive_timeout_seconds: int = 65
+    # X-Forwarded-Proto/-For are believed only from these addresses or networks (the VPC's CIDR);
+    # empty: from nobody
+    forwarded_allow_ips: tuple[str, ...] = ()
+    # Prometheus metrics on their own port (never the load balancer's): 0 turns the listener off
+    metrics_port: int = 9464
+    # /docs, /openapi.json: off unless asked for
+    docs_enabled: bool = False
+    # the canary's link, created (or reset) by the migration when both are set
+    canary_link_code: str = ""
+    canary_link_url: str = ""
+    # a link's expires_at may be at most this far ahead
+    max_link_lifetime_days: int = 3650
     # the base of the short links returned by POST; empty means "from the request's Host"
     public_base_url: str = ""
     # the login roles `python -m shortener.migrate` creates (or resets) with exactly their grants;
@@ -75,6 +107,15 @@ class Settings:
     def redacted_database_url(self) -> str:
         """The database location without credentials: host, port and database name only."""
         return describe_database(self.database_url)
+
+    @property
+    def secret_source(self) -> str:
+        """Where rotating credentials come from: "" (DATABASE_URL only), or a description."""
+        if self.db_secret_arn:
+            return f"secretsmanager:{self.db_secret_arn}"
+        if self.db_secret_file:
+            return f"file:{self.db_secret_file}"
+        return ""
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line."""
@@ -178,6 +219,52 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (allowed: true/false, 1/0, yes/no)")
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses or CIDR networks, each checked (uvicorn itself would
+    silently take a typo for a literal host name that never matches)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    if raw == "*":
+        raise ConfigError(
+            f"{name}='*' would believe forwarded headers from anyone "
+            "(allowed: IP addresses or CIDR networks, e.g. 10.0.0.0/16)"
+        )
+    out = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{name}: {item!r} is not an IP address or CIDR network "
+                "(allowed: e.g. 10.0.0.0/16,127.0.0.1)"
+            ) from None
+        out.append(str(network))
+    return tuple(out)
+
+
+def _canary(env: Mapping[str, str]) -> tuple[str, str]:
+    from .validation import code_problem, url_problem
+
+    code = env.get("CANARY_LINK_CODE", "").strip()
+    url = env.get("CANARY_LINK_URL", "").strip()
+    if not code and not url:
+        return "", ""
+    if not code or not url:
+        missing = "CANARY_LINK_CODE" if not code else "CANARY_LINK_URL"
+        given = "CANARY_LINK_URL" if not code else "CANARY_LINK_CODE"
+        raise ConfigError(f"{given} is set but {missing} is not: set both, or neither")
+    problem = code_problem(code)
+    if problem:
+        raise ConfigError(f"CANARY_LINK_CODE={code!r}: {problem}")
+    problem = url_problem(url)
+    if problem:
+        raise ConfigError(f"CANARY_LINK_URL={url!r}: {problem}")
+    return code, url
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment (or the given mapping, for tests)."""
     env = os.environ if env is None else env
@@ -220,6 +307,32 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                 f"PUBLIC_BASE_URL={public_base_url!r} is not an http(s) URL with a host"
             )
 
+    secret_arn = env.get("DB_SECRET_ARN", "").strip()
+    secret_file = env.get("DB_SECRET_FILE", "").strip()
+    if secret_arn and secret_file:
+        raise ConfigError(
+            "DB_SECRET_ARN and DB_SECRET_FILE are both set: choose one source of credentials"
+        )
+    if secret_arn and any(c.isspace() for c in secret_arn):
+        raise ConfigError(f"DB_SECRET_ARN={secret_arn!r} is not a secret ARN or name")
+
+    lb_idle = _int(env, "LB_IDLE_TIMEOUT_SECONDS", d.lb_idle_timeout_seconds, 1, 4000)
+    keepalive = _int(env, "KEEPALIVE_TIMEOUT_SECONDS", lb_idle + KEEPALIVE_MARGIN_SECONDS, 1, 4100)
+    if keepalive <= lb_idle:
+        raise ConfigError(
+            f"KEEPALIVE_TIMEOUT_SECONDS={keepalive} must be longer than "
+            f"LB_IDLE_TIMEOUT_SECONDS={lb_idle} (the load balancer's idle timeout), or the app "
+            "closes connections the load balancer still uses (502s)"
+        )
+    port = _int(env, "PORT", d.port, 1, 65535)
+    metrics_port = _int(env, "METRICS_PORT", d.metrics_port, 0, 65535)
+    if metrics_port == port:
+        raise ConfigError(
+            f"METRICS_PORT={metrics_port} is the app's PORT: metrics need their own port, "
+            "which the load balancer does not reach (0 turns the metrics listener off)"
+        )
+    canary_code, canary_url = _canary(env)
+
     pool_min = _int(env, "DB_POOL_MIN", d.db_pool_min, 0, 100)
     pool_max = _int(env, "DB_POOL_MAX", d.db_pool_max, 1, 100)
     if pool_max < max(pool_min, 1):
@@ -229,7 +342,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         api_token=token,
         host=env.get("HOST", d.host).strip() or d.host,
-        port=_int(env, "PORT", d.port, 1, 65535),
+        port=port,
         log_level=log_level,
         cache_ttl_seconds=_float(env, "CACHE_TTL_SECONDS", d.cache_ttl_seconds, 0.0, 86_400.0),
         cache_max_entries=_int(env, "CACHE_MAX_ENTRIES", d.cache_max_entries, 0, 10_000_000),
@@ -247,14 +360,38 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ready_timeout_seconds=_float(
             env, "READY_TIMEOUT_SECONDS", d.ready_timeout_seconds, 0.1, 60.0
         ),
+        db_check_interval_seconds=_float(
+            env, "DB_CHECK_INTERVAL_SECONDS", d.db_check_interval_seconds, 0.05, 300.0
+        ),
+        db_request_timeout_seconds=_float(
+            env, "DB_REQUEST_TIMEOUT_SECONDS", d.db_request_timeout_seconds, 0.05, 120.0
+        ),
+        db_secret_arn=secret_arn,
+        db_secret_file=secret_file,
+        db_secret_max_backoff_seconds=_float(
+            env, "DB_SECRET_MAX_BACKOFF_SECONDS", d.db_secret_max_backoff_seconds, 0.5, 3600.0
+        ),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 256, 1_048_576),
         click_flush_seconds=_float(env, "CLICK_FLUSH_SECONDS", d.click_flush_seconds, 0.05, 300.0),
         migrate_on_startup=_bool(env, "MIGRATE_ON_STARTUP", d.migrate_on_startup),
         startup_db_timeout_seconds=_float(
             env, "STARTUP_DB_TIMEOUT_SECONDS", d.startup_db_timeout_seconds, 0.0, 600.0
         ),
+        shutdown_drain_seconds=_float(
+            env, "SHUTDOWN_DRAIN_SECONDS", d.shutdown_drain_seconds, 0.0, 600.0
+        ),
         shutdown_timeout_seconds=_int(
             env, "SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, 1, 3_600
+        ),
+        lb_idle_timeout_seconds=lb_idle,
+        keepalive_timeout_seconds=keepalive,
+        forwarded_allow_ips=_networks(env, "FORWARDED_ALLOW_IPS"),
+        metrics_port=metrics_port,
+        docs_enabled=_bool(env, "DOCS_ENABLED", d.docs_enabled),
+        canary_link_code=canary_code,
+        canary_link_url=canary_url,
+        max_link_lifetime_days=_int(
+            env, "MAX_LINK_LIFETIME_DAYS", d.max_link_lifetime_days, 1, 36_500
         ),
         public_base_url=public_base_url,
         app_db_user=app_user,

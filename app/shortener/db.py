@@ -4,9 +4,13 @@ parameterised (psycopg sends values separately from the SQL text); the hot ones 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, sql
@@ -14,6 +18,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from .config import Settings
+from .credentials import Credentials, CredentialsError, is_auth_failure
 
 log = logging.getLogger("shortener.db")
 
@@ -60,6 +65,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        3,
+        "links expire",
+        [
+            # NULL: never expires. The redirect answers 410 past it; the housekeeping job purges it
+            "ALTER TABLE links ADD COLUMN IF NOT EXISTS expires_at timestamptz",
+            # the job's purge looks expired links up by this
+            "CREATE INDEX IF NOT EXISTS links_expires_at ON links (expires_at) "
+            "WHERE expires_at IS NOT NULL",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -80,9 +96,13 @@ APP_GRANTS: dict[str, tuple[Grant, ...]] = {
     "links": (Grant("SELECT"), Grant("INSERT"), Grant("UPDATE", ("clicks", "last_clicked_at"))),
     "schema_migrations": (Grant("SELECT"),),  # the readiness check reads the schema version
 }
+# The columns the housekeeping job reads: everything it filters, orders or counts by; not `url`
+# (the job never needs to see where a link points).
+JOB_LINK_COLUMNS = ("code", "created_at", "clicks", "last_clicked_at", "expires_at")
 JOB_GRANTS: dict[str, tuple[Grant, ...]] = {
-    # app/functions/housekeeping: the purge (SELECT, DELETE) and the daily upsert
-    "links": (Grant("SELECT"), Grant("DELETE")),
+    # app/functions/housekeeping: the purge (SELECT of the columns it filters by, DELETE) and the
+    # daily upsert (INSERT ... ON CONFLICT DO UPDATE ... RETURNING: SELECT, INSERT, UPDATE)
+    "links": (Grant("SELECT", JOB_LINK_COLUMNS), Grant("DELETE")),
     "link_stats_daily": (Grant("SELECT"), Grant("INSERT"), Grant("UPDATE")),
 }
 
@@ -128,6 +148,10 @@ class Link:
     created_at: datetime
     clicks: int
     last_clicked_at: datetime | None
+    expires_at: datetime | None = None
+
+
+LINK_COLUMNS = "code, url, created_at, clicks, last_clicked_at, expires_at"
 
 
 def connection_kwargs(settings: Settings) -> dict[str, object]:
@@ -137,7 +161,11 @@ def connection_kwargs(settings: Settings) -> dict[str, object]:
     }
 
 
-async def migrate(conn: AsyncConnection, roles: list[LoginRole] | None = None) -> list[int]:
+async def migrate(
+    conn: AsyncConnection,
+    roles: list[LoginRole] | None = None,
+    canary: tuple[str, str] | None = None,
+) -> list[int]:
     """Apply the migrations not applied yet, then (re)create the login roles with their grants,
     in one transaction, under an advisory lock.
 
@@ -187,6 +215,17 @@ async def migrate(conn: AsyncConnection, roles: list[LoginRole] | None = None) -
         await _lock_down(conn, str(schema), str(dbname))
         for role in roles or []:
             await _ensure_role(conn, role, user=str(user), schema=str(schema), dbname=str(dbname))
+        if canary:
+            # the canary's known link (CANARY_LINK_CODE/URL): there at deploy, never expiring
+            code, url = canary
+            await conn.execute(
+                """
+                INSERT INTO links (code, url) VALUES (%s, %s)
+                ON CONFLICT (code) DO UPDATE SET url = EXCLUDED.url, expires_at = NULL
+                """,
+                (code, url),
+            )
+            log.info("canary link ready", extra={"code": code})
     return applied
 
 
@@ -334,21 +373,33 @@ def _reason(exc: BaseException, secrets: list[str]) -> str:
     return text or type(exc).__name__
 
 
+def _canary(settings: Settings) -> tuple[str, str] | None:
+    if settings.canary_link_code:
+        return settings.canary_link_code, settings.canary_link_url
+    return None
+
+
 async def migrate_url(settings: Settings, wait_seconds: float) -> list[int]:
-    """Connect (retrying for up to wait_seconds while the database comes up) and migrate."""
+    """Connect (retrying for up to wait_seconds while the database comes up, re-reading rotating
+    credentials after a refused login) and migrate."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     delay = 0.25
     roles = managed_roles(settings)
+    creds = Credentials(settings, connection_kwargs(settings))
     while True:
         try:
-            async with await AsyncConnection.connect(
-                settings.database_url,
-                **connection_kwargs(settings),  # type: ignore[arg-type]
-            ) as conn:
-                return await migrate(conn, roles)
+            kwargs = await creds.kwargs()
+        except CredentialsError as exc:
+            raise DatabaseUnavailable(str(exc)) from None
+        try:
+            async with await AsyncConnection.connect(settings.database_url, **kwargs) as conn:
+                creds.auth_ok()
+                return await migrate(conn, roles, _canary(settings))
         except psycopg.OperationalError as exc:
-            reason = _reason(exc, settings.secrets())
+            if is_auth_failure(exc):
+                creds.auth_failed()
+            reason = _reason(exc, [*settings.secrets(), *creds.passwords()])
             if loop.time() + delay > deadline:
                 raise DatabaseUnavailable(
                     f"database {settings.redacted_database_url()} did not answer: {reason}"
@@ -365,20 +416,74 @@ async def migrate_url(settings: Settings, wait_seconds: float) -> list[int]:
             delay = min(delay * 2, 2.0)
 
 
+class DatabaseState:
+    """What the app knows of the database: up or down, from the background check and from the
+    requests' own failures. While down, requests that need the database fail at once (503 with
+    Retry-After) instead of queueing for a connection; the check turns it up again."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.checked = False  # a check has succeeded at least once
+        self.schema_version = 0
+        self.check_failures = 0  # app_db_check_failures_total
+        self.request_failures = 0
+        self.changed_at = time.monotonic()
+        self.last_error = ""
+
+    def mark_up(self, version: int) -> None:
+        if not self.up:
+            if self.checked:
+                log.warning(
+                    "database answers again",
+                    extra={"down_for_s": round(time.monotonic() - self.changed_at, 3)},
+                )
+            self.changed_at = time.monotonic()
+        self.up, self.checked, self.schema_version = True, True, version
+        self.last_error = ""
+
+    def mark_down(self, reason: str) -> None:
+        if self.up:
+            log.warning("database unavailable", extra={"reason": reason})
+            self.changed_at = time.monotonic()
+        self.up = False
+        self.last_error = reason
+
+
 class Store:
-    """The queries of the app, over an async connection pool."""
+    """The queries of the app, over an async connection pool, with a deadline on each."""
 
     # at most one pool renewal this often (see recover())
     RENEW_INTERVAL_SECONDS = 2.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.credentials = Credentials(settings, connection_kwargs(settings))
+        self.state = DatabaseState()
         self.pool = self._new_pool()
-        self._recovering = False
         self._renewed_at = -1e9
         self._retired: set[asyncio.Task[None]] = set()
-        # the pool's failed connection attempts at the last successful ping
+        self._monitor: AsyncConnection | None = None
+        # the pool's failed connection attempts at the last successful check
         self._errors_when_ok = 0
+
+    def _connection_class(self) -> type[AsyncConnection]:
+        credentials = self.credentials
+
+        class Connection(AsyncConnection):  # type: ignore[type-arg]
+            """Tells the credentials when a login is refused (a rotated password)."""
+
+            @classmethod
+            async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+                try:
+                    conn = await super().connect(conninfo, **kwargs)
+                except psycopg.OperationalError as exc:
+                    if is_auth_failure(exc):
+                        credentials.auth_failed()
+                    raise
+                credentials.auth_ok()
+                return conn
+
+        return Connection
 
     def _new_pool(self) -> AsyncConnectionPool:
         timeout_ms = self.settings.db_statement_timeout_ms
@@ -392,10 +497,11 @@ class Store:
 
         return AsyncConnectionPool(
             self.settings.database_url,
+            connection_class=self._connection_class(),
             min_size=self.settings.db_pool_min,
             max_size=self.settings.db_pool_max,
             timeout=self.settings.db_pool_timeout_seconds,
-            kwargs=connection_kwargs(self.settings),
+            kwargs=self.credentials.kwargs,
             configure=configure,
             check=AsyncConnectionPool.check_connection,
             # the pool keeps retrying in the background; it never gives up while we run
@@ -405,118 +511,143 @@ class Store:
         )
 
     async def open(self) -> None:
+        with contextlib.suppress(CredentialsError):
+            await self.credentials.refresh()  # the first read; a failure is retried by the pool
         await self.pool.open(wait=False)
 
     async def close(self) -> None:
         await asyncio.gather(*self._retired, return_exceptions=True)
+        if self._monitor is not None:
+            with contextlib.suppress(Exception):
+                await self._monitor.close()
         await self.pool.close(timeout=5.0)
 
     def stats(self) -> dict[str, int]:
         return self.pool.get_stats()
 
-    async def recover(self) -> bool:
-        """After an outage, make the pool usable as soon as the database answers again.
+    async def _direct(self) -> AsyncConnection:
+        """A connection outside the pool, with the current credentials."""
+        kwargs = await self.credentials.kwargs()
+        kwargs["connect_timeout"] = max(1, round(self.settings.ready_timeout_seconds))
+        conn: AsyncConnection = await self._connection_class().connect(
+            self.settings.database_url, autocommit=True, **kwargs
+        )
+        return conn
 
-        While the database is down the pool retries with an exponential backoff (1 s, 2 s, 4 s...),
-        so after a long outage it could wait many seconds after the database is back. Called when a
-        readiness check fails: if a direct connection succeeds while the pool could not give one,
-        the pool is replaced by a fresh one (the old one is closed once its connections return).
-        Returns True if the pool was renewed.
-        """
-        loop = asyncio.get_running_loop()
-        if self._recovering or loop.time() - self._renewed_at < self.RENEW_INTERVAL_SECONDS:
+    async def check(self) -> bool:
+        """The background database check, on a connection of its own (so a busy pool is not taken
+        for a dead database): up or down, the schema version, and the pool renewed when the
+        database answers but the pool cannot connect (it backs off 1, 2, 4, 8 s... after a long
+        outage, or still holds a rotated-away password)."""
+        timeout = self.settings.ready_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                if self._monitor is None or self._monitor.closed or self._monitor.broken:
+                    self._monitor = None
+                    self._monitor = await self._direct()
+                try:
+                    cur = await self._monitor.execute(
+                        "SELECT coalesce(max(version), 0) FROM schema_migrations"
+                    )
+                    row = await cur.fetchone()
+                except psycopg.errors.UndefinedTable:
+                    row = (0,)  # it answers; nothing is migrated yet
+        except (psycopg.Error, CredentialsError, TimeoutError, OSError) as exc:
+            if self._monitor is not None:
+                with contextlib.suppress(Exception):
+                    await self._monitor.close()
+                self._monitor = None
+            self.state.check_failures += 1
+            self.state.mark_down(_reason(exc, self.credentials.passwords()))
             return False
-        if self.stats().get("connections_errors", 0) <= self._errors_when_ok:
-            return False  # the pool is busy, not failing to connect: renewing would not help
-        self._recovering = True
-        try:
-            try:
-                conn = await AsyncConnection.connect(
-                    self.settings.database_url,
-                    **connection_kwargs(self.settings),  # type: ignore[arg-type]
-                )
-            except psycopg.Error:
-                return False  # still down: nothing to do
-            await conn.close()
-            old, self.pool = self.pool, self._new_pool()
-            await self.pool.open(wait=False)
-            self._renewed_at = loop.time()
-            task = asyncio.create_task(old.close(timeout=30.0))
-            self._retired.add(task)
-            task.add_done_callback(self._retired.discard)
-            log.warning("database answers again: connection pool renewed")
-            return True
-        finally:
-            self._recovering = False
+        self.state.mark_up(int(row[0]) if row else 0)
+        await self._renew_if_failing()
+        return True
 
-    async def ping(self, timeout: float) -> int:
-        """The schema version, from a live query; raises DatabaseUnavailable."""
+    async def _renew_if_failing(self) -> None:
+        loop = asyncio.get_running_loop()
+        stats = self.stats()
+        errors = stats.get("connections_errors", 0)
+        if errors <= self._errors_when_ok:
+            return
+        if loop.time() - self._renewed_at < self.RENEW_INTERVAL_SECONDS:
+            return
+        if stats.get("pool_available", 0) > 0 and stats.get("requests_waiting", 0) == 0:
+            self._errors_when_ok = errors  # it recovered by itself
+            return
+        old, self.pool = self.pool, self._new_pool()
+        await self.pool.open(wait=False)
+        self._renewed_at = loop.time()
+        self._errors_when_ok = 0  # the new pool counts from zero
+        task = asyncio.create_task(old.close(timeout=30.0))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        log.warning("database answers: connection pool renewed")
+
+    @contextlib.asynccontextmanager
+    async def _request(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a request's query, within DB_REQUEST_TIMEOUT_SECONDS; fails at once
+        while the database is known to be down."""
+        if self.state.checked and not self.state.up:
+            raise DatabaseUnavailable(self.state.last_error or "database down")
+        timeout = self.settings.db_request_timeout_seconds
         try:
-            async with self.pool.connection(timeout=timeout) as conn:
-                cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-                row = await cur.fetchone()
-            self._errors_when_ok = self.stats().get("connections_errors", 0)
-            return int(row[0]) if row else 0
-        except (psycopg.OperationalError, psycopg.errors.UndefinedTable) as exc:
-            raise DatabaseUnavailable(type(exc).__name__) from None
-        except Exception as exc:  # PoolTimeout and friends
+            async with asyncio.timeout(timeout):
+                async with self.pool.connection(
+                    timeout=min(timeout, self.settings.db_pool_timeout_seconds)
+                ) as conn:
+                    yield conn
+        except Exception as exc:
             if _is_unavailable(exc):
+                self.state.request_failures += 1
+                if isinstance(exc, psycopg.OperationalError):
+                    # the server went away under us (shutdown, failover): stop queueing now
+                    self.state.mark_down(type(exc).__name__)
                 raise DatabaseUnavailable(type(exc).__name__) from None
             raise
 
-    async def create(self, code: str, url: str) -> Link:
-        try:
-            async with self.pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    """
-                    INSERT INTO links (code, url) VALUES (%s, %s)
-                    ON CONFLICT (code) DO NOTHING
-                    RETURNING code, url, created_at, clicks, last_clicked_at
-                    """,
-                    (code, url),
-                    prepare=True,
-                )
-                row = await cur.fetchone()
-        except Exception as exc:
-            _raise_unavailable(exc)
-            raise
+    async def create(self, code: str, url: str, expires_at: datetime | None = None) -> Link:
+        async with self._request() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"""
+                INSERT INTO links (code, url, expires_at) VALUES (%s, %s, %s)
+                ON CONFLICT (code) DO NOTHING
+                RETURNING {LINK_COLUMNS}
+                """,
+                (code, url, expires_at),
+                prepare=True,
+            )
+            row = await cur.fetchone()
         if row is None:
             raise CodeTaken(code)
         return Link(**row)
 
-    async def resolve(self, code: str) -> str | None:
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT url FROM links WHERE code = %s", (code,), prepare=True
-                )
-                row = await cur.fetchone()
-        except Exception as exc:
-            _raise_unavailable(exc)
-            raise
-        return str(row[0]) if row else None
+    async def resolve(self, code: str) -> tuple[str, datetime | None] | None:
+        """(url, expires_at) of a link, or None."""
+        async with self._request() as conn:
+            cur = await conn.execute(
+                "SELECT url, expires_at FROM links WHERE code = %s", (code,), prepare=True
+            )
+            row = await cur.fetchone()
+        return (str(row[0]), row[1]) if row else None
 
     async def get(self, code: str) -> Link | None:
-        try:
-            async with self.pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    "SELECT code, url, created_at, clicks, last_clicked_at FROM links "
-                    "WHERE code = %s",
-                    (code,),
-                    prepare=True,
-                )
-                row = await cur.fetchone()
-        except Exception as exc:
-            _raise_unavailable(exc)
-            raise
+        async with self._request() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {LINK_COLUMNS} FROM links WHERE code = %s", (code,), prepare=True
+            )
+            row = await cur.fetchone()
         return Link(**row) if row else None
 
     async def add_clicks(self, counts: dict[str, tuple[int, datetime]]) -> None:
-        """Add buffered click counts in one statement (two arrays, never string-built SQL)."""
+        """Add buffered click counts in one statement (two arrays, never string-built SQL).
+        Not a request: it may take the statement timeout, but not while the database is down."""
         if not counts:
             return
+        if self.state.checked and not self.state.up:
+            raise DatabaseUnavailable(self.state.last_error or "database down")
         codes = list(counts)
         ns = [counts[c][0] for c in codes]
         whens = [counts[c][1] for c in codes]

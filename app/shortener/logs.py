@@ -10,6 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+# secrets learnt after setup() (a password read from Secrets Manager): redacted by every filter
+_LATE_SECRETS: list[str] = []
+
+
+def add_secret(value: str) -> None:
+    """Redact this value from every log line from now on (a rotated password, once read)."""
+    if len(value) >= 4 and value not in _LATE_SECRETS:
+        _LATE_SECRETS.append(value)
+
 
 # LogRecord attributes that are not "extra" fields
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {
@@ -50,12 +59,12 @@ class RedactSecrets(logging.Filter):
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self.secrets:
+            for secret in (*self.secrets, *_LATE_SECRETS):
                 value = value.replace(secret, "***")
         return value
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not self.secrets and not _LATE_SECRETS:
             return True
         record.msg = self._clean(record.getMessage())
         record.args = None

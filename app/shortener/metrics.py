@@ -1,5 +1,8 @@
 """Prometheus metrics. Names and labels are an interface: the infra's alert rules read them, and
-app/README.md documents them. Change them only together."""
+app/README.md documents them. Change them only together.
+
+Served on their own port (METRICS_PORT, see __main__.py), never on the app's: the load balancer
+forwards to the app's port only."""
 
 from __future__ import annotations
 
@@ -20,11 +23,60 @@ UNMATCHED_ROUTE = "<unmatched>"
 class _StateCollector(Collector):
     """Read at scrape time: the pool's and the cache's own counters, so nothing drifts."""
 
-    def __init__(self, cache: TTLCache[Any], pool_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        cache: TTLCache[Any],
+        pool_stats: Callable[[], dict[str, int]],
+        store: Any = None,
+        clicks: Any = None,
+    ) -> None:
         self.cache = cache
         self.pool_stats = pool_stats
+        self.store = store
+        self.clicks = clicks
 
     def collect(self) -> Iterator[Metric]:
+        if self.store is not None:
+            state, creds = self.store.state, self.store.credentials
+            yield GaugeMetricFamily(
+                "app_db_up",
+                "1 when the last database check (or query) succeeded, else 0.",
+                value=1 if state.up else 0,
+            )
+            yield CounterMetricFamily(
+                "app_db_check_failures",
+                "Background database checks that failed (down, unreachable, refused, slow).",
+                value=state.check_failures,
+            )
+            yield GaugeMetricFamily(
+                "app_db_schema_version",
+                "Schema version the last database check read.",
+                value=state.schema_version,
+            )
+            yield CounterMetricFamily(
+                "app_db_auth_failures",
+                "Database logins refused (a rotated password not yet re-read).",
+                value=creds.auth_failures,
+            )
+            reads = CounterMetricFamily(
+                "app_db_credential_reads",
+                "Reads of the rotating database secret, by result.",
+                labels=["result"],
+            )
+            reads.add_metric(["ok"], creds.reads_ok)
+            reads.add_metric(["failed"], creds.reads_failed)
+            yield reads
+        if self.clicks is not None:
+            yield GaugeMetricFamily(
+                "app_clicks_pending",
+                "Click counts buffered in memory, not yet written.",
+                value=len(self.clicks.pending),
+            )
+            yield CounterMetricFamily(
+                "app_clicks_dropped",
+                "Clicks not counted because the buffer was full (database down too long).",
+                value=self.clicks.dropped,
+            )
         c = self.cache
         yield CounterMetricFamily(
             "app_cache_hits", "Redirect lookups answered from the cache.", value=c.hits
@@ -81,7 +133,13 @@ class _StateCollector(Collector):
 class Metrics:
     """One registry per app instance (tests build several apps in one process)."""
 
-    def __init__(self, cache: TTLCache[Any], pool_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        cache: TTLCache[Any],
+        pool_stats: Callable[[], dict[str, int]],
+        store: Any = None,
+        clicks: Any = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -102,7 +160,8 @@ class Metrics:
         )
         self.ready = Gauge(
             "app_ready",
-            "1 when the last readiness check reached the database, else 0.",
+            "1 when /readyz answers 200 (started, schema current, not shutting down), else 0. "
+            "Does not follow the database: app_db_up does.",
             registry=r,
         )
         self.links_created = Counter("app_links_created_total", "Short links created.", registry=r)
@@ -113,12 +172,19 @@ class Metrics:
             ["operation"],
             registry=r,
         )
-        self.clicks_pending = Gauge(
-            "app_clicks_pending", "Click counts buffered in memory, not yet written.", registry=r
+        self.stale_redirects = Counter(
+            "app_redirects_stale_total",
+            "Redirects served from a cache entry past its TTL because the database was down.",
+            registry=r,
+        )
+        self.expired = Counter(
+            "app_links_expired_total",
+            "Redirects refused (410) because the link expired.",
+            registry=r,
         )
         info = Gauge("app_info", "Build information.", ["version"], registry=r)
         info.labels(version=__version__).set(1)
-        r.register(_StateCollector(cache, pool_stats))
+        r.register(_StateCollector(cache, pool_stats, store, clicks))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         labels = (route, method, str(status))

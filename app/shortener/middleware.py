@@ -1,4 +1,9 @@
-"""The outermost ASGI layer: request id, body size limit, metrics and one JSON access log line.
+"""The outermost ASGI layer: request id, body size limit, metrics and one JSON access log line;
+while the server drains (SIGTERM), `Connection: close` on every response.
+
+uvicorn's proxy-headers layer runs before this one, with FORWARDED_ALLOW_IPS: scope["client"] and
+scope["scheme"] are then the client's (X-Forwarded-For/-Proto) when the peer is a trusted proxy,
+so the access log names the client and links are built as https behind the load balancer.
 
 A plain ASGI middleware (not Starlette's BaseHTTPMiddleware): it sees every request, including the
 ones the framework answers itself (404, 405, 500), and adds little latency.
@@ -40,6 +45,12 @@ class RequestContext:
         self.max_body = max_body_bytes
         # the wrapped FastAPI app's state (settings, store, cache...), for tests and tooling
         self.state = getattr(app, "state", None)
+        # set by the server on SIGTERM: readiness answers 503, and every response asks the client
+        # (the load balancer) to close its connection, so none is left idle to be cut
+        self.draining = False
+
+    def begin_drain(self) -> None:
+        self.draining = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,10 +70,10 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (REQUEST_ID_HEADER, rid.encode("latin-1")),
-                ]
+                extra = [(REQUEST_ID_HEADER, rid.encode("latin-1"))]
+                if self.draining:
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:

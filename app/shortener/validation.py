@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, StrictStr, field_validator
@@ -12,6 +13,7 @@ CODE_RULE = "3 to 32 characters from A-Z, a-z, 0-9, '_' and '-'"
 # codes that would shadow the app's own paths, or read as if they did
 RESERVED_CODES = frozenset({"api", "healthz", "readyz", "metrics", "docs", "redoc", "static"})
 MAX_URL_LENGTH = 2048
+EXPIRY_RULE = "an RFC 3339 date-time with a time zone, e.g. 2030-01-31T12:00:00Z"
 
 
 def code_problem(code: str) -> str | None:
@@ -47,6 +49,27 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def parse_expiry(
+    value: str, *, max_days: int, now: datetime | None = None
+) -> tuple[datetime | None, str | None]:
+    """(the instant, None) or (None, why it is not acceptable) for a link's expires_at."""
+    text = value.strip()
+    if not re.fullmatch(
+        r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})", text
+    ):
+        return None, f"expires_at must be {EXPIRY_RULE}"
+    try:
+        when = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        return None, f"expires_at is not a valid date-time ({EXPIRY_RULE})"
+    now = now or datetime.now(UTC)
+    if when <= now:
+        return None, "expires_at must be in the future"
+    if when - now > timedelta(days=max_days):
+        return None, f"expires_at must be at most {max_days} days ahead"
+    return when.astimezone(UTC), None
+
+
 class CreateLink(BaseModel):
     """The body of POST /api/links."""
 
@@ -54,6 +77,8 @@ class CreateLink(BaseModel):
 
     url: StrictStr
     code: StrictStr | None = None
+    # checked against the clock and MAX_LINK_LIFETIME_DAYS by parse_expiry() in the route
+    expires_at: StrictStr | None = None
 
     @field_validator("url")
     @classmethod

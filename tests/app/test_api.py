@@ -129,7 +129,10 @@ def test_metrics_exposed(client) -> None:
     client.get(f"/{code}", follow_redirects=False)
     client.get(f"/{code}", follow_redirects=False)
     client.get("/readyz")
-    text = client.get("/metrics").text
+    # the app's port does not serve them (the load balancer reaches it): METRICS_PORT does, with
+    # these bytes (tests/app/test_traffic.py reads them over that port)
+    assert client.get("/metrics").status_code == 404
+    text = client.app_state.metrics.render().decode()
     assert 'http_requests_total{method="GET",route="/{code}",status="307"} 2.0' in text
     assert 'http_requests_total{method="POST",route="/api/links",status="201"} 1.0' in text
     assert (
@@ -148,13 +151,19 @@ def test_metrics_exposed(client) -> None:
         "app_db_pool_requests_waiting",
         "app_links_created_total 1.0",
         "app_redirects_total 2.0",
+        "app_db_up 1.0",
+        "app_db_check_failures_total 0.0",
+        "app_db_schema_version 3.0",
+        "app_clicks_pending",
+        "app_redirects_stale_total 0.0",
+        "app_links_expired_total 0.0",
         "http_requests_in_progress",
         'app_info{version="0.1.0"} 1.0',
     ):
         assert name in text, name
     # unknown paths do not create a label per path
     client.get("/x/y/z")
-    assert 'route="<unmatched>"' in client.get("/metrics").text
+    assert 'route="<unmatched>"' in client.app_state.metrics.render().decode()
 
 
 def test_migration_is_idempotent(db_url) -> None:

@@ -30,8 +30,21 @@ def test_cache_ttl_expiry() -> None:
     assert cache.get("a") == "x"
     clock.now += 0.2
     assert cache.get("a") is None
-    assert len(cache) == 0
     assert (cache.hits, cache.misses) == (2, 1)
+    # past its TTL the entry is a miss, but kept for a database outage (bounded by the LRU)
+    assert cache.get_stale("a") == "x" and len(cache) == 1
+    assert cache.get_stale("never") is None
+    assert (cache.hits, cache.misses) == (2, 1)
+
+
+def test_stale_entries_are_still_evicted_by_the_bound() -> None:
+    clock = FakeClock()
+    cache: TTLCache[int] = TTLCache(2, 1.0, clock)
+    cache.put("old", 1)
+    clock.now += 5
+    cache.put("b", 2)
+    cache.put("c", 3)
+    assert cache.get_stale("old") is None and len(cache) == 2
 
 
 def test_cache_is_bounded_and_lru() -> None:
@@ -73,6 +86,18 @@ def test_config_defaults_run_locally() -> None:
         ({"API_TOKEN": "short"}, ["API_TOKEN", "16"]),
         ({"DB_POOL_MIN": "5", "DB_POOL_MAX": "2"}, ["DB_POOL_MAX"]),
         ({"PUBLIC_BASE_URL": "sho.rt"}, ["PUBLIC_BASE_URL"]),
+        (
+            {"LB_IDLE_TIMEOUT_SECONDS": "60", "KEEPALIVE_TIMEOUT_SECONDS": "60"},
+            ["KEEPALIVE_TIMEOUT_SECONDS", "LB_IDLE_TIMEOUT_SECONDS", "longer"],
+        ),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.0/16,10.0.0.300"}, ["FORWARDED_ALLOW_IPS", "10.0.0.300"]),
+        ({"FORWARDED_ALLOW_IPS": "*"}, ["FORWARDED_ALLOW_IPS", "anyone"]),
+        ({"METRICS_PORT": "8000"}, ["METRICS_PORT", "own port"]),
+        ({"DB_SECRET_ARN": "arn:x", "DB_SECRET_FILE": "/s"}, ["DB_SECRET_ARN", "DB_SECRET_FILE"]),
+        ({"CANARY_LINK_CODE": "canary"}, ["CANARY_LINK_URL", "both"]),
+        ({"CANARY_LINK_CODE": "api", "CANARY_LINK_URL": "https://a.example/"}, ["reserved"]),
+        ({"CANARY_LINK_CODE": "canary", "CANARY_LINK_URL": "ftp://x"}, ["CANARY_LINK_URL"]),
+        ({"DOCS_ENABLED": "perhaps"}, ["DOCS_ENABLED", "boolean"]),
     ],
 )
 def test_config_errors_name_the_variable(env: dict[str, str], words: list[str]) -> None:
@@ -80,6 +105,45 @@ def test_config_errors_name_the_variable(env: dict[str, str], words: list[str]) 
         config.load(env)
     for word in words:
         assert word in str(err.value)
+
+
+def test_keepalive_follows_the_load_balancer_idle_timeout() -> None:
+    assert config.load({}).keepalive_timeout_seconds == 65  # the ALB's 60 s default + 5
+    s = config.load({"LB_IDLE_TIMEOUT_SECONDS": "350"})
+    assert (s.lb_idle_timeout_seconds, s.keepalive_timeout_seconds) == (350, 355)
+    assert config.load({"KEEPALIVE_TIMEOUT_SECONDS": "120"}).keepalive_timeout_seconds == 120
+
+
+def test_forwarded_networks_are_normalised_and_off_by_default() -> None:
+    assert config.load({}).forwarded_allow_ips == ()
+    s = config.load({"FORWARDED_ALLOW_IPS": " 10.0.0.0/16 , 127.0.0.1,fd00::/8"})
+    assert s.forwarded_allow_ips == ("10.0.0.0/16", "127.0.0.1/32", "fd00::/8")
+
+
+def test_back_door_defaults_are_closed() -> None:
+    s = config.load({})
+    assert s.metrics_port == 9464 and s.metrics_port != s.port
+    assert s.docs_enabled is False
+
+
+def test_link_expiry_parsing() -> None:
+    from datetime import UTC, datetime
+
+    from shortener.validation import parse_expiry
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    when, problem = parse_expiry("2030-01-02T00:00:00+02:00", max_days=10, now=now)
+    assert problem is None and when == datetime(2030, 1, 1, 22, tzinfo=UTC)
+    for text, words in [
+        ("2030-01-02", "time zone"),
+        ("2030-01-02T00:00:00", "time zone"),
+        ("tomorrow", "RFC 3339"),
+        ("2030-02-30T00:00:00Z", "not a valid"),
+        ("2029-12-31T23:59:59Z", "future"),
+        ("2030-01-12T00:00:01Z", "at most 10 days"),
+    ]:
+        when, problem = parse_expiry(text, max_days=10, now=now)
+        assert when is None and problem and words in problem, (text, problem)
 
 
 def test_bad_database_url_does_not_echo_the_password() -> None:
