@@ -737,6 +737,15 @@ class StackConfig(_Section):
                         "others for x86_64",
                     )
                 )
+        if not self.database.enabled:
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:database.enabled",
+                    "false, but cluster.enabled is true and the app the cluster runs needs its "
+                    f"database; allowed: {NAMESPACE}:database.enabled: true, or "
+                    f"{key}.enabled: false",
+                )
+            )
         if self.network.nat == "none":
             out.append(
                 Problem(

@@ -198,7 +198,10 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             "targetGroupArn": balancer.target_group.arn,
         }
 
-    if cluster and registry and database:
+    workload: Workload | None = None
+    if cluster:
+        # config refuses a cluster without a database: the app needs both.
+        assert registry is not None and database is not None
         # The app's write token: generated once, kept in state as a secret, given to the pods.
         api_token = random.RandomPassword("app-api-token", length=48, special=False)
         workload = Workload(
@@ -268,7 +271,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
 
     if cfg.monitoring.enabled:
         m = cfg.monitoring
-        with_rules = cluster is not None and m.prometheus_rules and "appNamespace" in outputs
+        with_rules = workload is not None and m.prometheus_rules
         monitoring = Monitoring(
             "monitoring",
             MonitoringArgs(
@@ -301,7 +304,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                     rate_seconds(cfg.functions.canary_schedule) if functions else None
                 ),
                 job_name="housekeeping" if functions else None,
-                rules_namespace=outputs["appNamespace"] if with_rules else None,
+                rules_namespace=workload.namespace if workload and with_rules else None,
             ),
             opts=pulumi.ResourceOptions(
                 providers={"aws": provider, "kubernetes": cluster.provider}

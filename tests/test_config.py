@@ -432,3 +432,22 @@ def test_functions_and_monitoring_defaults_are_sound_and_documented():
 def test_review_findings_are_refused(tmp_path, section, expected):
     got = problems(f"config:\n  aws:region: us-east-1\n  {section}\n", tmp_path)
     assert any(p.startswith(expected) for p in got), got
+
+
+def test_a_cluster_without_its_database_is_refused_not_trimmed(tmp_path):
+    """The cluster runs the app, and the app needs its database: config says so, instead of the
+    program planning a cluster with nothing on it."""
+    got = problems(
+        """
+        config:
+          aws:region: us-east-1
+          backbone:network: {azCount: 2, nat: single}
+          backbone:cluster: {enabled: true}
+        """,
+        tmp_path,
+    )
+    assert (
+        "backbone:database.enabled: false, but cluster.enabled is true and the app the cluster "
+        "runs needs its database; allowed: backbone:database.enabled: true, or "
+        "backbone:cluster.enabled: false"
+    ) in got
