@@ -58,8 +58,9 @@ class Settings:
     # the database check (a background task, every DB_CHECK_INTERVAL_SECONDS) waits this long
     ready_timeout_seconds: float = 2.0
     db_check_interval_seconds: float = 1.0
-    # a request waits at most this long for the database (a connection and its query), then 503
-    db_request_timeout_seconds: float = 1.0
+    # a request waits at most this long for the database (a connection and its query), then 503:
+    # under the 1 s a client should wait for a write's verdict when the database is gone
+    db_request_timeout_seconds: float = 0.8
     # database credentials that rotate: a Secrets Manager secret (ARN or name) or a mounted file,
     # JSON {username, password[, host, port, dbname]}; they override DATABASE_URL's. Re-read on an
     # authentication failure, at most once per backoff step (0.5 s doubling up to this cap).

@@ -229,6 +229,7 @@ def app_env(database_url: str, **extra: str) -> dict[str, str]:
         "DB_CONNECT_TIMEOUT_SECONDS": "2",
         "CLICK_FLUSH_SECONDS": "0.2",
         "STARTUP_DB_TIMEOUT_SECONDS": "10",
+        "DB_CHECK_INTERVAL_SECONDS": "0.25",
     }
     env.update(extra)
     return env
@@ -263,7 +264,16 @@ class LiveServer:
     def __init__(self, env: dict[str, str], cwd: Path = APP_DIR) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        full = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        # the Prometheus listener: a port of its own (METRICS_PORT), free for each server
+        self.metrics_port = int(env.get("METRICS_PORT") or free_port())
+        self.metrics = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        full = {
+            **os.environ,
+            **env,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "METRICS_PORT": str(self.metrics_port),
+        }
         full["PYTHONPATH"] = str(APP_DIR)
         self.out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

@@ -1,0 +1,220 @@
+"""The app as a process under uvicorn, as the load balancer sees it: a rollout's SIGTERM under a
+steady keep-alive stream, idle keep-alive connections, forwarded headers, the metrics port and the
+docs. Timeouts are scaled down by settings (LB_IDLE_TIMEOUT_SECONDS=1 stands for the ALB's 60 s)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from .conftest import TOKEN, PgCluster, app_env
+
+pytestmark = pytest.mark.realpart
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def _create(base: str, url: str, **extra: Any) -> httpx.Response:
+    return httpx.post(f"{base}/api/links", json={"url": url, **extra}, headers=AUTH, timeout=10)
+
+
+class LoadBalancer:
+    """What an ALB does with one target: a health check every `interval` (UnhealthyThreshold 2),
+    and `clients` keep-alive connections, each a steady stream of requests, sent while the target
+    is healthy. A response with `Connection: close` closes that connection; the next request opens
+    a new one. Every request sent counts: a failure is an exception or an unexpected status."""
+
+    def __init__(self, base: str, path: str, clients: int, interval: float = 0.1) -> None:
+        self.base, self.path, self.clients, self.interval = base, path, clients, interval
+        self.healthy = True
+        self.stop = threading.Event()
+        self.statuses: Counter[int] = Counter()
+        self.failures: list[str] = []
+        self.closes = 0  # responses that asked for the connection to be closed
+        self.sent_after_sigterm = 0
+        self.sigterm_at: float | None = None
+        self.unhealthy_at: float | None = None
+        self.lock = threading.Lock()
+
+    def _health(self) -> None:
+        bad = 0
+        with httpx.Client(timeout=2) as c:
+            while not self.stop.is_set() and self.healthy:
+                try:
+                    ok = c.get(f"{self.base}/readyz").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                bad = 0 if ok else bad + 1
+                if bad >= 2:
+                    self.healthy = False
+                    self.unhealthy_at = time.monotonic()
+                time.sleep(self.interval)
+
+    def _stream(self) -> None:
+        client = httpx.Client(timeout=10)
+        try:
+            while not self.stop.is_set() and self.healthy:
+                sent = time.monotonic()
+                try:
+                    r = client.get(f"{self.base}{self.path}", follow_redirects=False)
+                except httpx.HTTPError as exc:
+                    with self.lock:
+                        self.failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                with self.lock:
+                    self.statuses[r.status_code] += 1
+                    if self.sigterm_at is not None and sent >= self.sigterm_at:
+                        self.sent_after_sigterm += 1
+                    if r.status_code != 307:
+                        self.failures.append(f"status {r.status_code}")
+                    if r.headers.get("connection", "").lower() == "close":
+                        self.closes += 1
+        finally:
+            client.close()
+
+    def __enter__(self) -> LoadBalancer:
+        self.threads = [threading.Thread(target=self._health, daemon=True)] + [
+            threading.Thread(target=self._stream, daemon=True) for _ in range(self.clients)
+        ]
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def test_sigterm_under_a_keepalive_stream_fails_no_request(pg: PgCluster, live_server_factory):
+    db = pg.new_database()
+    server = live_server_factory(
+        app_env(
+            db,
+            LOG_LEVEL="INFO",
+            SHUTDOWN_DRAIN_SECONDS="2",
+            SHUTDOWN_TIMEOUT_SECONDS="10",
+            LB_IDLE_TIMEOUT_SECONDS="1",
+            CLICK_FLUSH_SECONDS="0.5",
+        )
+    )
+    server.wait_up()
+    code = _create(server.base, "https://example.org/drain").json()["code"]
+
+    with LoadBalancer(server.base, f"/{code}", clients=4) as lb:
+        time.sleep(1.5)  # the stream is steady
+        before = sum(lb.statuses.values())
+        lb.sigterm_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        # during the drain: a new connection is still served, readiness says we are going
+        time.sleep(0.3)
+        fresh = httpx.get(f"{server.base}/{code}", follow_redirects=False, timeout=5)
+        assert fresh.status_code == 307 and fresh.headers["connection"] == "close"
+        ready = httpx.get(f"{server.base}/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.json()["detail"] == "shutting down"
+        exit_status = server.proc.wait(20)
+    total = sum(lb.statuses.values())
+    print(
+        f"\ndrain: {total} requests over {lb.clients} keep-alive connections, {before} before "
+        f"SIGTERM, {lb.sent_after_sigterm} sent after it, {len(lb.failures)} failed; "
+        f"unhealthy {lb.unhealthy_at - lb.sigterm_at:.2f}s after SIGTERM; "
+        f"{lb.closes} responses with Connection: close"
+    )
+    assert not lb.failures, lb.failures[:5]
+    assert lb.statuses == {307: total} and before > 20 and lb.sent_after_sigterm > 0
+    assert lb.closes >= lb.clients  # every connection was told to go away
+    assert exit_status in (0, -signal.SIGTERM)
+    # once stopped it accepts nothing
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.base}/healthz", timeout=1)
+    # every redirect served was counted: the shutdown wrote the buffered clicks
+    with psycopg.connect(db) as conn:
+        clicks = conn.execute("SELECT clicks FROM links WHERE code = %s", (code,)).fetchone()
+    assert clicks == (total + 1,)
+    messages = [json.loads(ln)["msg"] for ln in server.output().splitlines() if ln.strip()]
+    assert "draining" in messages and messages.index("draining") < messages.index("stopped")
+
+
+def test_an_idle_keepalive_connection_outlives_the_load_balancer_idle_timeout(
+    pg: PgCluster, live_server_factory
+) -> None:
+    """The ALB reuses a connection idle for up to its idle timeout: the app must not have closed
+    it by then (the ALB would answer 502). Scaled: idle timeout 1 s, keep-alive 2 s."""
+    server = live_server_factory(
+        app_env(pg.new_database(), LB_IDLE_TIMEOUT_SECONDS="1", KEEPALIVE_TIMEOUT_SECONDS="2")
+    )
+    server.wait_up()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/healthz")
+    first = conn.getresponse()
+    first.read()
+    assert first.status == 200 and first.getheader("connection") != "close"
+    local = conn.sock.getsockname()
+    time.sleep(1.5)  # idle longer than the load balancer's idle timeout
+    conn.request("GET", "/healthz")
+    second = conn.getresponse()
+    second.read()
+    assert second.status == 200
+    assert conn.sock.getsockname() == local, "served on the same connection"
+    # and the keep-alive timeout is the app's: past it, the app closes the idle connection
+    time.sleep(2.6)
+    assert conn.sock.recv(1) == b""
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("allowed", "trusted"), [("127.0.0.1/32,10.0.0.0/16", True), ("10.0.0.0/16", False)]
+)
+def test_forwarded_headers_only_from_allowed_networks(
+    pg: PgCluster, live_server_factory, allowed: str, trusted: bool
+) -> None:
+    server = live_server_factory(
+        app_env(pg.new_database(), LOG_LEVEL="INFO", FORWARDED_ALLOW_IPS=allowed)
+    )
+    server.wait_up()
+    r = httpx.post(
+        f"{server.base}/api/links",
+        json={"url": "https://example.org/fwd"},
+        headers={**AUTH, "x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.9"},
+        timeout=5,
+    )
+    assert r.status_code == 201
+    short = r.json()["short_url"]
+    port = server.port
+    assert short.startswith(f"https://127.0.0.1:{port}/" if trusted else "http://")
+    assert r.headers["location"] == short
+    server.stop()
+    lines = [json.loads(ln) for ln in server.output().splitlines() if ln.strip()]
+    access = [ln for ln in lines if ln["msg"] == "request" and ln.get("route") == "/api/links"]
+    assert access[0]["client"] == ("203.0.113.9" if trusted else "127.0.0.1")
+
+
+def test_metrics_on_their_own_port_and_docs_off(pg: PgCluster, live_server_factory) -> None:
+    server = live_server_factory(app_env(pg.new_database()))
+    server.wait_up()
+    code = _create(server.base, "https://example.org/m").json()["code"]
+    assert httpx.get(f"{server.base}/{code}", follow_redirects=False).status_code == 307
+    for path in ("/metrics", "/docs", "/openapi.json", "/redoc"):
+        r = httpx.get(f"{server.base}{path}")
+        assert r.status_code == 404, (path, r.status_code)
+    m = httpx.get(server.metrics, timeout=5)
+    assert m.status_code == 200
+    assert "app_db_up 1.0" in m.text and "app_redirects_total 1.0" in m.text
+    assert "app_ready 1.0" in m.text
+
+
+def test_docs_on_when_asked_for(pg: PgCluster, live_server_factory) -> None:
+    server = live_server_factory(app_env(pg.new_database(), DOCS_ENABLED="true"))
+    server.wait_up()
+    assert httpx.get(f"{server.base}/docs").status_code == 200
+    schema = httpx.get(f"{server.base}/openapi.json").json()
+    assert "expires_at" in json.dumps(schema)
