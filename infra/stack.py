@@ -10,6 +10,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from infra import packaging
+from infra.components import project_stack
 from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.database import Database, DatabaseArgs
 from infra.components.functions import Functions, FunctionsArgs, Packager
@@ -106,7 +107,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
         cluster = Cluster(
             "cluster",
             ClusterArgs(
-                cluster_name=f"{pulumi.get_project()}-{cfg.stack}",
+                cluster_name=project_stack(cfg.stack),
                 region=cfg.region,
                 version=c.version,
                 vpc_id=network.vpc_id,

@@ -34,6 +34,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.components import project_stack
+
 # Namespaces and dimensions the code publishes (app/functions/README.md): an interface.
 CANARY_NAMESPACE = "Backbone/Canary"
 CANARY_METRICS = ("Availability", "Latency")
@@ -111,7 +113,7 @@ class Functions(pulumi.ComponentResource):
     ) -> None:
         super().__init__("backbone:functions:Functions", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        prefix = f"{pulumi.get_project()}-{args.stack_name}"
+        prefix = project_stack(args.stack_name)
         python_version = args.runtime.removeprefix("python")
 
         # Failed async invocations (after the retries) land here, kept 14 days, encrypted (SSE-SQS).

@@ -18,9 +18,9 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
+from infra.components import APP_UID, project_stack
 from infra.components.registry import context_tag
 
-APP_UID = 10001
 APP_PORT = 8000
 
 
@@ -41,7 +41,7 @@ class Local(pulumi.ComponentResource):
     ) -> None:
         super().__init__("backbone:local:Local", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
+        prefix = project_stack()
 
         network = docker.Network(f"{name}-net", name=prefix, driver="bridge", opts=child)
 

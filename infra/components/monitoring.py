@@ -30,6 +30,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import yaml
 
+from infra.components import project_stack
 from infra.components.functions import CANARY_NAMESPACE, CANARY_PROBES, JOBS_NAMESPACE
 from infra.prometheus_rules import render_rules
 
@@ -94,7 +95,7 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self._name = name
         self._args = args
-        self._prefix = f"{pulumi.get_project()}-{args.stack_name}"
+        self._prefix = project_stack(args.stack_name)
         self.alarms = []
 
         key_id: pulumi.Input[str] | None = None

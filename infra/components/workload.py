@@ -34,13 +34,12 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.components import APP_UID
 from infra.config import AppConfig
 
 CORE = k8s.core.v1
 META = k8s.meta.v1
 
-# The app's image (app/Dockerfile) runs as this user and group.
-APP_UID = 10001
 # app/shortener/config.py: SHUTDOWN_TIMEOUT_SECONDS, how long the app drains after SIGTERM.
 DRAIN_SECONDS = 20
 # Time for endpoint removal to reach kube-proxy on every node (and the ALB's in-flight requests
