@@ -327,3 +327,33 @@ def live_server_factory() -> Iterator[type[LiveServer]]:
     yield Tracked
     for server in started:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's AWS emulation in server mode (HTTP on loopback), for Secrets Manager."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        from tests.realparts import missing
+
+        missing("moto[server]", "pip install 'moto[server]'")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """What a process needs to talk to moto: its endpoint and fake credentials."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
