@@ -206,6 +206,11 @@ def test_the_job_role_reads_and_deletes_links_and_nothing_more(rds: RdsDatabase)
             conn, "INSERT INTO links (code, url) VALUES ('new', 'https://b.example/')"
         )
         assert "permission denied for table links" in denied(conn, "UPDATE links SET clicks = 9")
+        # it reads what it filters and counts by, never where a link points
+        assert "permission denied for table links" in denied(conn, "SELECT url FROM links")
+        assert conn.execute(
+            "SELECT count(*), sum(clicks) FROM links WHERE expires_at IS NULL"
+        ).fetchone() == (1, 0)
         assert "permission denied for schema public" in denied(conn, "CREATE TABLE t (x int)")
         conn.execute(
             "INSERT INTO link_stats_daily (day, links_total, links_live, links_expired, "

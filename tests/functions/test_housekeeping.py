@@ -229,6 +229,77 @@ def test_purges_in_small_batches(db: Postgres, env: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.realpart
+def test_the_purge_is_bounded_per_run_and_says_what_it_did(
+    db: Postgres, env: pytest.MonkeyPatch
+) -> None:
+    """Expired and unused links go in batches of PURGE_BATCH_SIZE, at most PURGE_MAX_BATCHES per
+    run; a run that stops there says so (PurgeComplete 0) and the next one carries on."""
+    seed(
+        db,
+        [
+            {"code": f"exp{i:02d}", "url": "https://a.example/", "expires_at": NOW - timedelta(1)}
+            for i in range(7)
+        ]
+        + [
+            {"code": f"old{i:02d}", "url": "https://o.example/", "created_at": NOW - timedelta(60)}
+            for i in range(3)
+        ]
+        + [
+            {"code": "live", "url": "https://l.example/", "expires_at": NOW + timedelta(1)},
+            {"code": "forever", "url": "https://f.example/"},
+        ],
+    )
+    env.setenv("DB_SECRET_ARN", make_secret(db))
+    env.setenv("PURGE_BATCH_SIZE", "2")
+    env.setenv("PURGE_MAX_BATCHES", "3")
+    env.setenv("PURGE_UNUSED_AFTER_DAYS", "30")
+
+    first = hk.handler({}, None)
+    assert (first["purged_expired"], first["purged_unused"], first["batches"]) == (6, 0, 3)
+    assert first["complete"] is False
+    assert len([c for c in codes(db) if c.startswith("exp")]) == 1
+
+    second = hk.handler({}, None)
+    # the last expired one (a short batch ends that pass), then the unused in batches of 2
+    assert (second["purged_expired"], second["purged_unused"], second["batches"]) == (1, 3, 3)
+    assert second["complete"] is True
+    assert codes(db) == {"live", "forever"}
+
+    def sums(name: str) -> list[float]:
+        return [d["Sum"] for d in metric(name)]
+
+    assert sums("PurgedExpired") == [7.0] and sums("PurgedUnused") == [3.0]
+    assert sums("PurgeBatches") == [6.0] and sums("PurgedLinks") == [10.0]
+    [complete] = metric("PurgeComplete")
+    assert (complete["Minimum"], complete["Maximum"], complete["Unit"]) == (0.0, 1.0, "None")
+    assert [d["Unit"] for d in metric("ExpiredLinks")] == ["Count"]
+
+
+@pytest.mark.realpart
+def test_a_login_refused_mid_rotation_re_reads_the_secret(
+    db: Postgres, env: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    arn = make_secret(db, password="Stale-password-before-rotation-1")
+    env.setenv("DB_SECRET_ARN", arn)
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    right = json.dumps(
+        {"host": db.host, "port": db.port, "dbname": db.dbname, "username": db.user,
+         "password": db.password}
+    )  # fmt: skip
+    timer = threading.Timer(0.5, lambda: sm.put_secret_value(SecretId=arn, SecretString=right))
+    timer.start()
+    try:
+        result = hk.handler({}, None)
+    finally:
+        timer.join()
+    assert result["skipped"] is False
+    [ok] = metric("Success")
+    assert ok["Sum"] == 1.0
+
+
+@pytest.mark.realpart
 def test_rds_managed_secret_with_only_username_and_password(
     db: Postgres, env: pytest.MonkeyPatch
 ) -> None:

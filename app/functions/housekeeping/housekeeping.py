@@ -15,7 +15,10 @@ the database. It shows a learner three serverless patterns:
   certificate is verified against the RDS CA bundle shipped in the archive.
 
 What it did lands in CloudWatch, namespace ``Backbone/Jobs``, dimensions ``Stack`` and
-``Job=housekeeping``: ``Success`` (None, 1 or 0), ``PurgedLinks`` (Count), ``LiveLinks`` (Count).
+``Job=housekeeping``: ``Success`` (None, 1 or 0), ``PurgedLinks`` (Count, both kinds),
+``PurgedExpired`` and ``PurgedUnused`` (Count), ``PurgeBatches`` (Count), ``PurgeComplete``
+(None, 0 when the run stopped at PURGE_MAX_BATCHES or its deadline: the next run carries on),
+``LiveLinks`` and ``ExpiredLinks`` (Count: expired links still kept, within the grace days).
 A failure (unreadable secret, database down, wrong password, SQL error) publishes ``Success`` 0,
 logs one line without the password, and raises, so Lambda counts an error and the async
 on-failure destination receives the event.
@@ -35,6 +38,11 @@ Environment (app/functions/README.md has the table):
     PURGE_UNUSED_AFTER_DAYS  links not clicked (never clicked: not created) for this many days are
                          purged; default 0 = never (deleting by age is a policy the owner chooses)
     PURGE_BATCH_SIZE     rows per delete transaction; default 1000
+    PURGE_MAX_BATCHES    at most this many batches per run; default 100 (the next run carries on)
+
+A refused login (the password rotated between the read and the connection: RDS rotates its managed
+secret every 7 days) re-reads the secret and connects again, at most AUTH_RETRIES times, waiting
+1 s, then 2 s.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ DEFAULT_NAMESPACE = "Backbone/Jobs"
 LOCK_KEY = "backbone-housekeeping"
 # Stop starting new purge batches when less than this much Lambda time is left.
 RESERVE_SECONDS = 10.0
+# a refused login: re-read the secret and connect again, after these pauses
+AUTH_RETRY_DELAYS = (1.0, 2.0)
 
 # The app's table and the job's stats table: both created by the app's migration
 # (app/shortener/db.py, migrations 1 and 2); the job's role may not create tables.
@@ -75,6 +85,21 @@ LINK_COLUMNS = """
 SELECT column_name FROM information_schema.columns
 WHERE table_schema = current_schema() AND table_name = %s
 """
+
+
+def purge_conditions(
+    columns: set[str], *, grace_days: int, unused_days: int
+) -> list[tuple[str, str]]:
+    """(kind, WHERE clause) of each purge pass, expired links first (pure)."""
+    out = []
+    if "expires_at" in columns:
+        out.append(("expired", purge_condition(columns, grace_days=grace_days, unused_days=0)))
+    if unused_days > 0 and {"created_at", "last_clicked_at"} <= columns:
+        only_unused = columns - {"expires_at"}
+        out.append(
+            ("unused", purge_condition(only_unused, grace_days=grace_days, unused_days=unused_days))
+        )
+    return [(kind, cond) for kind, cond in out if cond]
 
 
 def purge_condition(columns: set[str], *, grace_days: int, unused_days: int) -> str | None:
@@ -169,6 +194,7 @@ class Settings:
     grace_days: int
     unused_days: int
     batch_size: int
+    max_batches: int = 100
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
@@ -199,6 +225,7 @@ class Settings:
             grace_days=_int(env, "PURGE_GRACE_DAYS", 0, 0, 3650),
             unused_days=_int(env, "PURGE_UNUSED_AFTER_DAYS", 0, 0, 36500),
             batch_size=_int(env, "PURGE_BATCH_SIZE", 1000, 1, 100_000),
+            max_batches=_int(env, "PURGE_MAX_BATCHES", 100, 1, 100_000),
         )
 
 
@@ -234,9 +261,12 @@ class Credentials:
 class Report:
     stack: str
     purged: int
-    complete: bool  # False when the purge stopped early for time; the next run continues
+    complete: bool  # False when the purge stopped early (time, max batches); the next run goes on
     skipped: bool  # True when another run held the lock
     stats: dict[str, Any] | None
+    purged_expired: int = 0
+    purged_unused: int = 0
+    batches: int = 0
 
 
 def read_credentials(settings: Settings, secrets: Any) -> Credentials:
@@ -308,9 +338,31 @@ def connect(creds: Credentials, settings: Settings) -> psycopg.Connection[Any]:
         detail = _redact(
             str(exc).strip().splitlines()[0] if str(exc).strip() else "", creds.password
         )
-        raise JobError(
-            f"cannot connect to {creds.where()}: {detail or type(exc).__name__}"
-        ) from None
+        kind = AuthRefused if "authentication failed" in detail else JobError
+        raise kind(f"cannot connect to {creds.where()}: {detail or type(exc).__name__}") from None
+
+
+class AuthRefused(JobError):
+    """The server refused the login (wrong or rotated password)."""
+
+
+def connect_with_rotation(
+    settings: Settings, secrets: Any
+) -> tuple[Credentials, psycopg.Connection[Any]]:
+    """Read the secret and connect; a refused login re-reads it (a rotation may have finished
+    since) and tries again, a bounded number of times."""
+    for pause in (*AUTH_RETRY_DELAYS, None):
+        creds = read_credentials(settings, secrets)
+        try:
+            return creds, connect(creds, settings)
+        except AuthRefused as exc:
+            if pause is None:
+                raise
+            LOG.warning(
+                json.dumps({"event": "login refused, re-reading the secret", "error": str(exc)})
+            )
+            time.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def housekeep(
@@ -323,6 +375,8 @@ def housekeep(
         if not (row and row[0]):
             LOG.info(json.dumps({"event": "skipped", "reason": "another run holds the lock"}))
             return Report(settings.stack, purged=0, complete=True, skipped=True, stats=None)
+        counts = {"expired": 0, "unused": 0}
+        batches = 0
         try:
             cur.execute(LINK_COLUMNS, (LINKS_TABLE,))
             columns = {str(r[0]) for r in cur.fetchall()}
@@ -335,7 +389,7 @@ def housekeep(
                     f"table {STATS_TABLE!r} does not exist: has the app migrated? "
                     "(python -m shortener.migrate creates it)"
                 )
-            condition = purge_condition(
+            passes = purge_conditions(
                 columns, grace_days=settings.grace_days, unused_days=settings.unused_days
             )
             params = {
@@ -343,17 +397,24 @@ def housekeep(
                 "unused": settings.unused_days,
                 "batch": settings.batch_size,
             }
-            purged, complete = 0, True
-            while condition is not None:
-                if deadline is not None and time.monotonic() > deadline:
-                    complete = False
+            complete = True
+            for kind, condition in passes:
+                while True:
+                    if batches >= settings.max_batches or (
+                        deadline is not None and time.monotonic() > deadline
+                    ):
+                        complete = False
+                        break
+                    with conn.transaction():
+                        cur.execute(purge_batch_sql(condition), params)
+                        deleted = cur.rowcount
+                    batches += 1
+                    counts[kind] += deleted
+                    if deleted < settings.batch_size:
+                        break
+                if not complete:
                     break
-                with conn.transaction():
-                    cur.execute(purge_batch_sql(condition), params)
-                    deleted = cur.rowcount
-                purged += deleted
-                if deleted < settings.batch_size:
-                    break
+            purged = counts["expired"] + counts["unused"]
             with conn.transaction():
                 cur.execute(stats_sql(columns), {"purged": purged})
                 names = [d.name for d in cur.description or []]
@@ -363,7 +424,16 @@ def housekeep(
                 stats["day"] = stats["day"].isoformat()
         finally:
             cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", (LOCK_KEY,))
-    return Report(settings.stack, purged=purged, complete=complete, skipped=False, stats=stats)
+    return Report(
+        settings.stack,
+        purged=purged,
+        complete=complete,
+        skipped=False,
+        stats=stats,
+        purged_expired=counts["expired"],
+        purged_unused=counts["unused"],
+        batches=batches,
+    )
 
 
 def metric_data(stack: str, *, success: bool, report: Report | None) -> list[dict[str, Any]]:
@@ -383,8 +453,14 @@ def metric_data(stack: str, *, success: bool, report: Report | None) -> list[dic
     data = [one("Success", 1 if success else 0, "None")]
     if report is not None:
         data.append(one("PurgedLinks", report.purged, "Count"))
+        if not report.skipped:
+            data.append(one("PurgedExpired", report.purged_expired, "Count"))
+            data.append(one("PurgedUnused", report.purged_unused, "Count"))
+            data.append(one("PurgeBatches", report.batches, "Count"))
+            data.append(one("PurgeComplete", 1 if report.complete else 0, "None"))
         if report.stats is not None:
             data.append(one("LiveLinks", report.stats["links_live"], "Count"))
+            data.append(one("ExpiredLinks", report.stats["links_expired"], "Count"))
     return data
 
 
@@ -408,16 +484,16 @@ def run(
         cloudwatch = cloudwatch or default_cloudwatch
     started = time.monotonic()
     try:
-        creds = read_credentials(settings, secrets)
+        creds = connect_with_rotation(settings, secrets)
         try:
-            with connect(creds, settings) as conn:
+            with creds[1] as conn:
                 report = housekeep(conn, settings, deadline=deadline)
         except psycopg.Error as exc:
             detail = _redact(
-                str(exc).strip().splitlines()[0] if str(exc).strip() else "", creds.password
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "", creds[0].password
             )
             raise JobError(
-                f"database work failed on {creds.where()}: {type(exc).__name__}: {detail}"
+                f"database work failed on {creds[0].where()}: {type(exc).__name__}: {detail}"
             ) from None
     except JobError as exc:
         LOG.error(json.dumps({"event": "failed", "stack": settings.stack, "error": str(exc)}))
