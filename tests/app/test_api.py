@@ -218,3 +218,65 @@ def test_concurrent_migrations_apply_each_step_once(pg) -> None:
     # every step applied by exactly one of the four processes
     steps = sorted(s for a in applied if a for s in a)
     assert steps == list(range(1, SCHEMA_VERSION + 1)), results
+
+
+def test_links_may_expire_and_then_answer_410(client) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat().replace("+00:00", "Z")
+    r = client.post("/api/links", json={"url": "https://example.org/brief", "expires_at": soon})
+    assert r.status_code == 201, r.text
+    link = r.json()
+    assert datetime.fromisoformat(link["expires_at"]) == datetime.fromisoformat(soon)
+    assert client.get(f"/{link['code']}", follow_redirects=False).status_code == 307
+    time.sleep(1.6)
+    # from the cache too: the expiry travels with the cached entry
+    gone = client.get(f"/{link['code']}", follow_redirects=False)
+    assert gone.status_code == 410 and gone.json()["error"]["type"] == "expired"
+    client.app_state.cache.invalidate(link["code"])
+    assert client.get(f"/{link['code']}", follow_redirects=False).status_code == 410
+    # its stats stay readable, with the expiry
+    assert client.get(f"/api/links/{link['code']}").json()["expires_at"] == link["expires_at"]
+    # a link without expiry never expires
+    forever = client.post("/api/links", json={"url": "https://example.org/f"}).json()
+    assert forever["expires_at"] is None
+    assert "app_links_expired_total 2.0" in client.app_state.metrics.render().decode()
+
+
+@pytest.mark.parametrize(
+    ("expires_at", "words"),
+    [
+        ("2020-01-01T00:00:00Z", "in the future"),
+        ("2999-01-01T00:00:00Z", "at most 3650 days"),
+        ("2030-01-01", "time zone"),
+        ("next week", "RFC 3339"),
+        (1893456000, None),  # a number: strict JSON types
+    ],
+)
+def test_bad_expiry_is_422_naming_the_field(client, expires_at, words) -> None:
+    r = client.post("/api/links", json={"url": "https://example.org/x", "expires_at": expires_at})
+    assert r.status_code == 422
+    detail = r.json()["error"]["details"][0]
+    assert detail["field"] == "expires_at"
+    if words:
+        assert words in detail["problem"]
+
+
+def test_the_migration_creates_the_canary_link(db_url) -> None:
+    import asyncio
+
+    from shortener import config
+    from shortener.db import migrate_url
+
+    from .conftest import app_env
+
+    env = app_env(db_url, CANARY_LINK_CODE="canary", CANARY_LINK_URL="https://example.org/c1")
+    asyncio.run(migrate_url(config.load(env), 5))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE links SET expires_at = now() - interval '1 day' WHERE code = 'canary'")
+    # a rerun (every deploy) resets it: the URL it names, no expiry
+    env["CANARY_LINK_URL"] = "https://example.org/c2"
+    asyncio.run(migrate_url(config.load(env), 5))
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT url, expires_at FROM links WHERE code = 'canary'").fetchone()
+    assert row == ("https://example.org/c2", None)
