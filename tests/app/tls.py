@@ -56,8 +56,10 @@ def make_ca(cn: str) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
-def make_server_cert(ca_pem: bytes, ca_key_pem: bytes, dns_name: str) -> tuple[bytes, bytes]:
-    """A server certificate for one DNS name (no IP address), signed by the CA."""
+def make_server_cert(
+    ca_pem: bytes, ca_key_pem: bytes, dns_name: str, days: float = 2
+) -> tuple[bytes, bytes]:
+    """A server certificate for one DNS name (no IP address), signed by the CA, valid `days`."""
     ca = x509.load_pem_x509_certificate(ca_pem)
     ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
@@ -70,7 +72,7 @@ def make_server_cert(ca_pem: bytes, ca_key_pem: bytes, dns_name: str) -> tuple[b
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=2))
+        .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

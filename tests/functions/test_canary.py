@@ -3,12 +3,15 @@ moto's CloudWatch (server mode, over HTTP on loopback) receives the metrics."""
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
 import time
 from typing import Any
 
 import pytest
 
+from tests.app.conftest import live_server_factory, pg  # noqa: F401 - fixtures: the real app
 from tests.functions.conftest import datapoints, free_port, load_function, metrics_in
 
 canary = load_function("canary")
@@ -244,3 +247,123 @@ def test_metric_data_shape_is_what_the_readme_documents() -> None:
         {"Name": "Stack", "Value": "prod"},
         {"Name": "Probe", "Value": "read"},
     ]
+
+
+# ------------------------------------------------------------ the cached redirect, the certificate
+
+
+def test_the_redirect_probe_follows_the_canary_link_of_the_real_app(
+    aws: str,
+    pg,  # noqa: F811 - the fixture imported above
+    live_server_factory,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The app's migration creates the known link (CANARY_LINK_CODE/URL); the canary follows it
+    as a user would and checks where it points, through the app's cache."""
+    import httpx
+
+    from tests.app.conftest import app_env
+
+    target = "https://example.org/canary-landing"
+    server = live_server_factory(
+        app_env(pg.new_database(), CANARY_LINK_CODE="canary-link", CANARY_LINK_URL=target)
+    )
+    server.wait_up()
+    configure(
+        monkeypatch,
+        server.base,
+        "/api/links/canary-link",
+        CANARY_REDIRECT_CODE="canary-link",
+        CANARY_REDIRECT_URL=target,
+    )
+    for _ in range(2):
+        result = canary.handler({}, FakeContext(30_000))
+    assert result["ok"] is True
+    by_name = {p["probe"]: p for p in result["probes"]}
+    assert by_name["redirect"]["status"] == 307
+    [a] = availability("redirect")
+    assert (a["SampleCount"], a["Sum"]) == (2.0, 2.0)
+    # the second run was answered from the app's cache
+    m = httpx.get(server.metrics, timeout=5).text
+    assert "app_cache_hits_total 1.0" in m and "app_redirects_total 2.0" in m
+
+    # pointing elsewhere is a failure that says where it pointed
+    monkeypatch.setenv("CANARY_REDIRECT_URL", "https://example.org/elsewhere")
+    result = canary.handler({}, FakeContext(30_000))
+    redirect = next(p for p in result["probes"] if p["probe"] == "redirect")
+    assert result["ok"] is False and redirect["ok"] is False
+    assert target in redirect["error"] and redirect["attempts"] == 1
+
+
+@pytest.fixture
+def tls_app(tmp_path, request) -> Any:
+    """The stand-in app over HTTPS with a throwaway certificate for localhost, valid `days`."""
+    import ssl
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.app.tls import make_ca, make_server_cert
+    from tests.functions.conftest import _AppHandler
+
+    def start(days: float) -> tuple[str, str]:
+        ca, ca_key = make_ca("canary test CA")
+        cert, key = make_server_cert(ca, ca_key, "localhost", days=days)
+        (tmp_path / "ca.pem").write_bytes(ca)
+        (tmp_path / "cert.pem").write_bytes(cert)
+        (tmp_path / "key.pem").write_bytes(key)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _AppHandler)
+        server.daemon_threads = True
+        server.hits = []  # type: ignore[attr-defined]
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        request.addfinalizer(server.shutdown)
+        return f"https://localhost:{server.server_address[1]}", str(tmp_path / "ca.pem")
+
+    return start
+
+
+def certificate_metric(name: str) -> list[dict[str, Any]]:
+    return datapoints(NS, name, {"Stack": STACK, "Probe": "certificate"})
+
+
+@pytest.mark.parametrize(("days", "expiring"), [(5, True), (60, False)])
+def test_the_certificate_expiry_warning(
+    aws: str,
+    tls_app,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    days: int,
+    expiring: bool,
+) -> None:
+    base, ca = tls_app(days)
+    configure(monkeypatch, base, "/ok", CANARY_CA_FILE=ca, CANARY_CERT_WARN_DAYS="21")
+    with caplog.at_level(logging.INFO, logger="canary"):
+        result = canary.handler({}, FakeContext(30_000))
+    assert result["ok"] is True  # the probes went over the verified TLS connection
+    cert = result["certificate"]
+    assert cert["expiring"] is expiring and days - 1 < cert["days_left"] <= days
+    [flag] = certificate_metric("CertificateExpiring")
+    assert (flag["Sum"], flag["Unit"]) == (1.0 if expiring else 0.0, "None")
+    [left] = certificate_metric("CertificateDaysLeft")
+    assert left["Sum"] == cert["days_left"]
+    warned = [r for r in caplog.records if "certificate_expiring" in r.getMessage()]
+    assert bool(warned) is expiring
+    if warned:
+        assert warned[0].levelno == logging.WARNING
+        assert json.loads(warned[0].getMessage())["days_left"] == cert["days_left"]
+
+
+def test_a_certificate_that_cannot_be_verified_is_a_warning_too(
+    aws: str, tls_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _ = tls_app(60)
+    configure(monkeypatch, base, "/ok")  # the system's trust store: it never heard of this CA
+    result = canary.handler({}, FakeContext(30_000))
+    assert result["ok"] is False
+    assert result["certificate"]["expiring"] is True
+    assert "not verified" in result["certificate"]["error"]
+    [flag] = certificate_metric("CertificateExpiring")
+    assert flag["Sum"] == 1.0
+    assert certificate_metric("CertificateDaysLeft") == []

@@ -4,13 +4,23 @@ Lambda handler: ``canary.handler``. Runs on a schedule (EventBridge). Stdlib HTT
 the package needs nothing beyond the boto3 that the Lambda Python runtime already ships.
 
 Every run makes two probes, ``health`` (the app's readiness endpoint) and ``read`` (one real read
-path), each with a bounded timeout and a bounded number of attempts, and publishes in one
-PutMetricData call, namespace ``Backbone/Canary``, dimensions ``Stack`` and ``Probe``:
+path), and a third, ``redirect``, when ``CANARY_REDIRECT_CODE`` is set: it follows the known link
+the app's migration creates at deploy (``CANARY_LINK_CODE``/``CANARY_LINK_URL`` on the app side),
+so the cached redirect path the users take is the one measured; it is up only on a 3xx whose
+``Location`` is ``CANARY_REDIRECT_URL`` (the target itself, a third party, is not fetched). Each
+probe has a bounded timeout and a bounded number of attempts; all publish in one PutMetricData
+call, namespace ``Backbone/Canary``, dimensions ``Stack`` and ``Probe``:
 
 * ``Availability`` (unit None): 1 if an attempt answered 2xx/3xx, else 0. Always published.
 * ``Latency`` (unit Milliseconds): the time to the HTTP answer of the last attempt. Published only
   when an HTTP answer arrived (any status); a timeout, refused connection or DNS failure has no
   latency and shows as ``Availability`` 0 instead.
+
+Where ``CANARY_BASE_URL`` is https, the certificate the server presents is read once per run
+(dimensions ``Stack`` and ``Probe=certificate``): ``CertificateDaysLeft`` (unit None, days until
+its notAfter) and ``CertificateExpiring`` (None: 1 when fewer than ``CANARY_CERT_WARN_DAYS`` days
+are left, or when the certificate cannot be verified, else 0), with a warning log line
+``certificate_expiring``. An alarm on either is the infra side's.
 
 A failed probe (5xx, 4xx, timeout, connection refused, DNS failure) is a metric and a log line,
 never an exception. Only a failure to publish the metrics, or a missing setting, raises: Lambda
@@ -27,6 +37,10 @@ Environment (names in app/functions/README.md):
     CANARY_RETRY_DELAY_SECONDS  default 0.5
     CANARY_READ_ACCEPT_STATUS   extra statuses that count as up for the read probe, e.g. ``404``
                                 (a lookup of an unknown code still went through the database)
+    CANARY_REDIRECT_CODE  the known link's code (the app's CANARY_LINK_CODE); empty: no probe
+    CANARY_REDIRECT_URL   where it must redirect (the app's CANARY_LINK_URL); required with it
+    CANARY_CERT_WARN_DAYS default 21: warn when the certificate expires sooner (https only)
+    CANARY_CA_FILE        a PEM bundle to verify the server with instead of the system's
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -68,6 +83,10 @@ class Settings:
     attempts: int
     retry_delay: float
     read_accept: frozenset[int] = frozenset()
+    redirect_code: str = ""
+    redirect_url: str = ""
+    cert_warn_days: float = 21.0
+    ca_file: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Settings:
@@ -80,6 +99,18 @@ class Settings:
         base = env["CANARY_BASE_URL"].rstrip("/")
         if urllib.parse.urlsplit(base).scheme not in {"http", "https"}:
             raise RuntimeError(f"canary: CANARY_BASE_URL must be http(s)://..., got {base!r}")
+        code = (env.get("CANARY_REDIRECT_CODE") or "").strip().strip("/")
+        target = (env.get("CANARY_REDIRECT_URL") or "").strip()
+        if code and not target:
+            raise RuntimeError(
+                "canary: CANARY_REDIRECT_CODE is set but CANARY_REDIRECT_URL is not: "
+                "the redirect probe needs the URL the link must point to"
+            )
+        if code and not all(c.isalnum() or c in "-_" for c in code):
+            raise RuntimeError(f"canary: CANARY_REDIRECT_CODE={code!r} is not a link code")
+        ca_file = (env.get("CANARY_CA_FILE") or "").strip()
+        if ca_file and not os.path.isfile(ca_file):
+            raise RuntimeError(f"canary: CANARY_CA_FILE={ca_file!r} is not a file")
         return cls(
             base_url=base,
             health_path=_path(env.get("CANARY_HEALTH_PATH") or DEFAULT_HEALTH_PATH),
@@ -90,6 +121,10 @@ class Settings:
             attempts=int(_number(env, "CANARY_ATTEMPTS", 2, 1, 5)),
             retry_delay=_number(env, "CANARY_RETRY_DELAY_SECONDS", 0.5, 0.0, 10.0),
             read_accept=_statuses(env.get("CANARY_READ_ACCEPT_STATUS") or ""),
+            redirect_code=code,
+            redirect_url=target,
+            cert_warn_days=_number(env, "CANARY_CERT_WARN_DAYS", 21.0, 0.0, 365.0),
+            ca_file=ca_file,
         )
 
 
@@ -139,7 +174,18 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
+_OPENERS: dict[str, urllib.request.OpenerDirector] = {}
+
+
+def _context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file or None)
+
+
+def _opener(ca_file: str = "") -> urllib.request.OpenerDirector:
+    if ca_file not in _OPENERS:
+        https = urllib.request.HTTPSHandler(context=_context(ca_file))
+        _OPENERS[ca_file] = urllib.request.build_opener(_NoRedirect(), https)
+    return _OPENERS[ca_file]
 
 
 def _classify(exc: BaseException) -> str:
@@ -156,17 +202,24 @@ def _classify(exc: BaseException) -> str:
 
 
 def _attempt(
-    url: str, timeout: float, accept: frozenset[int] = frozenset()
+    url: str,
+    timeout: float,
+    accept: frozenset[int] = frozenset(),
+    location: str | None = None,
+    ca_file: str = "",
 ) -> tuple[int | None, float | None, str | None]:
-    """One GET. Returns (status, latency_ms, error). Never raises for network or HTTP failures."""
+    """One GET. Returns (status, latency_ms, error). Never raises for network or HTTP failures.
+    With ``location``, only a 3xx to exactly that URL is a success."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT}, method="GET")
     start = time.perf_counter()
+    got_location: str | None = None
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with _opener(ca_file).open(request, timeout=timeout) as response:
             response.read(MAX_BODY_BYTES)
             status = int(response.status)
     except urllib.error.HTTPError as exc:  # 4xx/5xx, and 3xx since redirects are not followed
         status = int(exc.code)
+        got_location = exc.headers.get("Location") if exc.headers else None
         exc.close()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         # OSError covers TimeoutError and connection errors raised while reading the body;
@@ -175,6 +228,12 @@ def _attempt(
     except Exception as exc:  # http.client.HTTPException and friends: still a failed probe
         return None, None, f"{type(exc).__name__}: {exc}"[:200]
     latency_ms = (time.perf_counter() - start) * 1000.0
+    if location is not None:
+        if not 300 <= status < 400:
+            return status, latency_ms, f"http {status}, not a redirect"
+        if got_location != location:
+            return status, latency_ms, f"redirects to {got_location!r}, not {location!r}"[:200]
+        return status, latency_ms, None
     if 200 <= status < 400 or status in accept:
         return status, latency_ms, None
     return status, latency_ms, f"http {status}"
@@ -189,6 +248,8 @@ def probe(
     retry_delay: float,
     deadline: float | None = None,
     accept: frozenset[int] = frozenset(),
+    location: str | None = None,
+    ca_file: str = "",
 ) -> ProbeResult:
     """GET ``url`` up to ``attempts`` times; retry timeouts, connection failures and 5xx only.
 
@@ -209,7 +270,7 @@ def probe(
                 break
             attempt_timeout = min(timeout, left)
         made = n
-        status, latency, error = _attempt(url, attempt_timeout, accept)
+        status, latency, error = _attempt(url, attempt_timeout, accept, location, ca_file)
         if error is None:
             break
         retryable = status is None or status >= 500
@@ -225,6 +286,66 @@ def probe(
         attempts=made,
         error=error,
     )
+
+
+@dataclass(frozen=True)
+class CertificateResult:
+    host: str
+    days_left: float | None  # None when the certificate could not be read and verified
+    not_after: str | None
+    expiring: bool
+    error: str | None
+
+
+def check_certificate(
+    base_url: str, *, warn_days: float, timeout: float, ca_file: str = ""
+) -> CertificateResult:
+    """The certificate the server presents for the base URL's host (verified as the probes do)."""
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.hostname or ""
+    port = parts.port or 443
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            _context(ca_file).wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            cert = tls.getpeercert() or {}
+    except ssl.SSLCertVerificationError as exc:
+        reason = exc.verify_message or str(exc)
+        return CertificateResult(host, None, None, True, f"not verified: {reason}"[:200])
+    except (OSError, ValueError) as exc:
+        return CertificateResult(host, None, None, True, _classify(exc))
+    not_after = str(cert.get("notAfter") or "")
+    if not not_after:
+        return CertificateResult(host, None, None, True, "no notAfter in the certificate")
+    days = (ssl.cert_time_to_seconds(not_after) - time.time()) / 86400.0
+    return CertificateResult(host, round(days, 3), not_after, days < warn_days, None)
+
+
+def certificate_metric_data(
+    cert: CertificateResult, stack: str, when: datetime
+) -> list[dict[str, Any]]:
+    dims = [{"Name": "Stack", "Value": stack}, {"Name": "Probe", "Value": "certificate"}]
+    data = [
+        {
+            "MetricName": "CertificateExpiring",
+            "Dimensions": dims,
+            "Timestamp": when,
+            "Value": 1.0 if cert.expiring else 0.0,
+            "Unit": "None",
+        }
+    ]
+    if cert.days_left is not None:
+        data.append(
+            {
+                "MetricName": "CertificateDaysLeft",
+                "Dimensions": dims,
+                "Timestamp": when,
+                "Value": cert.days_left,
+                "Unit": "None",
+            }
+        )
+    return data
 
 
 def metric_data(results: list[ProbeResult], stack: str, when: datetime) -> list[dict[str, Any]]:
@@ -266,6 +387,14 @@ def run(
     settings: Settings, *, deadline: float | None = None, cloudwatch: Any = None
 ) -> dict[str, Any]:
     when = datetime.now(UTC)
+    probes: list[tuple[str, str, frozenset[int], str | None]] = [
+        ("health", settings.health_path, frozenset[int](), None),
+        ("read", settings.read_path, settings.read_accept, None),
+    ]
+    if settings.redirect_code:
+        probes.append(
+            ("redirect", "/" + settings.redirect_code, frozenset[int](), settings.redirect_url)
+        )
     results = [
         probe(
             name,
@@ -275,26 +404,47 @@ def run(
             retry_delay=settings.retry_delay,
             deadline=deadline,
             accept=accept,
+            location=location,
+            ca_file=settings.ca_file,
         )
-        for name, path, accept in (
-            ("health", settings.health_path, frozenset[int]()),
-            ("read", settings.read_path, settings.read_accept),
-        )
+        for name, path, accept, location in probes
     ]
     for r in results:
         LOG.log(
             logging.INFO if r.ok else logging.WARNING,
             json.dumps({"event": "probe", "stack": settings.stack, **r.__dict__}),
         )
+    data = metric_data(results, settings.stack, when)
+    cert = None
+    if urllib.parse.urlsplit(settings.base_url).scheme == "https":
+        cert = check_certificate(
+            settings.base_url,
+            warn_days=settings.cert_warn_days,
+            timeout=settings.timeout,
+            ca_file=settings.ca_file,
+        )
+        LOG.log(
+            logging.WARNING if cert.expiring else logging.INFO,
+            json.dumps(
+                {
+                    "event": "certificate_expiring" if cert.expiring else "certificate",
+                    "stack": settings.stack,
+                    "warn_days": settings.cert_warn_days,
+                    **cert.__dict__,
+                }
+            ),
+        )
+        data += certificate_metric_data(cert, settings.stack, when)
     client = cloudwatch if cloudwatch is not None else _cloudwatch()
-    client.put_metric_data(
-        Namespace=settings.namespace, MetricData=metric_data(results, settings.stack, when)
-    )
-    return {
+    client.put_metric_data(Namespace=settings.namespace, MetricData=data)
+    out: dict[str, Any] = {
         "stack": settings.stack,
         "ok": all(r.ok for r in results),
         "probes": [r.__dict__ for r in results],
     }
+    if cert is not None:
+        out["certificate"] = cert.__dict__
+    return out
 
 
 def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
