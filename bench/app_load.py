@@ -55,6 +55,8 @@ def start_server(
         "API_TOKEN": TOKEN,
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        # the metrics listener has a port of its own (METRICS_PORT); keep it off the default
+        "METRICS_PORT": str(free_port()),
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(APP_DIR),
         **env,
