@@ -55,14 +55,14 @@ def image() -> str:
 @pytest.fixture
 def container(image: str, pg: PgCluster) -> Iterator[tuple[str, str, str]]:
     db = pg.new_database()
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     name = f"shortener-test-{uuid.uuid4().hex[:8]}"
     docker(
         # as Kubernetes runs it (infra/components/workload.py): read-only root, no capabilities
         "run", "-d", "--name", name, "--network", "host", "--read-only", "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges",
         "-e", f"DATABASE_URL={db}", "-e", f"API_TOKEN={TOKEN}", "-e", f"PORT={port}",
-        "-e", "SHUTDOWN_TIMEOUT_SECONDS=5", image,
+        "-e", "SHUTDOWN_TIMEOUT_SECONDS=5", "-e", f"METRICS_PORT={metrics_port}", image,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -75,13 +75,13 @@ def container(image: str, pg: PgCluster) -> Iterator[tuple[str, str, str]]:
                 logs = docker("logs", name, check=False)
                 raise AssertionError(f"the container did not come up:\n{logs.stdout}{logs.stderr}")
             time.sleep(0.2)
-        yield name, base, db
+        yield name, base, f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         docker("rm", "-f", name, check=False)
 
 
 def test_container_serves_against_postgres(container: tuple[str, str, str]) -> None:
-    name, base, _ = container
+    name, base, metrics = container
     assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{base}/readyz").status_code == 200
     r = httpx.post(
@@ -94,7 +94,9 @@ def test_container_serves_against_postgres(container: tuple[str, str, str]) -> N
     assert r.status_code == 307
     assert r.headers["location"] == "https://example.org/from-a-container"
     assert httpx.get(f"{base}/api/links/in-docker").json()["url"].endswith("from-a-container")
-    assert "http_requests_total" in httpx.get(f"{base}/metrics").text
+    # metrics on their own port only
+    assert httpx.get(f"{base}/metrics").status_code == 404
+    assert "http_requests_total" in httpx.get(metrics).text
 
     # not root, by the user the image declares
     uid = docker("exec", name, "id", "-u").stdout.strip()
