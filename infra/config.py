@@ -50,6 +50,16 @@ AWS_REGIONS = frozenset(
     }
 )  # fmt: skip
 
+# Regions whose Amazon RDS root CAs app/certs/rds-global-bundle.pem does not hold (see its README;
+# tests/test_deploy_truth.py reads the bundle and keeps this list true): a database there would
+# fail sslmode=verify-full until the bundle is refreshed.
+RDS_CA_MISSING_REGIONS = frozenset({"ap-east-2"})
+
+# AWS Lambda: a function name is at most 64 characters (botocore lambda CreateFunction
+# FunctionName); the kit names its functions <project>-<stack>-<function>.
+LAMBDA_NAME_MAX = 64
+FUNCTION_NAMES = ("canary", "housekeeping")
+
 # RFC 1918: the only ranges a VPC should use for a private network.
 PRIVATE_RANGES = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
@@ -659,7 +669,7 @@ class StackConfig(_Section):
                         )
                     )
             out += self._cluster_problems() + self._database_problems() + self._app_problems()
-            out += self._loadbalancer_problems()
+            out += self._loadbalancer_problems() + self._naming_problems()
             out += self._functions_problems() + self._monitoring_problems()
         else:
             out += self._local_problems()
@@ -801,6 +811,35 @@ class StackConfig(_Section):
                     "inside the VPC only (privateAccessCidrs admits a VPN or a CI runner)",
                 )
             )
+        return out
+
+    def _naming_problems(self) -> list[Problem]:
+        """What AWS would refuse in a name the kit derives from the stack's."""
+        out = list[Problem]()
+        if self.database.enabled and self.region in RDS_CA_MISSING_REGIONS:
+            out.append(
+                Problem(
+                    "aws:region",
+                    f"{self.region!r}: the kit's RDS CA bundle (app/certs/rds-global-bundle.pem) "
+                    "holds no certificate for this region, so the app could not verify the "
+                    "database (sslmode=verify-full); allowed: another region, or refresh the "
+                    "bundle as app/certs/README.md says and remove the region from "
+                    "RDS_CA_MISSING_REGIONS",
+                )
+            )
+        if self.functions.enabled:
+            longest = max(FUNCTION_NAMES, key=len)
+            name = f"{NAMESPACE}-{self.stack}-{longest}"
+            if len(name) > LAMBDA_NAME_MAX:
+                out.append(
+                    Problem(
+                        "stack name",
+                        f"{self.stack!r} makes the function name {name!r} ({len(name)} "
+                        f"characters); allowed: a stack name of at most "
+                        f"{LAMBDA_NAME_MAX - len(NAMESPACE) - len(longest) - 2} characters "
+                        f"(Lambda names are at most {LAMBDA_NAME_MAX})",
+                    )
+                )
         return out
 
     def _loadbalancer_problems(self) -> list[Problem]:

@@ -329,3 +329,47 @@ def test_rds_log_groups_are_ours_with_retention_and_made_first(plan_of, stack):
         assert group.urn in db.dependencies
     # automated backups outlive the instance only where data is protected (prod)
     assert db.inputs["deleteAutomatedBackups"] is (stack != "prod")
+
+
+# -- names and regions AWS would refuse ------------------------------------------------------------
+
+
+def test_the_regions_the_rds_ca_bundle_lacks_are_the_ones_config_refuses():
+    from cryptography import x509
+
+    from infra.config import AWS_REGIONS, RDS_CA_MISSING_REGIONS
+
+    pem = (REPO / "app" / "certs" / "rds-global-bundle.pem").read_bytes()
+    names = [
+        c.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+        for c in x509.load_pem_x509_certificates(pem)
+    ]
+    covered = {
+        m["region"]
+        for n in names
+        if (m := re.match(r"^Amazon RDS (?P<region>[a-z]+-[a-z]+-\d) Root CA ", str(n)))
+    }
+    assert set(AWS_REGIONS) - covered == set(RDS_CA_MISSING_REGIONS)
+
+
+def test_a_database_where_the_bundle_has_no_ca_is_refused(tmp_path, backbone_cli):
+    data = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
+    data["config"]["aws:region"] = "ap-east-2"
+    path = tmp_path / "Pulumi.taipei.yaml"
+    path.write_text(yaml.safe_dump(data))
+    text = _refusal(backbone_cli, path)
+    assert "aws:region: 'ap-east-2': the kit's RDS CA bundle" in text
+
+
+def test_a_stack_name_too_long_for_lambda_is_refused(tmp_path, backbone_cli):
+    name = "a-copy-of-dev-for-the-quarterly-load-test-x"  # 43 characters
+    path = tmp_path / f"Pulumi.{name}.yaml"
+    path.write_text((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
+    text = _refusal(backbone_cli, path)
+    assert f"'backbone-{name}-housekeeping' (65 characters)" in text
+    assert "a stack name of at most 42 characters" in text
+    ok = tmp_path / f"Pulumi.{name[:-2]}.yaml"
+    ok.write_text((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
+    done = backbone_cli("plan", str(ok))
+    assert done.returncode == 0, done.stderr  # 42 characters: every name fits, 0 violations
+    assert "0 violations" in done.stdout
