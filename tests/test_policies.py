@@ -796,3 +796,19 @@ def test_backbone_check_runs_checkov(backbone_cli):
     result = backbone_cli("check", "local", timeout=600)
     assert "checkov scanned app/Dockerfile" in result.stdout, result.stdout + result.stderr
     assert shutil.which("true")  # the command ran to its verdict line
+
+
+def test_every_setting_a_fix_names_is_a_real_setting():
+    """A fix that names a key the config does not have sends the user to a dead end."""
+    import re as _re
+
+    from infra.config import docs
+    from policies.rules import RULES
+
+    keys = set(_re.findall(r"`(backbone:[^`]+)`", docs()))
+    sections = {k.split(".")[0] for k in keys}
+    named = {
+        m for rule in RULES for m in _re.findall(r"backbone:[A-Za-z]+(?:\.[A-Za-z]+)?", rule.fix)
+    }
+    assert named, "no fix names a setting"
+    assert sorted(n for n in named if n not in keys and n not in sections) == []
