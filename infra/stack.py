@@ -15,7 +15,7 @@ from infra.components.cluster import Cluster, ClusterArgs
 from infra.components.database import Database, DatabaseArgs
 from infra.components.functions import Functions, FunctionsArgs, Packager
 from infra.components.loadbalancer import LoadBalancer, LoadBalancerArgs
-from infra.components.local import Local, LocalArgs
+from infra.components.local import Local
 from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.network import Network, NetworkArgs
 from infra.components.registry import Registry, RegistryArgs
@@ -66,15 +66,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
     archives (PACKAGERS: the engine chooses)."""
     if cfg.target == "docker":
         # The local stack runs on the user's own Docker engine and registers no AWS resource.
-        local = Local(
-            "local",
-            LocalArgs(
-                context=APP_DIR,
-                app_port=cfg.local.app_port,
-                postgres_image=cfg.local.postgres_image,
-                base_image=cfg.local.base_image,
-            ),
-        )
+        local = Local("local", cfg.local, context=APP_DIR)
         return {"target": "docker", "url": local.url, "appApiToken": local.api_token}
 
     assert cfg.region is not None  # config guarantees it for target aws

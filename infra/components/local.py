@@ -20,47 +20,63 @@ import pulumi_random as random
 
 from infra.components import APP_UID, project_stack
 from infra.components.registry import context_tag
+from infra.config import LocalConfig
 
 APP_PORT = 8000
+DB_NAME = DB_USER = "shortener"
 
 
 @dataclass(frozen=True)
-class LocalArgs:
-    context: Path
-    """The app's build context (app/), holding the Dockerfile."""
-    app_port: int
-    postgres_image: str
-    base_image: str | None = None
-    db_name: str = "shortener"
-    db_user: str = "shortener"
+class Postgres:
+    """What the PostgreSQL step made: its container and the app's URL to it (secret)."""
+
+    container: docker.Container
+    database_url: pulumi.Output[str]
 
 
 class Local(pulumi.ComponentResource):
     def __init__(
-        self, name: str, args: LocalArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        config: LocalConfig,
+        *,
+        context: Path,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`context`: the app's build context (app/), holding the Dockerfile."""
         super().__init__("backbone:local:Local", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        prefix = project_stack()
+        self._name, self._prefix = name, project_stack()
+        self._child = pulumi.ResourceOptions(parent=self)
+        network = docker.Network(
+            f"{name}-net", name=self._prefix, driver="bridge", opts=self._child
+        )
+        postgres = self._postgres(config, network)
+        image = self._app_image(config, context)
+        token = random.RandomPassword(
+            f"{name}-api-token", length=48, special=False, opts=self._child
+        )
+        self.app = self._app(config, network, postgres, image, token.result)
+        self.url = f"http://localhost:{config.app_port}"
+        self.api_token = token.result
+        self.register_outputs({"url": self.url, "apiToken": self.api_token})
 
-        network = docker.Network(f"{name}-net", name=prefix, driver="bridge", opts=child)
-
-        # -- PostgreSQL ----------------------------------------------------------------------
+    def _postgres(self, config: LocalConfig, network: docker.Network) -> Postgres:
+        name, prefix, child = self._name, self._prefix, self._child
         data = docker.Volume(f"{name}-pgdata", name=f"{prefix}-pgdata", opts=child)
         pg_image = docker.RemoteImage(
-            f"{name}-postgres-image", name=args.postgres_image, keep_locally=True, opts=child
+            f"{name}-postgres-image", name=config.postgres_image, keep_locally=True, opts=child
         )
         password = random.RandomPassword(
             f"{name}-db-password", length=32, special=False, opts=child
         )
-        postgres = docker.Container(
+        container = docker.Container(
             f"{name}-postgres",
             name=f"{prefix}-postgres",
             image=pg_image.image_id,
             envs=[
                 pulumi.Output.concat("POSTGRES_PASSWORD=", password.result),
-                f"POSTGRES_USER={args.db_user}",
-                f"POSTGRES_DB={args.db_name}",
+                f"POSTGRES_USER={DB_USER}",
+                f"POSTGRES_DB={DB_NAME}",
             ],
             volumes=[
                 docker.ContainerVolumeArgs(
@@ -71,7 +87,7 @@ class Local(pulumi.ComponentResource):
                 docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=["postgres"])
             ],
             healthcheck=docker.ContainerHealthcheckArgs(
-                tests=["CMD-SHELL", f"pg_isready -U {args.db_user} -d {args.db_name}"],
+                tests=["CMD-SHELL", f"pg_isready -U {DB_USER} -d {DB_NAME}"],
                 interval="5s",
                 timeout="3s",
                 retries=10,
@@ -83,39 +99,49 @@ class Local(pulumi.ComponentResource):
             wait_timeout=120,
             opts=child,
         )
+        url = pulumi.Output.concat(
+            f"postgresql://{DB_USER}:", password.result, f"@postgres:5432/{DB_NAME}"
+        )
+        return Postgres(container, url)
 
-        # -- the app ---------------------------------------------------------------------------
-        image = docker.Image(
-            f"{name}-app-image",
-            image_name=f"{prefix}-shortener:{context_tag(args.context, 'local')}",
+    def _app_image(self, config: LocalConfig, context: Path) -> docker.Image:
+        """Built from app/Dockerfile, tagged by the content of app/, never pushed."""
+        return docker.Image(
+            f"{self._name}-app-image",
+            image_name=f"{self._prefix}-shortener:{context_tag(context, 'local')}",
             build=docker.DockerBuildArgs(
-                context=str(args.context),
-                dockerfile=str(args.context / "Dockerfile"),
-                args={"BASE_IMAGE": args.base_image} if args.base_image else None,
+                context=str(context),
+                dockerfile=str(context / "Dockerfile"),
+                args={"BASE_IMAGE": config.base_image} if config.base_image else None,
             ),
             skip_push=True,
-            opts=child,
+            opts=self._child,
         )
-        token = random.RandomPassword(f"{name}-api-token", length=48, special=False, opts=child)
-        database_url = pulumi.Output.concat(
-            f"postgresql://{args.db_user}:",
-            password.result,
-            f"@postgres:5432/{args.db_name}",
-        )
+
+    def _app(
+        self,
+        config: LocalConfig,
+        network: docker.Network,
+        postgres: Postgres,
+        image: docker.Image,
+        token: pulumi.Output[str],
+    ) -> docker.Container:
         # Secret, so neither state nor a plan holds them in clear.
         url_env: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.concat("DATABASE_URL=", database_url)
+            pulumi.Output.concat("DATABASE_URL=", postgres.database_url)
         )
         token_env: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.concat("API_TOKEN=", token.result)
+            pulumi.Output.concat("API_TOKEN=", token)
         )
-        self.app = docker.Container(
-            f"{name}-app",
-            name=f"{prefix}-app",
+        return docker.Container(
+            f"{self._name}-app",
+            name=f"{self._prefix}-app",
             image=image.image_name,
             envs=[url_env, token_env, f"PORT={APP_PORT}"],
             ports=[
-                docker.ContainerPortArgs(internal=APP_PORT, external=args.app_port, ip="127.0.0.1")
+                docker.ContainerPortArgs(
+                    internal=APP_PORT, external=config.app_port, ip="127.0.0.1"
+                )
             ],
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
             user=f"{APP_UID}:{APP_UID}",
@@ -126,8 +152,5 @@ class Local(pulumi.ComponentResource):
             restart="unless-stopped",
             wait=True,
             wait_timeout=120,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[postgres]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[postgres.container]),
         )
-        self.url = f"http://localhost:{args.app_port}"
-        self.api_token = token.result
-        self.register_outputs({"url": self.url, "apiToken": self.api_token})
