@@ -11,14 +11,14 @@ import pulumi_random as random
 
 from infra import packaging
 from infra.components import project_stack
-from infra.components.cluster import Cluster, ClusterArgs
+from infra.components.cluster import Cluster
 from infra.components.database import Database, DatabaseArgs
 from infra.components.functions import Functions, FunctionsArgs, Packager
 from infra.components.loadbalancer import LoadBalancer, LoadBalancerArgs
 from infra.components.local import Local
 from infra.components.monitoring import Monitoring, MonitoringArgs
-from infra.components.network import Network, NetworkArgs
-from infra.components.registry import Registry, RegistryArgs
+from infra.components.network import Network
+from infra.components.registry import Registry
 from infra.components.workload import Workload, WorkloadArgs
 from infra.config import StackConfig, rate_seconds
 
@@ -72,7 +72,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
     assert cfg.region is not None  # config guarantees it for target aws
     provider = aws_provider(cfg)
     opts = pulumi.ResourceOptions(providers={"aws": provider})
-    network = Network("network", NetworkArgs.from_config(cfg.network), opts=opts)
+    network = Network("network", cfg.network, opts=opts)
     outputs: dict[str, Any] = {
         "region": cfg.region,
         "vpcId": network.vpc_id,
@@ -84,40 +84,21 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
 
     cluster = registry = database = None
     if cfg.cluster.enabled:
-        c = cfg.cluster
+        platform = PLATFORMS[cfg.cluster.architecture]
         registry = Registry(
             "registry",
-            RegistryArgs(
-                context=APP_DIR,
-                platform=PLATFORMS[c.architecture],
-                keep_images=cfg.registry.keep_images,
-                scan_on_push=cfg.registry.scan_on_push,
-                protect=cfg.protect,
-            ),
+            cfg.registry,
+            context=APP_DIR,
+            platform=platform,
+            protect=cfg.protect,
             opts=opts,
         )
         cluster = Cluster(
             "cluster",
-            ClusterArgs(
-                cluster_name=project_stack(cfg.stack),
-                region=cfg.region,
-                version=c.version,
-                vpc_id=network.vpc_id,
-                public_subnet_ids=network.public_subnet_ids,
-                private_subnet_ids=network.private_subnet_ids,
-                instance_types=c.instance_types,
-                architecture=c.architecture,
-                min_nodes=c.min_nodes,
-                desired_nodes=c.desired_nodes,
-                max_nodes=c.max_nodes,
-                disk_size_gb=c.disk_size_gb,
-                log_types=list(c.log_types),
-                log_retention_days=c.log_retention_days,
-                public_endpoint=c.public_endpoint,
-                public_access_cidrs=c.public_access_cidrs,
-                admin_principal_arns=c.admin_principal_arns,
-                private_access_cidrs=c.private_access_cidrs,
-            ),
+            cfg.cluster,
+            name_prefix=project_stack(cfg.stack),
+            region=cfg.region,
+            network=network,
             opts=opts,
         )
         outputs |= {

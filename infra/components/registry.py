@@ -11,12 +11,13 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
+
+from infra.config import RegistryConfig
 
 
 def _ignored(rel: str, patterns: list[str]) -> bool:
@@ -63,76 +64,42 @@ def context_tag(context: Path, platform: str) -> str:
     return f"{digest.hexdigest()[:16]}-{platform.rsplit('/', 1)[-1]}"
 
 
-@dataclass(frozen=True)
-class RegistryArgs:
-    context: Path
-    """The build context (app/), holding the Dockerfile."""
-    platform: str
-    """linux/amd64 or linux/arm64: the nodes' architecture."""
-    keep_images: int = 10
-    scan_on_push: bool = True
-    protect: bool = False
-
-
 class Registry(pulumi.ComponentResource):
+    """`cfg` is the registry section; `context` the build context (app/, holding the Dockerfile);
+    `platform` linux/amd64 or linux/arm64 (the nodes' architecture); `protect` the stack's."""
+
     def __init__(
-        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        cfg: RegistryConfig,
+        *,
+        context: Path,
+        platform: str,
+        protect: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:registry:Registry", name, None, opts)
         self.repository = aws.ecr.Repository(
             f"{name}-repo",
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
-                scan_on_push=args.scan_on_push
+                scan_on_push=cfg.scan_on_push
             ),
             encryption_configurations=[
                 aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
             ],
             # An unprotected (dev) stack can be destroyed with its images; a protected one cannot.
-            force_delete=not args.protect,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            force_delete=not protect,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect),
         )
-        aws.ecr.LifecyclePolicy(
+        self.lifecycle = aws.ecr.LifecyclePolicy(
             f"{name}-lifecycle",
             repository=self.repository.name,
-            policy=json.dumps(
-                {
-                    "rules": [
-                        {
-                            "rulePriority": 1,
-                            "description": f"keep the last {args.keep_images} images",
-                            "selection": {
-                                "tagStatus": "any",
-                                "countType": "imageCountMoreThan",
-                                "countNumber": args.keep_images,
-                            },
-                            "action": {"type": "expire"},
-                        }
-                    ]
-                }
-            ),
+            policy=lifecycle_policy(cfg.keep_images),
             opts=pulumi.ResourceOptions(parent=self),
         )
-
-        token = aws.ecr.get_authorization_token_output(
-            registry_id=self.repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
-        )
-        self.tag = context_tag(args.context, args.platform)
-        self.image = docker.Image(
-            f"{name}-image",
-            image_name=self.repository.repository_url.apply(lambda url: f"{url}:{self.tag}"),
-            build=docker.DockerBuildArgs(
-                context=str(args.context),
-                dockerfile=str(args.context / "Dockerfile"),
-                platform=args.platform,
-            ),
-            registry=docker.RegistryArgs(
-                server=self.repository.repository_url.apply(lambda url: url.split("/")[0]),
-                username=token.user_name,
-                password=pulumi.Output.secret(token.password),
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        self.tag = context_tag(context, platform)
+        self.image = self._image(name, context, platform)
         # The image as pushed, by digest: what the cluster runs.
         self.image_ref = self.image.repo_digest
         self.register_outputs(
@@ -142,3 +109,44 @@ class Registry(pulumi.ComponentResource):
                 "tag": self.tag,
             }
         )
+
+    def _image(self, name: str, context: Path, platform: str) -> docker.Image:
+        """Built from the context and pushed with ECR's authorization token (fetched at deploy)."""
+        token = aws.ecr.get_authorization_token_output(
+            registry_id=self.repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        return docker.Image(
+            f"{name}-image",
+            image_name=self.repository.repository_url.apply(lambda url: f"{url}:{self.tag}"),
+            build=docker.DockerBuildArgs(
+                context=str(context),
+                dockerfile=str(context / "Dockerfile"),
+                platform=platform,
+            ),
+            registry=docker.RegistryArgs(
+                server=self.repository.repository_url.apply(lambda url: url.split("/")[0]),
+                username=token.user_name,
+                password=pulumi.Output.secret(token.password),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+
+def lifecycle_policy(keep_images: int) -> str:
+    """ECR lifecycle: expire images beyond the newest `keep_images`."""
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"keep the last {keep_images} images",
+                    "selection": {
+                        "tagStatus": "any",
+                        "countType": "imageCountMoreThan",
+                        "countNumber": keep_images,
+                    },
+                    "action": {"type": "expire"},
+                }
+            ]
+        }
+    )
