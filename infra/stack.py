@@ -12,7 +12,7 @@ import pulumi_random as random
 from infra import packaging
 from infra.components import project_stack
 from infra.components.cluster import Cluster
-from infra.components.database import Database, DatabaseArgs
+from infra.components.database import Database
 from infra.components.functions import Functions, FunctionsArgs, Packager
 from infra.components.loadbalancer import LoadBalancer, LoadBalancerArgs
 from infra.components.local import Local
@@ -112,27 +112,13 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
     app_clients = [cluster.node_security_group_id] if cluster else []
 
     if cfg.database.enabled:
-        d = cfg.database
         database = Database(
             "database",
-            DatabaseArgs(
-                vpc_id=network.vpc_id,
-                subnet_ids=network.private_subnet_ids,
-                client_security_group_ids=app_clients,
-                engine_version=d.engine_version,
-                instance_class=d.instance_class,
-                allocated_storage_gb=d.allocated_storage_gb,
-                max_allocated_storage_gb=d.max_allocated_storage_gb,
-                storage_type=d.storage_type,
-                multi_az=d.multi_az,
-                deletion_protection=d.deletion_protection,
-                backup_retention_days=d.backup_retention_days,
-                db_name=d.name,
-                username=d.username,
-                manage_password=d.manage_password,
-                protect=cfg.protect,
-                log_retention_days=d.log_retention_days,
-            ),
+            cfg.database,
+            vpc_id=network.vpc_id,
+            subnet_ids=network.private_subnet_ids,
+            clients=app_clients,
+            protect=cfg.protect,
             opts=opts,
         )
         outputs |= {
@@ -140,7 +126,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             "databasePort": database.port,
             "databaseName": database.db_name,
             "databaseInstanceId": database.instance.identifier,
-            "databaseMultiAz": d.multi_az,
+            "databaseMultiAz": cfg.database.multi_az,
         }
 
     balancer: LoadBalancer | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
@@ -21,7 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from infra.config import DB_APP_ROLE, DB_JOB_ROLE
+from infra.config import DB_APP_ROLE, DB_JOB_ROLE, DatabaseConfig
 
 PORT = 5432
 # RDS forbids '/', '@', '"' and spaces in a master password.
@@ -34,29 +35,6 @@ APP_ROLE, JOB_ROLE = DB_APP_ROLE, DB_JOB_ROLE
 CA_BUNDLE = "/opt/app/certs/rds-global-bundle.pem"
 # The logs the instance exports to CloudWatch Logs, in groups the program makes with retention.
 LOG_EXPORTS = ("postgresql", "upgrade")
-
-
-@dataclass(frozen=True)
-class DatabaseArgs:
-    vpc_id: pulumi.Input[str]
-    subnet_ids: list[Any]
-    """Private subnets in at least two zones (RDS refuses a subnet group with fewer)."""
-    client_security_group_ids: list[Any]
-    """The only sources admitted on 5432: the app's nodes (and functions that need it)."""
-    engine_version: str
-    instance_class: str
-    allocated_storage_gb: int
-    max_allocated_storage_gb: int
-    storage_type: str
-    multi_az: bool
-    deletion_protection: bool
-    backup_retention_days: int
-    db_name: str
-    username: str
-    manage_password: bool
-    protect: bool
-    log_retention_days: int = 30
-    """How long the exported PostgreSQL and upgrade logs are kept."""
 
 
 def snapshot_prefix(*parts: str) -> str:
@@ -80,35 +58,79 @@ def identifier(*parts: str, suffix: str) -> str:
     return f"{snapshot_prefix(*parts)[: 62 - len(suffix)].rstrip('-')}-{suffix}"
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """The master user's password (generated, or read from RDS's own secret) and that secret."""
+
+    password: pulumi.Output[str]
+    master_secret_arn: pulumi.Output[str] | None
+
+
 class Database(pulumi.ComponentResource):
+    """RDS PostgreSQL from its config section; `network` gives the VPC and private subnets,
+    `clients` the security groups admitted on 5432 (more through `admit`)."""
+
     def __init__(
-        self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        cfg: DatabaseConfig,
+        *,
+        vpc_id: pulumi.Input[str],
+        subnet_ids: Sequence[Any],
+        clients: Sequence[pulumi.Input[str]] = (),
+        protect: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:database:Database", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        # Data lives here: protected stacks keep it even if the resource leaves the program.
-        stateful = pulumi.ResourceOptions(
-            parent=self, protect=args.protect, retain_on_delete=args.protect
-        )
-
+        self._name = name
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
-            vpc_id=args.vpc_id,
+            vpc_id=vpc_id,
             description="PostgreSQL: 5432 from the app nodes only; no egress",
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        self._name = name
-        for i, source in enumerate(args.client_security_group_ids):
+        for i, source in enumerate(clients):
             self.admit(f"client-{i}", source, "PostgreSQL from the app")
-
-        subnet_group = aws.rds.SubnetGroup(
-            f"{name}-subnets",
-            subnet_ids=args.subnet_ids,
-            description="private subnets, two zones at least",
-            opts=child,
+        generated = self._generated_password(name, cfg)
+        self.instance = self._instance(name, cfg, subnet_ids, generated, protect)
+        creds = self._credentials(cfg, generated)
+        self.master_secret_arn = creds.master_secret_arn
+        self.username = cfg.username
+        self.password: pulumi.Output[str] = pulumi.Output.secret(creds.password)
+        self.address = self.instance.address
+        self.port = PORT
+        self.db_name = cfg.name
+        # The master user's URL: for the migration only.
+        self.connection_url: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(creds.password, self.instance.address).apply(
+                lambda a: connection_url(cfg.username, a[0], a[1], PORT, cfg.name)
+            )
         )
-        family = f"postgres{args.engine_version}"
-        parameters = aws.rds.ParameterGroup(
+        self._role_credentials(name, cfg)
+        self.register_outputs(
+            {
+                "address": self.address,
+                "port": PORT,
+                "name": cfg.name,
+                "connectionUrl": self.connection_url,
+            }
+        )
+
+    def _generated_password(self, name: str, cfg: DatabaseConfig) -> pulumi.Output[str] | None:
+        """The master password the kit generates, or None when RDS manages it."""
+        if cfg.manage_password:
+            return None
+        return random.RandomPassword(
+            f"{name}-password",
+            length=32,
+            special=True,
+            override_special=PASSWORD_SPECIALS,
+            opts=pulumi.ResourceOptions(parent=self),
+        ).result
+
+    def _parameter_group(self, name: str, cfg: DatabaseConfig) -> aws.rds.ParameterGroup:
+        family = f"postgres{cfg.engine_version}"
+        return aws.rds.ParameterGroup(
             f"{name}-params",
             family=family,
             description=f"{family}: TLS required, slow statements logged",
@@ -116,110 +138,117 @@ class Database(pulumi.ComponentResource):
                 aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
                 aws.rds.ParameterGroupParameterArgs(name="log_min_duration_statement", value="500"),
             ],
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
-        password: pulumi.Output[str] | None = None
-        if not args.manage_password:
-            password = random.RandomPassword(
-                f"{name}-password",
-                length=32,
-                special=True,
-                override_special=PASSWORD_SPECIALS,
-                opts=child,
-            ).result
-
-        stack = pulumi.get_stack()
-        # Drawn once per instance and kept in the state: names the instance, its log groups and its
-        # final snapshot, so a re-created instance never meets what the last one left behind.
-        suffix = random.RandomId(f"{name}-snapshot-suffix", byte_length=4, opts=child)
-        project = pulumi.get_project()
-
-        def instance_id(h: str) -> str:
-            return identifier(project, stack, name, suffix=h)
-
-        db_identifier: pulumi.Output[str] = suffix.hex.apply(instance_id)
-        # RDS creates /aws/rds/instance/<id>/<log> itself, never expiring, on the first export,
-        # and leaves it after a destroy: made here first, with retention, and deleted after.
-        log_groups = [
+    def _log_groups(
+        self, name: str, cfg: DatabaseConfig, db_identifier: pulumi.Output[str]
+    ) -> list[aws.cloudwatch.LogGroup]:
+        """RDS creates /aws/rds/instance/<id>/<log> itself, never expiring, on the first export,
+        and leaves it after a destroy: made here first, with retention, and deleted after."""
+        return [
             aws.cloudwatch.LogGroup(
                 f"{name}-logs-{log}",
                 name=pulumi.Output.concat("/aws/rds/instance/", db_identifier, f"/{log}"),
-                retention_in_days=args.log_retention_days,
-                opts=child,
+                retention_in_days=cfg.log_retention_days,
+                opts=pulumi.ResourceOptions(parent=self),
             )
             for log in LOG_EXPORTS
         ]
-        self.instance = aws.rds.Instance(
+
+    def _instance(
+        self,
+        name: str,
+        cfg: DatabaseConfig,
+        subnet_ids: Sequence[Any],
+        password: pulumi.Output[str] | None,
+        protect: bool,
+    ) -> aws.rds.Instance:
+        child = pulumi.ResourceOptions(parent=self)
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            subnet_ids=list(subnet_ids),
+            description="private subnets, two zones at least",
+            opts=child,
+        )
+        parameters = self._parameter_group(name, cfg)
+        stack, project = pulumi.get_stack(), pulumi.get_project()
+        # Drawn once per instance and kept in the state: names the instance, its log groups and its
+        # final snapshot, so a re-created instance never meets what the last one left behind.
+        suffix = random.RandomId(f"{name}-snapshot-suffix", byte_length=4, opts=child)
+        db_identifier: pulumi.Output[str] = suffix.hex.apply(
+            lambda h: identifier(project, stack, name, suffix=h)
+        )
+        log_groups = self._log_groups(name, cfg, db_identifier)
+        # Data lives here: protected stacks keep it even if the resource leaves the program.
+        stateful = pulumi.ResourceOptions(
+            parent=self, protect=protect, retain_on_delete=protect, depends_on=log_groups
+        )
+        return aws.rds.Instance(
             f"{name}-postgres",
             identifier=db_identifier,
             engine="postgres",
-            engine_version=args.engine_version,
+            engine_version=cfg.engine_version,
             engine_lifecycle_support="open-source-rds-extended-support-disabled",
             auto_minor_version_upgrade=True,
             allow_major_version_upgrade=False,
-            instance_class=args.instance_class,
-            allocated_storage=args.allocated_storage_gb,
-            max_allocated_storage=args.max_allocated_storage_gb or None,
-            storage_type=args.storage_type,
+            instance_class=cfg.instance_class,
+            allocated_storage=cfg.allocated_storage_gb,
+            max_allocated_storage=cfg.max_allocated_storage_gb or None,
+            storage_type=cfg.storage_type,
             storage_encrypted=True,
-            db_name=args.db_name,
-            username=args.username,
+            db_name=cfg.name,
+            username=cfg.username,
             password=password,
-            manage_master_user_password=True if args.manage_password else None,
+            manage_master_user_password=True if cfg.manage_password else None,
             port=PORT,
             db_subnet_group_name=subnet_group.name,
             vpc_security_group_ids=[self.security_group.id],
             publicly_accessible=False,
             parameter_group_name=parameters.name,
-            multi_az=args.multi_az,
-            backup_retention_period=args.backup_retention_days,
+            multi_az=cfg.multi_az,
+            backup_retention_period=cfg.backup_retention_days,
             backup_window="03:00-04:00",
             maintenance_window="sun:04:30-sun:05:30",
             copy_tags_to_snapshot=True,
-            deletion_protection=args.deletion_protection,
+            deletion_protection=cfg.deletion_protection,
             skip_final_snapshot=False,
             # Unique per instance: a fixed name would collide with the snapshot the previous
             # destroy left, and the next destroy would fail (DBSnapshotAlreadyExists).
             final_snapshot_identifier=pulumi.Output.concat(
-                snapshot_prefix(pulumi.get_project(), stack, name), "-final-", suffix.hex
+                snapshot_prefix(project, stack, name), "-final-", suffix.hex
             ),
             # Automated backups outlive a deleted instance (until their retention ends) only where
             # data is protected; elsewhere the final snapshot is what remains.
-            delete_automated_backups=not args.protect,
+            delete_automated_backups=not protect,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             ca_cert_identifier="rds-ca-rsa2048-g1",
             apply_immediately=False,
-            opts=pulumi.ResourceOptions.merge(
-                stateful, pulumi.ResourceOptions(depends_on=log_groups)
-            ),
+            opts=stateful,
         )
 
-        # RDS's own secret (username and password only) when it manages the password, else None.
-        self.master_secret_arn: pulumi.Output[str] | None = None
-        if args.manage_password:
-            secret_arn = self.instance.master_user_secrets.apply(lambda s: s[0].secret_arn)
-            self.master_secret_arn = cast(pulumi.Output[str], secret_arn)  # always set by RDS
-            secret = aws.secretsmanager.get_secret_version_output(
-                secret_id=secret_arn, opts=pulumi.InvokeOutputOptions(parent=self)
-            )
-            password = pulumi.Output.secret(
-                secret.secret_string.apply(lambda text: json.loads(text)["password"])
-            )
-        assert password is not None
-        self.username = args.username
-        self.password: pulumi.Output[str] = pulumi.Output.secret(password)
-        self.address = self.instance.address
-        self.port = PORT
-        self.db_name = args.db_name
-        # The master user's URL: for the migration only.
-        self.connection_url: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.all(password, self.instance.address).apply(
-                lambda a: connection_url(args.username, a[0], a[1], PORT, args.db_name)
-            )
+    def _credentials(
+        self, cfg: DatabaseConfig, generated: pulumi.Output[str] | None
+    ) -> Credentials:
+        """RDS's own secret (username and password only) when it manages the password."""
+        if generated is not None:
+            return Credentials(password=generated, master_secret_arn=None)
+        secret_arn = self.instance.master_user_secrets.apply(lambda s: s[0].secret_arn)
+        secret = aws.secretsmanager.get_secret_version_output(
+            secret_id=secret_arn, opts=pulumi.InvokeOutputOptions(parent=self)
         )
-        # The app's and the job's own roles, created (and their passwords set) by the migration.
-        # Letters and digits only: nothing to escape in a URL or a libpq string.
+        password: pulumi.Output[str] = pulumi.Output.secret(
+            secret.secret_string.apply(lambda text: str(json.loads(text)["password"]))
+        )
+        # always set by RDS
+        return Credentials(
+            password=password, master_secret_arn=cast(pulumi.Output[str], secret_arn)
+        )
+
+    def _role_credentials(self, name: str, cfg: DatabaseConfig) -> None:
+        """The app's and the job's own roles, created (and their passwords set) by the migration.
+        Letters and digits only: nothing to escape in a URL or a libpq string."""
+        child = pulumi.ResourceOptions(parent=self)
         app_password: pulumi.Output[str] = random.RandomPassword(
             f"{name}-app-password", length=32, special=False, opts=child
         ).result
@@ -232,16 +261,8 @@ class Database(pulumi.ComponentResource):
         self.job_username = JOB_ROLE
         self.app_connection_url: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(self.app_password, self.instance.address).apply(
-                lambda a: connection_url(APP_ROLE, a[0], a[1], PORT, args.db_name)
+                lambda a: connection_url(APP_ROLE, a[0], a[1], PORT, cfg.name)
             )
-        )
-        self.register_outputs(
-            {
-                "address": self.address,
-                "port": PORT,
-                "name": args.db_name,
-                "connectionUrl": self.connection_url,
-            }
         )
 
     def admit(self, key: str, security_group_id: pulumi.Input[str], description: str) -> None:
