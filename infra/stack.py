@@ -14,7 +14,7 @@ from infra.components import project_stack
 from infra.components.cluster import Cluster
 from infra.components.database import Database
 from infra.components.functions import Functions, FunctionsArgs, Packager
-from infra.components.loadbalancer import LoadBalancer, LoadBalancerArgs
+from infra.components.loadbalancer import LoadBalancer, Targets
 from infra.components.local import Local
 from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.network import Network
@@ -131,25 +131,20 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
 
     balancer: LoadBalancer | None = None
     if cfg.loadbalancer.enabled:
-        lb = cfg.loadbalancer
         balancer = LoadBalancer(
             "web",
-            LoadBalancerArgs(
-                vpc_id=network.vpc_id,
-                vpc_cidr=cfg.network.cidr,
-                public_subnet_ids=network.public_subnet_ids,
-                target_port=cfg.app.node_port,
+            cfg.loadbalancer,
+            vpc_id=network.vpc_id,
+            vpc_cidr=cfg.network.cidr,
+            public_subnet_ids=network.public_subnet_ids,
+            region=cfg.region,
+            targets=Targets(
+                port=cfg.app.node_port,
                 health_check_path="/readyz",
-                region=cfg.region,
-                target_asg_names=[cluster.autoscaling_group_name] if cluster else [],
-                target_security_group_ids=app_clients,
-                certificate_arn=lb.certificate_arn,
-                domain_name=lb.domain_name,
-                deletion_protection=lb.deletion_protection,
-                access_logs=lb.access_logs,
-                idle_timeout_seconds=lb.idle_timeout_seconds,
-                protect=cfg.protect,
+                asg_names=[cluster.autoscaling_group_name] if cluster else [],
+                security_group_ids=app_clients,
             ),
+            protect=cfg.protect,
             opts=opts,
         )
         outputs |= {

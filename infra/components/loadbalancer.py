@@ -9,12 +9,15 @@ the target group, and the nodes' security group opened to the ALB on the node po
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+
+from infra.components import iam
+from infra.config import LoadBalancerConfig
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 # Elastic Load Balancing's account per region, for access-log bucket policies in regions that
@@ -34,49 +37,81 @@ ELB_ACCOUNTS = {
 
 
 @dataclass(frozen=True)
-class LoadBalancerArgs:
-    vpc_id: pulumi.Input[str]
-    vpc_cidr: str
-    public_subnet_ids: list[Any]
-    """Public subnets in two zones at least (AWS refuses an ALB with fewer)."""
-    target_port: int
+class Targets:
+    """Where the load balancer sends traffic: wiring from the stack, not settings."""
+
+    port: int
     """The port the targets serve on (the app Service's node port)."""
     health_check_path: str
-    region: str
-    target_asg_names: list[Any] = field(default_factory=list)
-    target_security_group_ids: list[Any] = field(default_factory=list)
-    certificate_arn: str | None = None
-    domain_name: str | None = None
-    """Instead of certificate_arn: look up the newest ISSUED ACM certificate for this domain."""
-    deletion_protection: bool = False
-    access_logs: bool = False
-    idle_timeout_seconds: int = 60
-    protect: bool = False
+    asg_names: Sequence[Any] = field(default_factory=list)
+    """The node groups' Auto Scaling groups, attached to the target group."""
+    security_group_ids: Sequence[Any] = field(default_factory=list)
+    """The targets' security groups, opened to the load balancer on the port."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
+    """The ALB from its config section; the VPC, its CIDR, the public subnets and the targets
+    are wiring."""
+
     def __init__(
-        self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        cfg: LoadBalancerConfig,
+        *,
+        vpc_id: pulumi.Input[str],
+        vpc_cidr: str,
+        public_subnet_ids: Sequence[Any],
+        region: str,
+        targets: Targets,
+        protect: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:loadbalancer:LoadBalancer", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        self._name = name
+        certificate_arn = self._certificate(cfg)
+        tls = certificate_arn is not None
+        self.security_group = self._security_group(vpc_id, vpc_cidr, targets.port, tls)
+        self.alb = self._alb(cfg, public_subnet_ids, region, protect)
+        self.target_group = self._target_group(vpc_id, targets)
+        self._listeners(certificate_arn)
+        self._attach(targets)
+        if cfg.domain_name and not cfg.domain_name.startswith("*."):
+            # The certificate names the domain, not the load balancer's own DNS name: the URL is
+            # the domain (point its DNS record at dnsName).
+            self.url = pulumi.Output.from_input(f"https://{cfg.domain_name}")
+        else:
+            scheme = "https" if tls else "http"
+            self.url = self.alb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
+        self.register_outputs(
+            {
+                "dnsName": self.alb.dns_name,
+                "url": self.url,
+                "arnSuffix": self.alb.arn_suffix,
+                "targetGroupArnSuffix": self.target_group.arn_suffix,
+            }
+        )
 
-        certificate_arn: pulumi.Input[str] | None = args.certificate_arn
-        if args.domain_name:
-            # Looked up during preview: no certificate, no deploy (nothing is created first).
-            certificate_arn = aws.acm.get_certificate_output(
-                domain=args.domain_name,
+    def _certificate(self, cfg: LoadBalancerConfig) -> pulumi.Input[str] | None:
+        """The ACM certificate's ARN: given, or looked up by domain during preview (no
+        certificate, no deploy: nothing is created first); None serves plain HTTP."""
+        if cfg.domain_name:
+            return aws.acm.get_certificate_output(
+                domain=cfg.domain_name,
                 statuses=["ISSUED"],
                 most_recent=True,
                 opts=pulumi.InvokeOutputOptions(parent=self),
             ).arn
-        tls = certificate_arn is not None
+        return cfg.certificate_arn
+
+    def _security_group(
+        self, vpc_id: pulumi.Input[str], vpc_cidr: str, target_port: int, tls: bool
+    ) -> aws.ec2.SecurityGroup:
+        name, child = self._name, pulumi.ResourceOptions(parent=self)
         # 443 only where a listener serves it: an open port with nothing behind it is a finding.
         ports = (80, 443) if tls else (80,)
-
-        self.security_group = aws.ec2.SecurityGroup(
+        group = aws.ec2.SecurityGroup(
             f"{name}-sg",
-            vpc_id=args.vpc_id,
+            vpc_id=vpc_id,
             description=f"ALB: {' and '.join(map(str, ports))} from the internet; "
             "out to the target port only",
             opts=child,
@@ -84,7 +119,7 @@ class LoadBalancer(pulumi.ComponentResource):
         for port in ports:
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-in-{port}",
-                security_group_id=self.security_group.id,
+                security_group_id=group.id,
                 cidr_ipv4="0.0.0.0/0",
                 ip_protocol="tcp",
                 from_port=port,
@@ -94,47 +129,52 @@ class LoadBalancer(pulumi.ComponentResource):
             )
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-out-targets",
-            security_group_id=self.security_group.id,
-            cidr_ipv4=args.vpc_cidr,
+            security_group_id=group.id,
+            cidr_ipv4=vpc_cidr,
             ip_protocol="tcp",
-            from_port=args.target_port,
-            to_port=args.target_port,
+            from_port=target_port,
+            to_port=target_port,
             description="to the target port inside the VPC",
             opts=child,
         )
+        return group
 
+    def _alb(
+        self, cfg: LoadBalancerConfig, subnets: Sequence[Any], region: str, protect: bool
+    ) -> aws.lb.LoadBalancer:
         access_logs = None
         log_bucket_ready: list[pulumi.Resource] = []
-        if args.access_logs:
-            bucket, log_bucket_ready = self._log_bucket(name, args)
+        if cfg.access_logs:
+            bucket, log_bucket_ready = self._log_bucket(self._name, region, protect)
             access_logs = aws.lb.LoadBalancerAccessLogsArgs(
                 bucket=bucket.bucket, prefix="alb", enabled=True
             )
-
-        self.alb = aws.lb.LoadBalancer(
-            f"{name}-alb",
+        return aws.lb.LoadBalancer(
+            f"{self._name}-alb",
             load_balancer_type="application",
             internal=False,
-            subnets=args.public_subnet_ids,
+            subnets=list(subnets),
             security_groups=[self.security_group.id],
             drop_invalid_header_fields=True,
-            enable_deletion_protection=args.deletion_protection,
-            idle_timeout=args.idle_timeout_seconds,
+            enable_deletion_protection=cfg.deletion_protection,
+            idle_timeout=cfg.idle_timeout_seconds,
             enable_http2=True,
             access_logs=access_logs,
             # ELB checks it may write to the bucket when logging is switched on: policy first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=log_bucket_ready),
         )
-        self.target_group = aws.lb.TargetGroup(
-            f"{name}-tg",
-            port=args.target_port,
+
+    def _target_group(self, vpc_id: pulumi.Input[str], targets: Targets) -> aws.lb.TargetGroup:
+        return aws.lb.TargetGroup(
+            f"{self._name}-tg",
+            port=targets.port,
             protocol="HTTP",
             target_type="instance",
-            vpc_id=args.vpc_id,
+            vpc_id=vpc_id,
             deregistration_delay=30,
             health_check=aws.lb.TargetGroupHealthCheckArgs(
                 enabled=True,
-                path=args.health_check_path,
+                path=targets.health_check_path,
                 port="traffic-port",
                 protocol="HTTP",
                 matcher="200",
@@ -143,11 +183,16 @@ class LoadBalancer(pulumi.ComponentResource):
                 healthy_threshold=2,
                 unhealthy_threshold=3,
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
+
+    def _listeners(self, certificate_arn: pulumi.Input[str] | None) -> None:
+        """With a certificate: HTTPS on 443 and a redirect on 80; without: HTTP on 80."""
+        name, child = self._name, pulumi.ResourceOptions(parent=self)
         forward = [
             aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
         ]
+        http_actions = forward
         if certificate_arn is not None:
             aws.lb.Listener(
                 f"{name}-https",
@@ -167,8 +212,6 @@ class LoadBalancer(pulumi.ComponentResource):
                     ),
                 )
             ]
-        else:
-            http_actions = forward
         aws.lb.Listener(
             f"{name}-http",
             load_balancer_arn=self.alb.arn,
@@ -178,49 +221,35 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=child,
         )
 
-        # Targets: the nodes' Auto Scaling groups, and the nodes opened to the ALB on the port.
-        for i, asg in enumerate(args.target_asg_names):
+    def _attach(self, targets: Targets) -> None:
+        """The nodes' Auto Scaling groups, and the nodes opened to the ALB on the port."""
+        name, child = self._name, pulumi.ResourceOptions(parent=self)
+        for i, asg in enumerate(targets.asg_names):
             aws.autoscaling.Attachment(
                 f"{name}-targets-{i}",
                 autoscaling_group_name=asg,
                 lb_target_group_arn=self.target_group.arn,
                 opts=child,
             )
-        for i, sg in enumerate(args.target_security_group_ids):
+        for i, sg in enumerate(targets.security_group_ids):
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-to-targets-{i}",
                 security_group_id=sg,
                 referenced_security_group_id=self.security_group.id,
                 ip_protocol="tcp",
-                from_port=args.target_port,
-                to_port=args.target_port,
+                from_port=targets.port,
+                to_port=targets.port,
                 description="from the load balancer to the app node port",
                 opts=child,
             )
 
-        if args.domain_name and not args.domain_name.startswith("*."):
-            # The certificate names the domain, not the load balancer's own DNS name: the URL is
-            # the domain (point its DNS record at dnsName).
-            self.url = pulumi.Output.from_input(f"https://{args.domain_name}")
-        else:
-            scheme = "https" if tls else "http"
-            self.url = self.alb.dns_name.apply(lambda dns: f"{scheme}://{dns}")
-        self.register_outputs(
-            {
-                "dnsName": self.alb.dns_name,
-                "url": self.url,
-                "arnSuffix": self.alb.arn_suffix,
-                "targetGroupArnSuffix": self.target_group.arn_suffix,
-            }
-        )
-
     def _log_bucket(
-        self, name: str, args: LoadBalancerArgs
+        self, name: str, region: str, protect: bool
     ) -> tuple[aws.s3.Bucket, list[pulumi.Resource]]:
         """The access-log bucket, and what must exist before the ALB may log to it."""
-        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        stateful = pulumi.ResourceOptions(parent=self, protect=protect)
         child = pulumi.ResourceOptions(parent=self)
-        bucket = aws.s3.Bucket(f"{name}-logs", force_destroy=not args.protect, opts=stateful)
+        bucket = aws.s3.Bucket(f"{name}-logs", force_destroy=not protect, opts=stateful)
         aws.s3.BucketPublicAccessBlock(
             f"{name}-logs",
             bucket=bucket.id,
@@ -262,7 +291,7 @@ class LoadBalancer(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        account = ELB_ACCOUNTS.get(args.region)
+        account = ELB_ACCOUNTS.get(region)
         principal = (
             {"AWS": f"arn:aws:iam::{account}:root"}
             if account
@@ -273,27 +302,24 @@ class LoadBalancer(pulumi.ComponentResource):
             f"{name}-logs",
             bucket=bucket.id,
             policy=pulumi.Output.all(bucket.arn, caller.account_id).apply(
-                lambda a: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Sid": "ElbAccessLogs",
-                                "Effect": "Allow",
-                                "Principal": principal,
-                                "Action": "s3:PutObject",
-                                "Resource": f"{a[0]}/alb/AWSLogs/{a[1]}/*",
-                            },
-                            {
-                                "Sid": "DenyInsecureTransport",
-                                "Effect": "Deny",
-                                "Principal": "*",
-                                "Action": "s3:*",
-                                "Resource": [a[0], f"{a[0]}/*"],
-                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                            },
-                        ],
-                    }
+                lambda a: iam.document(
+                    [
+                        {
+                            "Sid": "ElbAccessLogs",
+                            "Effect": "Allow",
+                            "Principal": principal,
+                            "Action": "s3:PutObject",
+                            "Resource": f"{a[0]}/alb/AWSLogs/{a[1]}/*",
+                        },
+                        {
+                            "Sid": "DenyInsecureTransport",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "s3:*",
+                            "Resource": [a[0], f"{a[0]}/*"],
+                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                        },
+                    ]
                 )
             ),
             opts=child,
