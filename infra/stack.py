@@ -16,7 +16,7 @@ from infra.components.database import Database
 from infra.components.functions import Functions, FunctionsArgs, Packager
 from infra.components.loadbalancer import LoadBalancer, Targets
 from infra.components.local import Local
-from infra.components.monitoring import Monitoring, MonitoringArgs
+from infra.components.monitoring import Monitoring, Watched
 from infra.components.network import Network
 from infra.components.registry import Registry
 from infra.components.workload import Workload, WorkloadArgs
@@ -225,28 +225,13 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
         }
 
     if cfg.monitoring.enabled:
-        m = cfg.monitoring
-        with_rules = workload is not None and m.prometheus_rules
+        with_rules = workload is not None and cfg.monitoring.prometheus_rules
         monitoring = Monitoring(
             "monitoring",
-            MonitoringArgs(
-                stack_name=cfg.stack,
-                region=cfg.region,
-                period_seconds=m.period_seconds,
-                evaluation_periods=m.evaluation_periods,
-                alb_error_rate_percent=m.alb_error_rate_percent,
-                unhealthy_hosts=m.unhealthy_hosts,
-                target_response_time_p99_seconds=m.target_response_time_p99_seconds,
-                db_cpu_percent=m.db_cpu_percent,
-                db_free_storage_gb=m.db_free_storage_gb,
-                db_connections=m.db_connections,
-                function_errors=m.function_errors,
-                function_throttles=m.function_throttles,
-                canary_latency_ms=m.canary_latency_ms,
-                billing_alarm_usd=m.billing_alarm_usd,
-                alert_email=m.alert_email,
-                encrypt_topic=m.encrypt_topic,
-                protect=cfg.protect,
+            cfg.monitoring,
+            stack=cfg.stack,
+            region=cfg.region,
+            watched=Watched(
                 alb_arn_suffix=balancer.alb.arn_suffix if balancer else None,
                 target_group_arn_suffix=balancer.target_group.arn_suffix if balancer else None,
                 db_instance_identifier=database.instance.identifier if database else None,
@@ -259,8 +244,9 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                     rate_seconds(cfg.functions.canary_schedule) if functions else None
                 ),
                 job_name="housekeeping" if functions else None,
-                rules_namespace=workload.namespace if workload and with_rules else None,
             ),
+            rules_namespace=workload.namespace if workload and with_rules else None,
+            protect=cfg.protect,
             opts=pulumi.ResourceOptions(
                 providers={"aws": provider, "kubernetes": cluster.provider}
                 if with_rules and cluster

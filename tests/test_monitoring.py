@@ -13,7 +13,7 @@ import yaml
 from backbone.manifests import write
 from backbone.mocks import MAKERS
 from backbone.synth import load_config, resolve, synth
-from infra.prometheus_rules import ALERTS, render_rules
+from infra.components.prometheus import ALERTS, render_rules
 
 REPO = Path(__file__).resolve().parent.parent
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"

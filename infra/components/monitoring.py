@@ -15,7 +15,7 @@ cloudwatch.amazonaws.com, so an alarm's publish to such a topic fails and no one
 false leaves the topic unencrypted (the free-tier stack: alarm messages hold alarm names and
 metric values, no data).
 
-Prometheus rules (infra/prometheus_rules.py) go to the cluster as a ConfigMap: no CRD needed;
+Prometheus rules (infra/components/prometheus.py) go to the cluster as a ConfigMap: no CRD needed;
 a Prometheus with a rule-file sidecar (or `kubectl get cm -o jsonpath`) loads it.
 """
 
@@ -30,9 +30,10 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra.components import project_stack
+from infra.components import iam, project_stack
 from infra.components.functions import CANARY_NAMESPACE, CANARY_PROBES, JOBS_NAMESPACE
-from infra.prometheus_rules import render_rules
+from infra.components.prometheus import render_rules, thresholds
+from infra.config import MonitoringConfig
 
 RULES_CONFIGMAP = "backbone-prometheus-rules"
 RULES_FILE = "backbone-app.rules.yaml"
@@ -43,25 +44,9 @@ GIB = 1024**3
 
 
 @dataclass(frozen=True)
-class MonitoringArgs:
-    stack_name: str
-    region: str
-    period_seconds: int = 60
-    evaluation_periods: int = 3
-    alb_error_rate_percent: float = 5.0
-    unhealthy_hosts: int = 1
-    target_response_time_p99_seconds: float = 1.0
-    db_cpu_percent: float = 80.0
-    db_free_storage_gb: float = 2.0
-    db_connections: int = 80
-    function_errors: int = 1
-    function_throttles: int = 1
-    canary_latency_ms: float = 2000.0
-    billing_alarm_usd: float | None = None
-    alert_email: str | None = None
-    encrypt_topic: bool = True
-    protect: bool = False
-    # What the stack runs (None: not in this stack).
+class Watched:
+    """What the stack runs, for the alarms and the dashboard (None or empty: not in this stack)."""
+
     alb_arn_suffix: pulumi.Input[str] | None = None
     target_group_arn_suffix: pulumi.Input[str] | None = None
     db_instance_identifier: pulumi.Input[str] | None = None
@@ -71,9 +56,10 @@ class MonitoringArgs:
     """The canary's schedule in seconds, when the stack runs it."""
     job_name: str | None = None
     """The housekeeping job's `Job` dimension, when the stack runs it."""
-    rules_namespace: pulumi.Input[str] | None = None
-    """The app's Kubernetes namespace: deploy the Prometheus rules there (needs a kubernetes
-    provider in opts)."""
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.alb_arn_suffix or self.db_instance_identifier or self.function_names)
 
 
 def _metric(
@@ -85,101 +71,41 @@ def _metric(
 
 
 class Monitoring(pulumi.ComponentResource):
+    """The alerts topic, the alarms on what `watched` names, the dashboard and the Prometheus rules
+    (a ConfigMap in `rules_namespace`, when given: needs a kubernetes provider in opts)."""
+
     topic: aws.sns.Topic
     alarms: list[aws.cloudwatch.MetricAlarm]
 
     def __init__(
-        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        cfg: MonitoringConfig,
+        *,
+        stack: str,
+        region: str,
+        watched: Watched,
+        rules_namespace: pulumi.Input[str] | None = None,
+        protect: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:monitoring:Monitoring", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         self._name = name
-        self._args = args
-        self._prefix = project_stack(args.stack_name)
+        self._cfg = cfg
+        self._stack = stack
+        self._region = region
+        self._prefix = project_stack(stack)
         self.alarms = []
 
-        key_id: pulumi.Input[str] | None = None
-        if args.encrypt_topic:
-            key_id = self._topic_key(name, args).arn
-        self.topic = aws.sns.Topic(
-            f"{name}-alerts",
-            display_name=f"{self._prefix} alerts",
-            kms_master_key_id=key_id,
-            opts=child,
-        )
-        if args.alert_email:
-            aws.sns.TopicSubscription(
-                f"{name}-alerts-email",
-                topic=self.topic.arn,
-                protocol="email",
-                endpoint=args.alert_email,
-                opts=child,
-            )
-
-        self._alb_alarms(args)
-        self._db_alarms(args)
-        self._function_alarms(args)
-        self._canary_alarms(args)
-        self._job_alarms(args)
-        if args.billing_alarm_usd is not None:
-            # Published a few times a day, and only once billing alerts are switched on: a gap
-            # is normal, never a bill.
-            self._alarm(
-                "billing",
-                f"The account's estimated charges this month passed ${args.billing_alarm_usd:g}. "
-                "Open Billing > Bills to see which service costs; delete what you do not use "
-                "(`pulumi destroy` for this stack). Needs 'Receive Billing Alerts' switched on.",
-                namespace="AWS/Billing",
-                metric="EstimatedCharges",
-                dims={"Currency": "USD"},
-                stat="Maximum",
-                comparison="GreaterThanThreshold",
-                threshold=args.billing_alarm_usd,
-                missing="notBreaching",
-                period=21600,
-                periods=1,
-            )
-
-        self.dashboard: aws.cloudwatch.Dashboard | None = None
-        if args.alb_arn_suffix or args.db_instance_identifier or args.function_names:
-            self.dashboard = aws.cloudwatch.Dashboard(
-                f"{name}-dashboard",
-                dashboard_name=self._prefix,
-                dashboard_body=pulumi.Output.all(
-                    args.alb_arn_suffix,
-                    args.target_group_arn_suffix,
-                    args.db_instance_identifier,
-                    pulumi.Output.all(**args.function_names) if args.function_names else {},
-                ).apply(lambda a: json.dumps(self._dashboard(args, *a))),
-                opts=child,
-            )
-
-        self.rules: k8s.core.v1.ConfigMap | None = None
-        if args.rules_namespace is not None:
-            rules = render_rules(
-                error_ratio=args.alb_error_rate_percent / 100,
-                latency_p99_seconds=args.target_response_time_p99_seconds,
-                for_minutes=max(1, args.period_seconds * args.evaluation_periods // 60),
-                namespace=None,
-                labels={"stack": args.stack_name},
-            )
-            self.rules = k8s.core.v1.ConfigMap(
-                f"{name}-prometheus-rules",
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=RULES_CONFIGMAP,
-                    namespace=args.rules_namespace,
-                    labels={
-                        "app.kubernetes.io/name": "backbone-prometheus-rules",
-                        "app.kubernetes.io/part-of": "backbone",
-                        "app.kubernetes.io/managed-by": "pulumi",
-                        # What rule-file sidecars (kube-prometheus-stack, Grafana's) look for.
-                        "prometheus_rule": "1",
-                    },
-                ),
-                data={RULES_FILE: yaml.safe_dump(rules, sort_keys=False, width=100)},
-                opts=child,
-            )
-
+        self.topic = self._topic(protect)
+        self._alb_alarms(watched)
+        self._db_alarms(watched)
+        self._function_alarms(watched)
+        self._canary_alarms(watched)
+        self._job_alarms(watched)
+        self._billing_alarm()
+        self.dashboard = self._dashboard_resource(watched)
+        self.rules = self._rules(rules_namespace)
         self.register_outputs(
             {
                 "topicArn": self.topic.arn,
@@ -188,42 +114,95 @@ class Monitoring(pulumi.ComponentResource):
             }
         )
 
+    def _topic(self, protect: bool) -> aws.sns.Topic:
+        key_id: pulumi.Input[str] | None = None
+        if self._cfg.encrypt_topic:
+            key_id = self._topic_key(self._name, protect).arn
+        topic = aws.sns.Topic(
+            f"{self._name}-alerts",
+            display_name=f"{self._prefix} alerts",
+            kms_master_key_id=key_id,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        if self._cfg.alert_email:
+            aws.sns.TopicSubscription(
+                f"{self._name}-alerts-email",
+                topic=topic.arn,
+                protocol="email",
+                endpoint=self._cfg.alert_email,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        return topic
+
+    def _billing_alarm(self) -> None:
+        usd = self._cfg.billing_alarm_usd
+        if usd is None:
+            return
+        # Published a few times a day, and only once billing alerts are switched on: a gap
+        # is normal, never a bill.
+        self._alarm(
+            "billing",
+            f"The account's estimated charges this month passed ${usd:g}. "
+            "Open Billing > Bills to see which service costs; delete what you do not use "
+            "(`pulumi destroy` for this stack). Needs 'Receive Billing Alerts' switched on.",
+            namespace="AWS/Billing",
+            metric="EstimatedCharges",
+            dims={"Currency": "USD"},
+            stat="Maximum",
+            comparison="GreaterThanThreshold",
+            threshold=usd,
+            missing="notBreaching",
+            period=21600,
+            periods=1,
+        )
+
+    def _dashboard_resource(self, w: Watched) -> aws.cloudwatch.Dashboard | None:
+        if not w.anything:
+            return None
+        return aws.cloudwatch.Dashboard(
+            f"{self._name}-dashboard",
+            dashboard_name=self._prefix,
+            dashboard_body=pulumi.Output.all(
+                w.alb_arn_suffix,
+                w.target_group_arn_suffix,
+                w.db_instance_identifier,
+                pulumi.Output.all(**w.function_names) if w.function_names else {},
+            ).apply(lambda a: json.dumps(self._dashboard(w, *a))),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _rules(self, namespace: pulumi.Input[str] | None) -> k8s.core.v1.ConfigMap | None:
+        if namespace is None:
+            return None
+        rules = render_rules(**thresholds(self._cfg), namespace=None, labels={"stack": self._stack})
+        return k8s.core.v1.ConfigMap(
+            f"{self._name}-prometheus-rules",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=RULES_CONFIGMAP,
+                namespace=namespace,
+                labels={
+                    "app.kubernetes.io/name": "backbone-prometheus-rules",
+                    "app.kubernetes.io/part-of": "backbone",
+                    "app.kubernetes.io/managed-by": "pulumi",
+                    # What rule-file sidecars (kube-prometheus-stack, Grafana's) look for.
+                    "prometheus_rule": "1",
+                },
+            ),
+            data={RULES_FILE: yaml.safe_dump(rules, sort_keys=False, width=100)},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
     # -- building blocks ---------------------------------------------------------------------------
 
-    def _topic_key(self, name: str, args: MonitoringArgs) -> aws.kms.Key:
+    def _topic_key(self, name: str, protect: bool) -> aws.kms.Key:
         caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
         key = aws.kms.Key(
             f"{name}-alerts-key",
             description=f"{self._prefix}: encrypts the alerts topic; CloudWatch may use it",
             enable_key_rotation=True,
             deletion_window_in_days=7,
-            policy=caller.account_id.apply(
-                lambda account: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Sid": "AccountAdministers",
-                                "Effect": "Allow",
-                                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
-                                "Action": "kms:*",
-                                "Resource": "*",
-                            },
-                            {
-                                "Sid": "CloudWatchAlarmsPublish",
-                                "Effect": "Allow",
-                                "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-                                "Resource": "*",
-                                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
-                            },
-                        ],
-                    }
-                )
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self, protect=args.protect, retain_on_delete=args.protect
-            ),
+            policy=caller.account_id.apply(_key_policy),
+            opts=pulumi.ResourceOptions(parent=self, protect=protect, retain_on_delete=protect),
         )
         aws.kms.Alias(
             f"{name}-alerts-key",
@@ -249,8 +228,8 @@ class Monitoring(pulumi.ComponentResource):
         period: int | None = None,
         periods: int | None = None,
     ) -> aws.cloudwatch.MetricAlarm:
-        args = self._args
-        periods = periods or args.evaluation_periods
+        cfg = self._cfg
+        periods = periods or cfg.evaluation_periods
         percentile = stat is not None and stat.startswith("p")
         alarm = aws.cloudwatch.MetricAlarm(
             f"{self._name}-{part}",
@@ -261,7 +240,7 @@ class Monitoring(pulumi.ComponentResource):
             dimensions=dims,
             statistic=None if percentile else stat,
             extended_statistic=stat if percentile else None,
-            period=None if queries else (period or args.period_seconds),
+            period=None if queries else (period or cfg.period_seconds),
             metric_queries=queries,
             comparison_operator=comparison,
             threshold=threshold,
@@ -277,11 +256,12 @@ class Monitoring(pulumi.ComponentResource):
 
     # -- the alarms ----------------------------------------------------------------------------------
 
-    def _alb_alarms(self, args: MonitoringArgs) -> None:
-        if args.alb_arn_suffix is None:
+    def _alb_alarms(self, w: Watched) -> None:
+        m = self._cfg
+        if w.alb_arn_suffix is None:
             return
-        lb = {"LoadBalancer": args.alb_arn_suffix}
-        p = args.period_seconds
+        lb = {"LoadBalancer": w.alb_arn_suffix}
+        p = m.period_seconds
 
         def q(qid: str, metric: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
             return aws.cloudwatch.MetricAlarmMetricQueryArgs(
@@ -291,7 +271,7 @@ class Monitoring(pulumi.ComponentResource):
         # No requests: no datapoints and no rate. Quiet is not failing (the canary sees outages).
         self._alarm(
             "alb-5xx-rate",
-            f"More than {args.alb_error_rate_percent:g}% of requests through the load balancer "
+            f"More than {m.alb_error_rate_percent:g}% of requests through the load balancer "
             "ended in 5xx (from the app or the ALB itself). Check the app's logs for status >= "
             "500 and the unhealthy-hosts and database alarms; roll back a deploy that started it "
             "(kubectl rollout undo).",
@@ -308,30 +288,30 @@ class Monitoring(pulumi.ComponentResource):
                 q("requests", "RequestCount"),
             ],
             comparison="GreaterThanThreshold",
-            threshold=args.alb_error_rate_percent,
+            threshold=m.alb_error_rate_percent,
             missing="notBreaching",
         )
-        if args.target_group_arn_suffix is not None:
+        if w.target_group_arn_suffix is not None:
             # A gap means no target group is reporting: the canary's availability alarm
             # (breaching on missing data) owns that case; this one warns of partial failure.
             self._alarm(
                 "alb-unhealthy-hosts",
-                f"At least {args.unhealthy_hosts} of the app's targets fail the health check "
+                f"At least {m.unhealthy_hosts} of the app's targets fail the health check "
                 "(/readyz). Check the pods (kubectl get pods -n backbone), their readiness "
                 "logs and the database; replace a broken node.",
                 namespace="AWS/ApplicationELB",
                 metric="UnHealthyHostCount",
-                dims={"TargetGroup": args.target_group_arn_suffix, **lb},
+                dims={"TargetGroup": w.target_group_arn_suffix, **lb},
                 stat="Maximum",
                 comparison="GreaterThanOrEqualToThreshold",
-                threshold=args.unhealthy_hosts,
+                threshold=m.unhealthy_hosts,
                 missing="notBreaching",
             )
         # No requests: no latency to judge.
         self._alarm(
             "alb-target-p99",
             f"The app's p99 response time behind the load balancer is above "
-            f"{args.target_response_time_p99_seconds:g} s. Check the database CPU and "
+            f"{m.target_response_time_p99_seconds:g} s. Check the database CPU and "
             "connections alarms, the pods' CPU throttling and the app's pool metrics; scale out "
             "(raise app.minReplicas) if the pods are saturated.",
             namespace="AWS/ApplicationELB",
@@ -339,19 +319,20 @@ class Monitoring(pulumi.ComponentResource):
             dims=lb,
             stat="p99",
             comparison="GreaterThanThreshold",
-            threshold=args.target_response_time_p99_seconds,
+            threshold=m.target_response_time_p99_seconds,
             missing="notBreaching",
         )
 
-    def _db_alarms(self, args: MonitoringArgs) -> None:
-        if args.db_instance_identifier is None:
+    def _db_alarms(self, w: Watched) -> None:
+        m = self._cfg
+        if w.db_instance_identifier is None:
             return
-        db = {"DBInstanceIdentifier": args.db_instance_identifier}
+        db = {"DBInstanceIdentifier": w.db_instance_identifier}
         # CPU and connections: a gap is a reboot or a failover, not load; the canary's health
         # probe (readiness checks the database) alarms if the database is really gone.
         self._alarm(
             "db-cpu",
-            f"The database's CPU is above {args.db_cpu_percent:g}%. Look at Performance "
+            f"The database's CPU is above {m.db_cpu_percent:g}%. Look at Performance "
             "Insights or pg_stat_statements for the top queries; add an index or scale the "
             "instance class (database.instanceClass).",
             namespace="AWS/RDS",
@@ -359,13 +340,13 @@ class Monitoring(pulumi.ComponentResource):
             dims=db,
             stat="Average",
             comparison="GreaterThanThreshold",
-            threshold=args.db_cpu_percent,
+            threshold=m.db_cpu_percent,
             missing="notBreaching",
         )
         # A gap keeps the state: free space does not come back by itself.
         self._alarm(
             "db-free-storage",
-            f"The database has less than {args.db_free_storage_gb:g} GiB free. Raise "
+            f"The database has less than {m.db_free_storage_gb:g} GiB free. Raise "
             "database.maxAllocatedStorageGb (autoscaling ceiling) or allocatedStorageGb, and "
             "look for runaway tables or WAL (replication slots).",
             namespace="AWS/RDS",
@@ -373,12 +354,12 @@ class Monitoring(pulumi.ComponentResource):
             dims=db,
             stat="Minimum",
             comparison="LessThanThreshold",
-            threshold=args.db_free_storage_gb * GIB,
+            threshold=m.db_free_storage_gb * GIB,
             missing="ignore",
         )
         self._alarm(
             "db-connections",
-            f"The database has more than {args.db_connections} connections. Check the app's "
+            f"The database has more than {m.db_connections} connections. Check the app's "
             "pool size (DB_POOL_MAX x replicas) against max_connections and look for leaked or "
             "idle-in-transaction sessions (pg_stat_activity).",
             namespace="AWS/RDS",
@@ -386,18 +367,19 @@ class Monitoring(pulumi.ComponentResource):
             dims=db,
             stat="Maximum",
             comparison="GreaterThanThreshold",
-            threshold=args.db_connections,
+            threshold=m.db_connections,
             missing="notBreaching",
         )
 
-    def _function_alarms(self, args: MonitoringArgs) -> None:
+    def _function_alarms(self, w: Watched) -> None:
+        m = self._cfg
         # Lambda publishes Errors and Throttles only when invoked: no invocation, no data, and a
         # schedule that stopped is caught by the canary's and the job's own alarms.
-        for short, fn_name in sorted(args.function_names.items()):
+        for short, fn_name in sorted(w.function_names.items()):
             dims = {"FunctionName": fn_name}
             self._alarm(
                 f"fn-{short}-errors",
-                f"The {short} function failed at least {args.function_errors} time(s) in a "
+                f"The {short} function failed at least {m.function_errors} time(s) in a "
                 f"period. Read its log group (/aws/lambda/<function>) for the JSON 'failed' line; "
                 "failed events wait in the functions' failures queue.",
                 namespace="AWS/Lambda",
@@ -405,13 +387,13 @@ class Monitoring(pulumi.ComponentResource):
                 dims=dims,
                 stat="Sum",
                 comparison="GreaterThanOrEqualToThreshold",
-                threshold=args.function_errors,
+                threshold=m.function_errors,
                 missing="notBreaching",
                 periods=1,
             )
             self._alarm(
                 f"fn-{short}-throttles",
-                f"The {short} function was throttled at least {args.function_throttles} "
+                f"The {short} function was throttled at least {m.function_throttles} "
                 "time(s): it ran into its reserved concurrency or the account's limit. Check for "
                 "runs that overlap (timeout longer than the schedule) and the account's "
                 "concurrency quota.",
@@ -420,18 +402,19 @@ class Monitoring(pulumi.ComponentResource):
                 dims=dims,
                 stat="Sum",
                 comparison="GreaterThanOrEqualToThreshold",
-                threshold=args.function_throttles,
+                threshold=m.function_throttles,
                 missing="notBreaching",
                 periods=1,
             )
 
-    def _canary_alarms(self, args: MonitoringArgs) -> None:
-        if args.canary_period_seconds is None:
+    def _canary_alarms(self, w: Watched) -> None:
+        m = self._cfg
+        if w.canary_period_seconds is None:
             return
-        period = args.canary_period_seconds
-        periods = min(args.evaluation_periods, 86400 // period)
+        period = w.canary_period_seconds
+        periods = min(m.evaluation_periods, 86400 // period)
         for probe in CANARY_PROBES:
-            dims = {"Stack": args.stack_name, "Probe": probe}
+            dims = {"Stack": self._stack, "Probe": probe}
             what = "readiness (/readyz)" if probe == "health" else "read path"
             # No datapoint means the canary itself did not run: as bad as a failed probe.
             self._alarm(
@@ -452,32 +435,32 @@ class Monitoring(pulumi.ComponentResource):
             # A probe with no answer has no latency: availability covers it.
             self._alarm(
                 f"canary-{probe}-latency",
-                f"The app's {what} took more than {args.canary_latency_ms:g} ms on average, as "
+                f"The app's {what} took more than {m.canary_latency_ms:g} ms on average, as "
                 "a user sees it. Check the target response time and database alarms.",
                 namespace=CANARY_NAMESPACE,
                 metric="Latency",
                 dims=dims,
                 stat="Average",
                 comparison="GreaterThanThreshold",
-                threshold=args.canary_latency_ms,
+                threshold=m.canary_latency_ms,
                 missing="notBreaching",
                 period=period,
                 periods=periods,
             )
 
-    def _job_alarms(self, args: MonitoringArgs) -> None:
-        if args.job_name is None:
+    def _job_alarms(self, w: Watched) -> None:
+        if w.job_name is None:
             return
         # A day without a datapoint means the job did not run. (Right after the first deploy it
         # fires until the first night's run.)
         self._alarm(
-            f"job-{args.job_name}",
-            f"The {args.job_name} job failed or did not run in the last 24 hours. Read its log "
+            f"job-{w.job_name}",
+            f"The {w.job_name} job failed or did not run in the last 24 hours. Read its log "
             "group for the 'failed' line (secret, database reachability, SQL) and the "
             "functions' failures queue; run it once by hand (aws lambda invoke) after a fix.",
             namespace=JOBS_NAMESPACE,
             metric="Success",
-            dims={"Stack": args.stack_name, "Job": args.job_name},
+            dims={"Stack": self._stack, "Job": w.job_name},
             stat="Minimum",
             comparison="LessThanThreshold",
             threshold=1,
@@ -490,157 +473,199 @@ class Monitoring(pulumi.ComponentResource):
 
     def _dashboard(
         self,
-        args: MonitoringArgs,
+        w: Watched,
         alb: str | None,
         tg: str | None,
         db: str | None,
         functions: dict[str, str],
     ) -> dict[str, Any]:
-        widgets: list[dict[str, Any]] = []
+        rows: list[Row] = []
+        if alb:
+            rows.append(_alb_row(alb, tg))
+        if w.canary_period_seconds:
+            rows.append(_canary_row(self._stack, w.canary_period_seconds))
+        if db:
+            rows.append(_db_row(db))
+        if functions:
+            rows.append(_functions_row(sorted(functions.values())))
+            if w.job_name:
+                rows.append(_job_row(self._stack, w.job_name))
+        return {"widgets": _layout(rows, self._region, self._cfg.period_seconds)}
 
-        def row(title: str, *graphs: tuple[str, list[list[Any]], dict[str, Any]]) -> None:
-            y = len(widgets) and max(w["y"] + w["height"] for w in widgets)
+
+def _key_policy(account: str) -> str:
+    """The alerts key: the account administers it; CloudWatch alarms may use it to publish."""
+    return iam.document(
+        [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            },
+        ]
+    )
+
+
+# A dashboard row: a title and its graphs (title, metric lines, extra widget properties).
+Graph = tuple[str, list[list[Any]], dict[str, Any]]
+Row = tuple[str, list[Graph]]
+
+
+def _layout(rows: list[Row], region: str, period: int) -> list[dict[str, Any]]:
+    """Each row a markdown title across the width, then its graphs side by side."""
+    widgets: list[dict[str, Any]] = []
+    y = 0
+    for title, graphs in rows:
+        text = {"markdown": f"## {title}"}
+        widgets.append(
+            {"type": "text", "x": 0, "y": y, "width": 24, "height": 1, "properties": text}
+        )
+        width = 24 // len(graphs)
+        for i, (name, metrics, extra) in enumerate(graphs):
             widgets.append(
                 {
-                    "type": "text",
-                    "x": 0,
-                    "y": y,
-                    "width": 24,
-                    "height": 1,
-                    "properties": {"markdown": f"## {title}"},
+                    "type": "metric",
+                    "x": i * width,
+                    "y": y + 1,
+                    "width": width,
+                    "height": 6,
+                    "properties": {
+                        "title": name,
+                        "region": region,
+                        "view": "timeSeries",
+                        "period": period,
+                        "metrics": metrics,
+                        **extra,
+                    },
                 }
             )
-            width = 24 // len(graphs)
-            for i, (name, metrics, extra) in enumerate(graphs):
-                widgets.append(
-                    {
-                        "type": "metric",
-                        "x": i * width,
-                        "y": y + 1,
-                        "width": width,
-                        "height": 6,
-                        "properties": {
-                            "title": name,
-                            "region": args.region,
-                            "view": "timeSeries",
-                            "period": args.period_seconds,
-                            "metrics": metrics,
-                            **extra,
-                        },
-                    }
-                )
+        y += 7
+    return widgets
 
-        if alb:
-            e = "AWS/ApplicationELB"
-            lb = ["LoadBalancer", alb]
-            row(
-                "Load balancer",
-                ("Traffic: requests", [[e, "RequestCount", *lb, {"stat": "Sum"}]], {}),
-                (
-                    "Errors: 5xx and 4xx",
-                    [
-                        [e, "HTTPCode_Target_5XX_Count", *lb, {"stat": "Sum"}],
-                        [e, "HTTPCode_ELB_5XX_Count", *lb, {"stat": "Sum"}],
-                        [e, "HTTPCode_Target_4XX_Count", *lb, {"stat": "Sum"}],
-                    ],
-                    {},
-                ),
-                (
-                    "Latency: target response time",
-                    [
-                        [e, "TargetResponseTime", *lb, {"stat": "p50"}],
-                        [e, "TargetResponseTime", *lb, {"stat": "p99"}],
-                    ],
-                    {},
-                ),
-                (
-                    "Saturation: targets and connections",
-                    [
-                        *(
-                            [e, m, "TargetGroup", tg, *lb, {"stat": "Maximum"}]
-                            for m in ("HealthyHostCount", "UnHealthyHostCount")
-                            if tg
-                        ),
-                        [e, "ActiveConnectionCount", *lb, {"stat": "Sum"}],
-                    ],
-                    {},
-                ),
+
+def _alb_row(alb: str, tg: str | None) -> Row:
+    e = "AWS/ApplicationELB"
+    lb = ["LoadBalancer", alb]
+    targets = [
+        [e, m, "TargetGroup", tg, *lb, {"stat": "Maximum"}]
+        for m in ("HealthyHostCount", "UnHealthyHostCount")
+        if tg
+    ]
+    return (
+        "Load balancer",
+        [
+            ("Traffic: requests", [[e, "RequestCount", *lb, {"stat": "Sum"}]], {}),
+            (
+                "Errors: 5xx and 4xx",
+                [
+                    [e, "HTTPCode_Target_5XX_Count", *lb, {"stat": "Sum"}],
+                    [e, "HTTPCode_ELB_5XX_Count", *lb, {"stat": "Sum"}],
+                    [e, "HTTPCode_Target_4XX_Count", *lb, {"stat": "Sum"}],
+                ],
+                {},
+            ),
+            (
+                "Latency: target response time",
+                [
+                    [e, "TargetResponseTime", *lb, {"stat": "p50"}],
+                    [e, "TargetResponseTime", *lb, {"stat": "p99"}],
+                ],
+                {},
+            ),
+            (
+                "Saturation: targets and connections",
+                [*targets, [e, "ActiveConnectionCount", *lb, {"stat": "Sum"}]],
+                {},
+            ),
+        ],
+    )
+
+
+def _canary_row(stack: str, period: int) -> Row:
+    c = CANARY_NAMESPACE
+    probes = [("Stack", stack, "Probe", p) for p in CANARY_PROBES]
+    return (
+        "The app, as a user sees it (canary)",
+        [
+            (
+                "Availability (1 = up)",
+                [[c, "Availability", *d, {"stat": "Minimum"}] for d in probes],
+                {"period": period},
+            ),
+            (
+                "Latency (ms)",
+                [[c, "Latency", *d, {"stat": "Average"}] for d in probes],
+                {"period": period},
+            ),
+        ],
+    )
+
+
+def _db_row(db: str) -> Row:
+    r = "AWS/RDS"
+    d = ["DBInstanceIdentifier", db]
+    return (
+        "Database",
+        [
+            ("Traffic: IOPS", [[r, "ReadIOPS", *d], [r, "WriteIOPS", *d]], {}),
+            ("Latency: read and write (s)", [[r, "ReadLatency", *d], [r, "WriteLatency", *d]], {}),
+            (
+                "Saturation: CPU % and connections",
+                [[r, "CPUUtilization", *d], [r, "DatabaseConnections", *d, {"yAxis": "right"}]],
+                {},
+            ),
+            (
+                "Saturation: free storage and memory (bytes)",
+                [[r, "FreeStorageSpace", *d], [r, "FreeableMemory", *d]],
+                {},
+            ),
+        ],
+    )
+
+
+def _functions_row(names: list[str]) -> Row:
+    f = "AWS/Lambda"
+    return (
+        "Functions",
+        [
+            (title, [[f, metric, "FunctionName", n, {"stat": stat}] for n in names], {})
+            for title, metric, stat in (
+                ("Traffic: invocations", "Invocations", "Sum"),
+                ("Errors", "Errors", "Sum"),
+                ("Latency: duration p99 (ms)", "Duration", "p99"),
+                ("Saturation: throttles", "Throttles", "Sum"),
             )
-        if args.canary_period_seconds:
-            c = CANARY_NAMESPACE
-            probes = [("Stack", args.stack_name, "Probe", p) for p in CANARY_PROBES]
-            row(
-                "The app, as a user sees it (canary)",
-                (
-                    "Availability (1 = up)",
-                    [[c, "Availability", *d, {"stat": "Minimum"}] for d in probes],
-                    {"period": args.canary_period_seconds},
-                ),
-                (
-                    "Latency (ms)",
-                    [[c, "Latency", *d, {"stat": "Average"}] for d in probes],
-                    {"period": args.canary_period_seconds},
-                ),
-            )
-        if db:
-            r = "AWS/RDS"
-            d = ["DBInstanceIdentifier", db]
-            row(
-                "Database",
-                (
-                    "Traffic: IOPS",
-                    [[r, "ReadIOPS", *d], [r, "WriteIOPS", *d]],
-                    {},
-                ),
-                (
-                    "Latency: read and write (s)",
-                    [[r, "ReadLatency", *d], [r, "WriteLatency", *d]],
-                    {},
-                ),
-                (
-                    "Saturation: CPU % and connections",
-                    [[r, "CPUUtilization", *d], [r, "DatabaseConnections", *d, {"yAxis": "right"}]],
-                    {},
-                ),
-                (
-                    "Saturation: free storage and memory (bytes)",
-                    [[r, "FreeStorageSpace", *d], [r, "FreeableMemory", *d]],
-                    {},
-                ),
-            )
-        if functions:
-            f = "AWS/Lambda"
-            names = sorted(functions.values())
-            graphs: list[tuple[str, list[list[Any]], dict[str, Any]]] = [
-                (
-                    f"{title}",
-                    [[f, metric, "FunctionName", n, {"stat": stat}] for n in names],
-                    {},
-                )
-                for title, metric, stat in (
-                    ("Traffic: invocations", "Invocations", "Sum"),
-                    ("Errors", "Errors", "Sum"),
-                    ("Latency: duration p99 (ms)", "Duration", "p99"),
-                    ("Saturation: throttles", "Throttles", "Sum"),
-                )
-            ]
-            row("Functions", *graphs)
-            if args.job_name:
-                dims = ["Stack", args.stack_name, "Job", args.job_name]
-                row(
-                    f"The {args.job_name} job",
-                    (
-                        "Success (1 = ok)",
-                        [[JOBS_NAMESPACE, "Success", *dims, {"stat": "Minimum"}]],
-                        {"period": 86400},
-                    ),
-                    (
-                        "Links purged and live",
-                        [
-                            [JOBS_NAMESPACE, "PurgedLinks", *dims, {"stat": "Sum"}],
-                            [JOBS_NAMESPACE, "LiveLinks", *dims, {"stat": "Maximum"}],
-                        ],
-                        {"period": 86400},
-                    ),
-                )
-        return {"widgets": widgets}
+        ],
+    )
+
+
+def _job_row(stack: str, job: str) -> Row:
+    dims = ["Stack", stack, "Job", job]
+    return (
+        f"The {job} job",
+        [
+            (
+                "Success (1 = ok)",
+                [[JOBS_NAMESPACE, "Success", *dims, {"stat": "Minimum"}]],
+                {"period": 86400},
+            ),
+            (
+                "Links purged and live",
+                [
+                    [JOBS_NAMESPACE, "PurgedLinks", *dims, {"stat": "Sum"}],
+                    [JOBS_NAMESPACE, "LiveLinks", *dims, {"stat": "Maximum"}],
+                ],
+                {"period": 86400},
+            ),
+        ],
+    )

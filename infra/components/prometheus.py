@@ -1,6 +1,8 @@
-"""Prometheus alerting rules for the sample app's own metrics, rendered from plain thresholds.
+"""The Prometheus side of the kit: the alerting rules for the sample app's own metrics, rendered
+from the monitoring config's thresholds (one source of each default: infra.config's
+MonitoringConfig; `thresholds(cfg.monitoring)` gives the keyword arguments).
 
-    rules = render_rules(error_ratio=0.05, latency_p99_seconds=0.5, for_minutes=5)
+    rules = render_rules(**thresholds(cfg.monitoring))
     yaml.safe_dump(rules)  # a rule file: `promtool check rules` passes it
 
 The metric names are the app's interface (app/shortener/metrics.py, app/README.md):
@@ -22,8 +24,8 @@ Each fires after ``for_minutes`` and carries ``summary``, ``description`` and ``
 annotations that say what to check and what to do. Operational routes (``/metrics``, ``/healthz``,
 ``/readyz``) are left out of the error ratio and latency: readiness has its own alert.
 
-Pure: no I/O, no imports beyond the standard library; the same thresholds feed the config model,
-the cluster deployment and `backbone manifests`.
+Pure: no I/O; the same thresholds feed the CloudWatch alarms, the cluster deployment and
+`backbone manifests`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from infra.config import MonitoringConfig
 
 ALERTS = (
     "BackboneAppHighErrorRatio",
@@ -61,12 +65,22 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
 
 
+def thresholds(m: MonitoringConfig) -> dict[str, Any]:
+    """render_rules' thresholds from the monitoring config: the alarms' error rate and p99, and
+    `for` as long as the alarms' evaluation window (periods x period, at least a minute)."""
+    return {
+        "error_ratio": m.alb_error_rate_percent / 100,
+        "latency_p99_seconds": m.target_response_time_p99_seconds,
+        "for_minutes": max(1, m.period_seconds * m.evaluation_periods // 60),
+    }
+
+
 def render_rules(
     *,
-    error_ratio: float = 0.05,
-    latency_p99_seconds: float = 0.5,
+    error_ratio: float,
+    latency_p99_seconds: float,
+    for_minutes: int,
     latency_quantile: float = 0.99,
-    for_minutes: int = 5,
     rate_window: str = "5m",
     job: str = "backbone-app",
     namespace: str | None = None,
