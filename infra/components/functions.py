@@ -26,15 +26,19 @@ preview. What tells the offline engine apart is the mock monitor itself (see sta
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import project_stack
+from infra.components import iam, project_stack
+from infra.config import FunctionsConfig, rate_seconds
+
+if TYPE_CHECKING:
+    from infra.components.database import Database
 
 # Namespaces and dimensions the code publishes (app/functions/README.md): an interface.
 CANARY_NAMESPACE = "Backbone/Canary"
@@ -61,47 +65,42 @@ Packager = Callable[[Path, str, str], pulumi.Archive]
 
 
 @dataclass(frozen=True)
-class FunctionsArgs:
-    source_root: Path
-    """The folder holding canary/ and housekeeping/ (app/functions)."""
-    package: Packager
-    """(source_dir, architecture, python_version) -> the function's archive."""
-    stack_name: str
-    runtime: str
-    architecture: str
-    memory_mb: int
-    canary_timeout_seconds: int
-    housekeeping_timeout_seconds: int
-    reserved_concurrency: int | None
-    log_retention_days: int
-    canary_schedule: str
-    housekeeping_schedule: str
-    canary_schedule_seconds: int
-    """Seconds between canary runs: a canary event older than this is not worth delivering."""
-    base_url: pulumi.Input[str]
-    """The load balancer's URL (scheme and host)."""
-    read_path: str
+class JobNetwork:
+    """Where the housekeeping job runs: wiring from the network component."""
+
     vpc_id: pulumi.Input[str]
-    private_subnet_ids: list[Any]
-    database_security_group_id: pulumi.Input[str]
-    database_address: pulumi.Input[str]
-    database_port: int
-    database_name: str
-    database_username: str
-    database_password: pulumi.Input[str] | None = None
-    """Used to create the job's credentials secret when the database has no RDS-managed one."""
-    database_secret_arn: pulumi.Input[str] | None = None
-    """RDS's own master-user secret (username and password only), when it manages the password."""
+    private_subnet_ids: Sequence[Any]
     parking_security_group_id: pulumi.Input[str] | None = None
     """The VPC's default security group: on destroy the job's network interfaces move to it, so
     the job's own group is deleted at once instead of waiting for Lambda to release them."""
 
 
-def _policy(statements: list[Any]) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+@dataclass(frozen=True)
+class Spec:
+    """One function as the component makes it (what differs between the two)."""
+
+    part: str
+    timeout: int
+    schedule: str
+    retries: int
+    max_event_age: int
+    env: dict[str, pulumi.Input[str]]
+    statements: list[dict[str, Any]]
+    namespace: str
+    vpc: aws.lambda_.FunctionVpcConfigArgs | None = None
+
+
+DESCRIPTIONS = {
+    "canary": "probes the app through the load balancer; publishes availability",
+    "housekeeping": "nightly: purges expired links, records daily stats",
+}
 
 
 class Functions(pulumi.ComponentResource):
+    """The canary and the housekeeping job from their config section. `package` makes an
+    archive; `base_url` is the load balancer's; `network` where the job runs; `database` the
+    one it works on (its security group, endpoint and the job's own role)."""
+
     canary: aws.lambda_.Function
     housekeeping: aws.lambda_.Function
     job_security_group: aws.ec2.SecurityGroup
@@ -109,41 +108,64 @@ class Functions(pulumi.ComponentResource):
     secret_arn: pulumi.Output[str]
 
     def __init__(
-        self, name: str, args: FunctionsArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        cfg: FunctionsConfig,
+        *,
+        source_root: Path,
+        package: Packager,
+        stack_name: str,
+        base_url: pulumi.Input[str],
+        network: JobNetwork,
+        database: Database,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:functions:Functions", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        prefix = project_stack(args.stack_name)
-        python_version = args.runtime.removeprefix("python")
-
+        self._name, self._cfg = name, cfg
+        self._source_root, self._package = source_root, package
+        self._prefix = project_stack(stack_name)
         # Failed async invocations (after the retries) land here, kept 14 days, encrypted (SSE-SQS).
         self.failures = aws.sqs.Queue(
             f"{name}-failures",
             message_retention_seconds=14 * 86400,
             sqs_managed_sse_enabled=True,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.job_security_group = self._job_security_group(network, database)
+        self.secret_arn = self._job_secret(database)
+        self._parking = network.parking_security_group_id
+        self.canary = self._function(self._canary_spec(stack_name, base_url))
+        self.housekeeping = self._function(self._housekeeping_spec(stack_name, network, database))
+        self.register_outputs(
+            {
+                "canaryName": self.canary.name,
+                "housekeepingName": self.housekeeping.name,
+                "failuresQueueUrl": self.failures.url,
+                "jobSecurityGroupId": self.job_security_group.id,
+            }
         )
 
-        # -- the job's network and credentials -----------------------------------------------------
-        self.job_security_group = aws.ec2.SecurityGroup(
+    def _job_security_group(self, network: JobNetwork, database: Database) -> aws.ec2.SecurityGroup:
+        name, child = self._name, pulumi.ResourceOptions(parent=self)
+        group = aws.ec2.SecurityGroup(
             f"{name}-housekeeping-sg",
-            vpc_id=args.vpc_id,
+            vpc_id=network.vpc_id,
             description="housekeeping job: out to PostgreSQL and HTTPS only; no ingress",
             opts=child,
         )
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-housekeeping-to-db",
-            security_group_id=self.job_security_group.id,
-            referenced_security_group_id=args.database_security_group_id,
+            security_group_id=group.id,
+            referenced_security_group_id=database.security_group.id,
             ip_protocol="tcp",
-            from_port=args.database_port,
-            to_port=args.database_port,
+            from_port=database.port,
+            to_port=database.port,
             description="PostgreSQL",
             opts=child,
         )
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-housekeeping-to-https",
-            security_group_id=self.job_security_group.id,
+            security_group_id=group.id,
             cidr_ipv4="0.0.0.0/0",
             ip_protocol="tcp",
             from_port=443,
@@ -151,85 +173,75 @@ class Functions(pulumi.ComponentResource):
             description="HTTPS to Secrets Manager and CloudWatch (through the NAT gateway)",
             opts=child,
         )
-        db_env: dict[str, pulumi.Input[str]] = {
-            "DB_HOST": args.database_address,
-            "DB_PORT": str(args.database_port),
-            "DB_NAME": args.database_name,
-        }
-        if args.database_secret_arn is not None:
-            self.secret_arn = pulumi.Output.from_input(args.database_secret_arn)
-        else:
-            if args.database_password is None:
-                raise ValueError("FunctionsArgs needs database_secret_arn or database_password")
-            # The job reads the credentials at run time; they are never in its package or env.
-            secret = aws.secretsmanager.Secret(
-                f"{name}-db-credentials",
-                description="the housekeeping job's database credentials (JSON)",
-                recovery_window_in_days=7,
-                opts=child,
-            )
-            aws.secretsmanager.SecretVersion(
-                f"{name}-db-credentials",
-                secret_id=secret.id,
-                # Secret because the password is; said again so it can never leak.
-                secret_string=pulumi.Output.all(
-                    args.database_password, args.database_address
-                ).apply(
-                    lambda a: json.dumps(
-                        {
-                            "username": args.database_username,
-                            "password": a[0],
-                            "host": a[1],
-                            "port": args.database_port,
-                            "dbname": args.database_name,
-                        }
-                    )
-                ),
-                opts=pulumi.ResourceOptions(
-                    parent=self, additional_secret_outputs=["secretString"]
-                ),
-            )
-            self.secret_arn = secret.arn
+        return group
 
-        # -- the functions --------------------------------------------------------------------------
-        self.canary = self._function(
-            name,
-            "canary",
-            args,
-            prefix=prefix,
-            python_version=python_version,
-            timeout=args.canary_timeout_seconds,
-            schedule=args.canary_schedule,
+    def _job_secret(self, database: Database) -> pulumi.Output[str]:
+        """The job's own role's credentials (JSON), read at run time: never in its package, its
+        environment or a plan."""
+        name = self._name
+        username, port, dbname = database.job_username, database.port, database.db_name
+        secret = aws.secretsmanager.Secret(
+            f"{name}-db-credentials",
+            description="the housekeeping job's database credentials (JSON)",
+            recovery_window_in_days=7,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-db-credentials",
+            secret_id=secret.id,
+            # Secret because the password is; said again so it can never leak.
+            secret_string=pulumi.Output.all(database.job_password, database.address).apply(
+                lambda a: json.dumps(
+                    {
+                        "username": username,
+                        "password": a[0],
+                        "host": a[1],
+                        "port": port,
+                        "dbname": dbname,
+                    }
+                )
+            ),
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["secretString"]),
+        )
+        return secret.arn
+
+    def _canary_spec(self, stack_name: str, base_url: pulumi.Input[str]) -> Spec:
+        cfg = self._cfg
+        return Spec(
+            part="canary",
+            timeout=cfg.canary_timeout_seconds,
+            schedule=cfg.canary_schedule,
             # A missed probe is replaced by the next run: no retry, nothing older than a period.
             retries=0,
-            max_event_age=max(60, args.canary_schedule_seconds),
+            max_event_age=max(60, rate_seconds(cfg.canary_schedule) or 300),
             env={
-                "CANARY_BASE_URL": args.base_url,
+                "CANARY_BASE_URL": base_url,
                 "CANARY_HEALTH_PATH": HEALTH_PATH,
-                "CANARY_READ_PATH": args.read_path,
+                "CANARY_READ_PATH": cfg.canary_read_path,
                 # The kit creates no canary link: a 404 still went through the app and the DB.
                 "CANARY_READ_ACCEPT_STATUS": "404",
-                "STACK_NAME": args.stack_name,
+                "STACK_NAME": stack_name,
                 "METRICS_NAMESPACE": CANARY_NAMESPACE,
             },
             statements=[],
             namespace=CANARY_NAMESPACE,
         )
-        self.housekeeping = self._function(
-            name,
-            "housekeeping",
-            args,
-            prefix=prefix,
-            python_version=python_version,
-            timeout=args.housekeeping_timeout_seconds,
-            schedule=args.housekeeping_schedule,
+
+    def _housekeeping_spec(self, stack_name: str, network: JobNetwork, database: Database) -> Spec:
+        cfg = self._cfg
+        return Spec(
+            part="housekeeping",
+            timeout=cfg.housekeeping_timeout_seconds,
+            schedule=cfg.housekeeping_schedule,
             # The job is idempotent and takes an advisory lock: two retries are safe.
             retries=2,
             max_event_age=6 * 3600,
             env={
                 "DB_SECRET_ARN": self.secret_arn,
-                **db_env,
-                "STACK_NAME": args.stack_name,
+                "DB_HOST": database.address,
+                "DB_PORT": str(database.port),
+                "DB_NAME": database.db_name,
+                "STACK_NAME": stack_name,
                 "METRICS_NAMESPACE": JOBS_NAMESPACE,
             },
             statements=[
@@ -248,56 +260,21 @@ class Functions(pulumi.ComponentResource):
             ],
             namespace=JOBS_NAMESPACE,
             vpc=aws.lambda_.FunctionVpcConfigArgs(
-                subnet_ids=args.private_subnet_ids,
+                subnet_ids=list(network.private_subnet_ids),
                 security_group_ids=[self.job_security_group.id],
             ),
         )
-        self.register_outputs(
-            {
-                "canaryName": self.canary.name,
-                "housekeepingName": self.housekeeping.name,
-                "failuresQueueUrl": self.failures.url,
-                "jobSecurityGroupId": self.job_security_group.id,
-            }
-        )
 
-    def _function(
-        self,
-        name: str,
-        part: str,
-        args: FunctionsArgs,
-        *,
-        prefix: str,
-        python_version: str,
-        timeout: int,
-        schedule: str,
-        retries: int,
-        max_event_age: int,
-        env: dict[str, pulumi.Input[str]],
-        statements: list[dict[str, Any]],
-        namespace: str,
-        vpc: aws.lambda_.FunctionVpcConfigArgs | None = None,
-    ) -> aws.lambda_.Function:
-        child = pulumi.ResourceOptions(parent=self)
-        fn_name = f"{prefix}-{part}"  # known before creation: the log group is named after it
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-{part}-logs",
-            name=f"/aws/lambda/{fn_name}",
-            retention_in_days=args.log_retention_days,
-            opts=child,
-        )
+    def _role(
+        self, spec: Spec, fn_name: str, log_group: aws.cloudwatch.LogGroup
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+        """An execution role with its log group, its metrics namespace, the failure queue, and
+        the spec's own statements; nothing else."""
+        name, child = f"{self._name}-{spec.part}", pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(
-            f"{name}-{part}-role",
+            f"{name}-role",
             description=f"Lambda {fn_name}: its log group, its metrics namespace, nothing else",
-            assume_role_policy=_policy(
-                [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ]
-            ),
+            assume_role_policy=iam.trust("lambda.amazonaws.com"),
             opts=child,
         )
         base = [
@@ -314,7 +291,7 @@ class Functions(pulumi.ComponentResource):
                 "Effect": "Allow",
                 "Action": "cloudwatch:PutMetricData",
                 "Resource": "*",
-                "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+                "Condition": {"StringEquals": {"cloudwatch:namespace": spec.namespace}},
             },
             {
                 "Sid": "SendFailedEvents",
@@ -324,49 +301,64 @@ class Functions(pulumi.ComponentResource):
             },
         ]
         policy = aws.iam.RolePolicy(
-            f"{name}-{part}-policy",
+            f"{name}-policy",
             role=role.id,
-            policy=pulumi.Output.from_input(base + statements).apply(_policy),
+            policy=pulumi.Output.from_input(base + spec.statements).apply(
+                lambda statements: iam.document(statements)  # type: ignore[arg-type]
+            ),
             opts=child,
         )
+        return role, policy
+
+    def _function(self, spec: Spec) -> aws.lambda_.Function:
+        cfg, part = self._cfg, spec.part
+        name, child = self._name, pulumi.ResourceOptions(parent=self)
+        fn_name = f"{self._prefix}-{part}"  # known before creation: the log group is named after it
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-{part}-logs",
+            name=f"/aws/lambda/{fn_name}",
+            retention_in_days=cfg.log_retention_days,
+            opts=child,
+        )
+        role, policy = self._role(spec, fn_name, log_group)
+        # Destroy: swap the function's security groups for the VPC's default group first, so
+        # its own group is free to delete while Lambda releases the interfaces (the private
+        # subnets wait for those: network.SUBNET_DELETE_TIMEOUT).
+        parking = self._parking
+        park = spec.vpc is not None and parking is not None
+        python_version = cfg.runtime.removeprefix("python")
         function = aws.lambda_.Function(
             f"{name}-{part}",
             name=fn_name,
-            description={
-                "canary": "probes the app through the load balancer; publishes availability",
-                "housekeeping": "nightly: purges expired links, records daily stats",
-            }[part],
+            description=DESCRIPTIONS[part],
             role=role.arn,
-            runtime=args.runtime,
-            architectures=[args.architecture],
+            runtime=cfg.runtime,
+            architectures=[cfg.architecture],
             handler=f"{part}.handler",
-            code=args.package(args.source_root / part, args.architecture, python_version),
-            memory_size=args.memory_mb,
-            timeout=timeout,
-            reserved_concurrent_executions=args.reserved_concurrency,
-            environment=aws.lambda_.FunctionEnvironmentArgs(variables=env),
+            code=self._package(self._source_root / part, cfg.architecture, python_version),
+            memory_size=cfg.memory_mb,
+            timeout=spec.timeout,
+            reserved_concurrent_executions=cfg.reserved_concurrency,
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=spec.env),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(
                 log_format="Text", log_group=log_group.name
             ),
-            vpc_config=vpc,
-            # Destroy: swap the function's security groups for the VPC's default group first, so
-            # its own group is free to delete while Lambda releases the interfaces (the private
-            # subnets wait for those: network.SUBNET_DELETE_TIMEOUT).
-            replace_security_groups_on_destroy=(
-                True if vpc is not None and args.parking_security_group_id is not None else None
-            ),
-            replacement_security_group_ids=(
-                [args.parking_security_group_id]
-                if vpc is not None and args.parking_security_group_id is not None
-                else None
-            ),
+            vpc_config=spec.vpc,
+            replace_security_groups_on_destroy=True if park else None,
+            replacement_security_group_ids=[parking] if parking is not None and park else None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, policy]),
         )
+        self._schedule(spec, function, fn_name)
+        return function
+
+    def _schedule(self, spec: Spec, function: aws.lambda_.Function, fn_name: str) -> None:
+        """Async retries bounded and failures to the queue; the EventBridge rule that runs it."""
+        name, part, child = self._name, spec.part, pulumi.ResourceOptions(parent=self)
         aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-{part}-async",
             function_name=function.name,
-            maximum_retry_attempts=retries,
-            maximum_event_age_in_seconds=max_event_age,
+            maximum_retry_attempts=spec.retries,
+            maximum_event_age_in_seconds=spec.max_event_age,
             destination_config=aws.lambda_.FunctionEventInvokeConfigDestinationConfigArgs(
                 on_failure=aws.lambda_.FunctionEventInvokeConfigDestinationConfigOnFailureArgs(
                     destination=self.failures.arn
@@ -376,8 +368,8 @@ class Functions(pulumi.ComponentResource):
         )
         rule = aws.cloudwatch.EventRule(
             f"{name}-{part}-schedule",
-            description=f"runs {fn_name} on {schedule}",
-            schedule_expression=schedule,
+            description=f"runs {fn_name} on {spec.schedule}",
+            schedule_expression=spec.schedule,
             opts=child,
         )
         permission = aws.lambda_.Permission(
@@ -393,8 +385,7 @@ class Functions(pulumi.ComponentResource):
             rule=rule.name,
             arn=function.arn,
             retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
-                maximum_retry_attempts=2, maximum_event_age_in_seconds=max_event_age
+                maximum_retry_attempts=2, maximum_event_age_in_seconds=spec.max_event_age
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
         )
-        return function
