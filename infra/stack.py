@@ -19,7 +19,7 @@ from infra.components.local import Local
 from infra.components.monitoring import Monitoring, Watched
 from infra.components.network import Network
 from infra.components.registry import Registry
-from infra.components.workload import Workload, WorkloadArgs
+from infra.components.workload import Workload
 from infra.config import StackConfig, rate_seconds
 
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
@@ -161,22 +161,20 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
         api_token = random.RandomPassword("app-api-token", length=48, special=False)
         workload = Workload(
             "app",
-            WorkloadArgs.from_config(
-                cfg.app,
-                namespace="backbone",
-                image=registry.image_ref,
-                database_url=database.app_connection_url,
-                migration_env={
-                    "DATABASE_URL": database.connection_url,
-                    "APP_DB_USER": database.app_username,
-                    "APP_DB_PASSWORD": database.app_password,
-                    "JOB_DB_USER": database.job_username,
-                    "JOB_DB_PASSWORD": database.job_password,
-                },
-                api_token=api_token.result,
-                vpc_cidr=cfg.network.cidr,
-                database_cidrs=cfg.network.subnets()[1],
-            ),
+            cfg.app,
+            namespace="backbone",
+            image=registry.image_ref,
+            database_url=database.app_connection_url,
+            migration_env={
+                "DATABASE_URL": database.connection_url,
+                "APP_DB_USER": database.app_username,
+                "APP_DB_PASSWORD": database.app_password,
+                "JOB_DB_USER": database.job_username,
+                "JOB_DB_PASSWORD": database.job_password,
+            },
+            api_token=api_token.result,
+            vpc_cidr=cfg.network.cidr,
+            database_cidrs=cfg.network.subnets()[1],
             opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
         )
         outputs |= {

@@ -21,7 +21,6 @@ from backbone.synth import load_config, resolve, synth
 from infra.components.workload import (
     DRAIN_SECONDS,
     PRESTOP_SLEEP_SECONDS,
-    WorkloadArgs,
     check_image,
     cpu_limit,
 )
@@ -472,29 +471,14 @@ def test_cpu_limit_is_twice_the_request() -> None:
         cpu_limit("0.5")
 
 
-def _args(**over: Any) -> WorkloadArgs:
-    base: dict[str, Any] = dict(
-        namespace="ns",
-        image=H.IMAGE,
-        node_port=30080,
-        database_url="x",
-        api_token="y",
-        vpc_cidr="10.0.0.0/16",
-        database_cidrs=["10.0.1.0/24"],
-    )
-    return WorkloadArgs(**{**base, **over})
+def test_bad_replica_counts_and_node_ports_are_config_errors_before_any_object() -> None:
+    """The component no longer re-checks its settings: the config section does, once."""
+    from infra.config import ConfigError, parse
 
-
-@pytest.mark.parametrize(
-    "over, match",
-    [
-        ({"image": "repo:latest"}, "immutable"),
-        ({"replicas": 1, "min_replicas": 2}, "replicas"),
-        ({"max_replicas": 1}, "replicas"),
-        ({"node_port": 8080}, "node_port"),
-        ({"database_cidrs": []}, "database_cidrs"),
-    ],
-)
-def test_args_refuse_what_kubernetes_or_sense_would(over: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        _args(**over)
+    for section, match in (
+        ({"replicas": 1, "minReplicas": 2}, "replicas"),
+        ({"maxReplicas": 1}, "replicas"),
+        ({"nodePort": 8080}, "nodePort"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            parse({"aws:region": "us-east-1", "backbone:app": section}, "Pulumi.t.yaml", "t")

@@ -31,20 +31,15 @@ sys.path.insert(0, {repo!r})
 import pulumi
 import pulumi_kubernetes
 
-from infra.components.workload import Workload, WorkloadArgs
+from infra.components.workload import Workload
+from infra.config import AppConfig
 
 k8s = pulumi_kubernetes.Provider("k8s", kubeconfig="{{}}")
 option = {{"providers": dict(providers={{"kubernetes": k8s}}), "provider": dict(provider=k8s)}}
 workload = Workload(
     "app",
-    WorkloadArgs(
-        namespace={namespace!r},
-        image=pulumi.Output.from_input({image!r}),
+    AppConfig(
         node_port={node_port},
-        database_url=pulumi.Output.secret({database_url!r}),
-        api_token=pulumi.Output.secret({api_token!r}),
-        vpc_cidr={vpc_cidr!r},
-        database_cidrs={database_cidrs!r},
         replicas=3,
         min_replicas=2,
         max_replicas=6,
@@ -52,6 +47,12 @@ workload = Workload(
         cpu="300m",
         memory="384Mi",
     ),
+    namespace={namespace!r},
+    image=pulumi.Output.from_input({image!r}),
+    database_url=pulumi.Output.secret({database_url!r}),
+    api_token=pulumi.Output.secret({api_token!r}),
+    vpc_cidr={vpc_cidr!r},
+    database_cidrs={database_cidrs!r},
     opts=pulumi.ResourceOptions(**option[pulumi.get_stack()]),
 )
 pulumi.export("namespace", workload.namespace)

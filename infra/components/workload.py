@@ -28,7 +28,6 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -82,90 +81,22 @@ def cpu_limit(request: str) -> str:
     return f"{int(m.group(1)) * 2}{m.group(2)}"
 
 
-@dataclass(frozen=True)
-class WorkloadArgs:
-    namespace: str
-    image: pulumi.Input[str]
-    """An immutable image reference, `repository@sha256:...` (checked)."""
-    node_port: int
-    database_url: pulumi.Input[str]
-    api_token: pulumi.Input[str]
-    vpc_cidr: str
-    """Where the ALB's traffic comes from (through the nodes): the only ingress source."""
-    database_cidrs: list[str]
-    """Where the database lives: the only egress besides cluster DNS (TCP 5432)."""
-    replicas: int = 2
-    min_replicas: int = 2
-    max_replicas: int = 4
-    target_cpu_percent: int = 70
-    cpu: str = "250m"
-    memory: str = "256Mi"
-    container_port: int = 8000
-    app_name: str = "shortener"
-    log_level: str = "INFO"
-    extra_env: dict[str, str] = field(default_factory=dict)
-    """More non-secret settings for the ConfigMap (see app/shortener/config.py)."""
-    migration_env: Mapping[str, pulumi.Input[str]] | None = None
-    """The migration's own secret environment (the master user's DATABASE_URL, and the app's and
-    job's role names and passwords it creates): a Secret only the init container reads, so the
-    app's container never holds the master password. None: the migration reads the app's."""
+APP_NAME = "shortener"
+CONTAINER_PORT = 8000
+LOG_LEVEL = "INFO"
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_replicas <= self.replicas <= self.max_replicas:
-            raise ValueError(
-                f"workload replicas: 1 <= min {self.min_replicas} <= replicas {self.replicas} "
-                f"<= max {self.max_replicas} does not hold"
-            )
-        if not 30000 <= self.node_port <= 32767:
-            raise ValueError(f"workload node_port {self.node_port} is outside 30000-32767")
-        if not self.database_cidrs:
-            raise ValueError("workload database_cidrs is empty: the app could reach no database")
-        if isinstance(self.image, str):
-            check_image(self.image)
-        cpu_limit(self.cpu)
 
-    @classmethod
-    def from_config(
-        cls,
-        app: AppConfig,
-        *,
-        namespace: str,
-        image: pulumi.Input[str],
-        database_url: pulumi.Input[str],
-        api_token: pulumi.Input[str],
-        vpc_cidr: str,
-        database_cidrs: Sequence[str],
-        migration_env: Mapping[str, pulumi.Input[str]] | None = None,
-    ) -> WorkloadArgs:
-        return cls(
-            namespace=namespace,
-            image=image,
-            node_port=app.node_port,
-            database_url=database_url,
-            api_token=api_token,
-            vpc_cidr=vpc_cidr,
-            database_cidrs=list(database_cidrs),
-            migration_env=migration_env,
-            replicas=app.replicas,
-            min_replicas=app.min_replicas,
-            max_replicas=app.max_replicas,
-            target_cpu_percent=app.target_cpu_percent,
-            cpu=app.cpu,
-            memory=app.memory,
-        )
-
-    def settings(self) -> dict[str, str]:
-        """The app's non-secret environment (the ConfigMap's data)."""
-        return {
-            "LOG_LEVEL": self.log_level,
-            "PORT": str(self.container_port),
-            "HOST": "0.0.0.0",
-            # The init container migrates before the app starts.
-            "MIGRATE_ON_STARTUP": "false",
-            "SHUTDOWN_TIMEOUT_SECONDS": str(DRAIN_SECONDS),
-            "STARTUP_DB_TIMEOUT_SECONDS": str(STARTUP_DB_TIMEOUT_SECONDS),
-            **self.extra_env,
-        }
+def settings() -> dict[str, str]:
+    """The app's non-secret environment (the ConfigMap's data)."""
+    return {
+        "LOG_LEVEL": LOG_LEVEL,
+        "PORT": str(CONTAINER_PORT),
+        "HOST": "0.0.0.0",
+        # The init container migrates before the app starts.
+        "MIGRATE_ON_STARTUP": "false",
+        "SHUTDOWN_TIMEOUT_SECONDS": str(DRAIN_SECONDS),
+        "STARTUP_DB_TIMEOUT_SECONDS": str(STARTUP_DB_TIMEOUT_SECONDS),
+    }
 
 
 def _name(meta: k8s.meta.v1.outputs.ObjectMeta) -> str:
@@ -187,114 +118,159 @@ def _security_context() -> CORE.SecurityContextArgs:
     )
 
 
+def _http_probe(path: str, period: int, failures: int, timeout: int) -> CORE.ProbeArgs:
+    return CORE.ProbeArgs(
+        http_get=CORE.HTTPGetActionArgs(path=path, port="http", scheme="HTTP"),
+        period_seconds=period,
+        timeout_seconds=timeout,
+        failure_threshold=failures,
+        success_threshold=1,
+    )
+
+
+def _spread(key: str, selector: dict[str, str]) -> CORE.TopologySpreadConstraintArgs:
+    # ScheduleAnyway: prefer spreading, but never leave a pod pending because a zone
+    # or a node is full (the node group does not autoscale on pending pods).
+    return CORE.TopologySpreadConstraintArgs(
+        topology_key=key,
+        max_skew=1,
+        when_unsatisfiable="ScheduleAnyway",
+        label_selector=META.LabelSelectorArgs(match_labels=selector),
+        match_label_keys=["pod-template-hash"],
+    )
+
+
+def _env_from(config: CORE.ConfigMap, secret: CORE.Secret) -> list[CORE.EnvFromSourceArgs]:
+    return [
+        CORE.EnvFromSourceArgs(
+            config_map_ref=CORE.ConfigMapEnvSourceArgs(name=config.metadata.apply(_name))
+        ),
+        CORE.EnvFromSourceArgs(
+            secret_ref=CORE.SecretEnvSourceArgs(name=secret.metadata.apply(_name))
+        ),
+    ]
+
+
 class Workload(pulumi.ComponentResource):
+    """The app on Kubernetes from its config section. The image, the database's URLs, the API
+    token and the networks it talks to are wiring; the Kubernetes provider comes in `opts`."""
+
     namespace: pulumi.Output[str]
     service_name: pulumi.Output[str]
     node_port: int
 
     def __init__(
-        self, name: str, args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        cfg: AppConfig,
+        *,
+        namespace: str,
+        image: pulumi.Input[str],
+        database_url: pulumi.Input[str],
+        api_token: pulumi.Input[str],
+        vpc_cidr: str,
+        database_cidrs: Sequence[str],
+        migration_env: Mapping[str, pulumi.Input[str]] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:workload:Workload", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        app = args.app_name
-        selector = {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": name}
-        labels = {
-            **selector,
+        if not database_cidrs:
+            raise ValueError("workload database_cidrs is empty: the app could reach no database")
+        self._name, self._cfg = name, cfg
+        self._selector = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
+        self._labels = {
+            **self._selector,
             "app.kubernetes.io/component": "api",
             "app.kubernetes.io/part-of": "backbone",
             "app.kubernetes.io/managed-by": "pulumi",
         }
-        image = pulumi.Output.from_input(args.image).apply(check_image)
+        self.namespace = self._namespace(namespace)
+        data = settings()
+        config = CORE.ConfigMap(
+            f"{name}-config", metadata=self._meta(f"{APP_NAME}-config"), data=data, opts=self._child
+        )
+        secret = self._secret(
+            f"{name}-secret",
+            f"{APP_NAME}-secrets",
+            {"DATABASE_URL": database_url, "API_TOKEN": api_token},
+        )
+        env_from = _env_from(config, secret)
+        migrate_env_from = env_from
+        if migration_env is not None:
+            migration = self._secret(
+                f"{name}-migration-secret", f"{APP_NAME}-migration", migration_env
+            )
+            # The ConfigMap, then the migration's Secret (its DATABASE_URL wins over the app's).
+            migrate_env_from = [env_from[0], _env_from(config, migration)[1]]
+        checked = pulumi.Output.from_input(image).apply(check_image)
+        deployment = self._deployment(checked, env_from, migrate_env_from, data)
+        service = self._service()
+        self._autoscaling(deployment)
+        self._network_policies(vpc_cidr, database_cidrs)
+        self.service_name = service.metadata.apply(_name)
+        self.node_port = cfg.node_port
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "serviceName": self.service_name,
+                "nodePort": self.node_port,
+            }
+        )
 
+    @property
+    def _child(self) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self)
+
+    def _meta(self, obj_name: str, **extra: Any) -> META.ObjectMetaArgs:
+        return META.ObjectMetaArgs(
+            name=obj_name, namespace=self.namespace, labels=self._labels, **extra
+        )
+
+    def _namespace(self, namespace: str) -> pulumi.Output[str]:
         ns = CORE.Namespace(
-            f"{name}-namespace",
+            f"{self._name}-namespace",
             metadata=META.ObjectMetaArgs(
-                name=args.namespace,
+                name=namespace,
                 labels={
-                    **labels,
+                    **self._labels,
                     # Pod Security Admission: refuse any pod that is not `restricted`.
                     "pod-security.kubernetes.io/enforce": "restricted",
                     "pod-security.kubernetes.io/enforce-version": "latest",
                 },
             ),
-            opts=child,
+            opts=self._child,
         )
-        namespace = ns.metadata.apply(_name)
+        return ns.metadata.apply(_name)
 
-        def meta(obj_name: str, **extra: Any) -> META.ObjectMetaArgs:
-            return META.ObjectMetaArgs(name=obj_name, namespace=namespace, labels=labels, **extra)
-
-        settings = args.settings()
-        config = CORE.ConfigMap(
-            f"{name}-config", metadata=meta(f"{app}-config"), data=settings, opts=child
-        )
-        secret_values = {
-            "DATABASE_URL": pulumi.Output.secret(args.database_url),
-            "API_TOKEN": pulumi.Output.secret(args.api_token),
-        }
-        secret = CORE.Secret(
-            f"{name}-secret",
-            # The provider masks stringData as a whole, keys included; the key list stays
-            # visible here so `backbone manifests` can show which keys a GitOps user must fill.
-            metadata=meta(
-                f"{app}-secrets",
-                annotations={SECRET_KEYS_ANNOTATION: ",".join(sorted(secret_values))},
+    def _secret(
+        self, resource: str, obj_name: str, values: Mapping[str, pulumi.Input[str]]
+    ) -> CORE.Secret:
+        """A Secret of secret stringData. The provider masks stringData as a whole, keys
+        included; the key list stays visible so `backbone manifests` can show which keys a
+        GitOps user must fill."""
+        return CORE.Secret(
+            resource,
+            metadata=self._meta(
+                obj_name, annotations={SECRET_KEYS_ANNOTATION: ",".join(sorted(values))}
             ),
             type="Opaque",
-            string_data=secret_values,
-            opts=child,
-        )
-        account = CORE.ServiceAccount(
-            f"{name}-serviceaccount",
-            metadata=meta(app),
-            automount_service_account_token=False,
-            opts=child,
+            string_data={k: pulumi.Output.secret(v) for k, v in values.items()},
+            opts=self._child,
         )
 
-        env_from = [
-            CORE.EnvFromSourceArgs(
-                config_map_ref=CORE.ConfigMapEnvSourceArgs(name=config.metadata.apply(_name))
-            ),
-            CORE.EnvFromSourceArgs(
-                secret_ref=CORE.SecretEnvSourceArgs(name=secret.metadata.apply(_name))
-            ),
-        ]
+    def _containers(
+        self,
+        image: pulumi.Output[str],
+        env_from: list[CORE.EnvFromSourceArgs],
+        migrate_env_from: list[CORE.EnvFromSourceArgs],
+    ) -> tuple[CORE.ContainerArgs, CORE.ContainerArgs]:
+        """The migration (init container) and the app."""
+        cfg = self._cfg
         resources = CORE.ResourceRequirementsArgs(
-            requests={"cpu": args.cpu, "memory": args.memory},
-            limits={"cpu": cpu_limit(args.cpu), "memory": args.memory},
+            requests={"cpu": cfg.cpu, "memory": cfg.memory},
+            limits={"cpu": cpu_limit(cfg.cpu), "memory": cfg.memory},
         )
         tmp = CORE.VolumeMountArgs(name="tmp", mount_path="/tmp")
-
-        def http_probe(path: str, period: int, failures: int, timeout: int) -> CORE.ProbeArgs:
-            return CORE.ProbeArgs(
-                http_get=CORE.HTTPGetActionArgs(path=path, port="http", scheme="HTTP"),
-                period_seconds=period,
-                timeout_seconds=timeout,
-                failure_threshold=failures,
-                success_threshold=1,
-            )
-
-        migrate_env_from = env_from
-        if args.migration_env is not None:
-            migration_values = {k: pulumi.Output.secret(v) for k, v in args.migration_env.items()}
-            migration_secret = CORE.Secret(
-                f"{name}-migration-secret",
-                metadata=meta(
-                    f"{app}-migration",
-                    annotations={SECRET_KEYS_ANNOTATION: ",".join(sorted(migration_values))},
-                ),
-                type="Opaque",
-                string_data=migration_values,
-                opts=child,
-            )
-            # The ConfigMap, then the migration's Secret (its DATABASE_URL wins over the app's).
-            migrate_env_from = [
-                env_from[0],
-                CORE.EnvFromSourceArgs(
-                    secret_ref=CORE.SecretEnvSourceArgs(name=migration_secret.metadata.apply(_name))
-                ),
-            ]
         migrate = CORE.ContainerArgs(
             name="migrate",
             image=image,
@@ -305,23 +281,21 @@ class Workload(pulumi.ComponentResource):
             security_context=_security_context(),
             volume_mounts=[tmp],
         )
-        container = CORE.ContainerArgs(
-            name=app,
+        app = CORE.ContainerArgs(
+            name=APP_NAME,
             image=image,
             image_pull_policy="IfNotPresent",
             ports=[
-                CORE.ContainerPortArgs(
-                    name="http", container_port=args.container_port, protocol="TCP"
-                )
+                CORE.ContainerPortArgs(name="http", container_port=CONTAINER_PORT, protocol="TCP")
             ],
             env_from=env_from,
             resources=resources,
             # Until /healthz answers once, liveness and readiness wait (a slow start is not a hang).
-            startup_probe=http_probe(
+            startup_probe=_http_probe(
                 "/healthz", period=2, failures=STARTUP_DB_TIMEOUT_SECONDS // 2 + 5, timeout=2
             ),
-            liveness_probe=http_probe("/healthz", period=10, failures=3, timeout=2),
-            readiness_probe=http_probe("/readyz", period=5, failures=2, timeout=3),
+            liveness_probe=_http_probe("/healthz", period=10, failures=3, timeout=2),
+            readiness_probe=_http_probe("/readyz", period=5, failures=2, timeout=3),
             lifecycle=CORE.LifecycleArgs(
                 pre_stop=CORE.LifecycleHandlerArgs(
                     sleep=CORE.SleepActionArgs(seconds=PRESTOP_SLEEP_SECONDS)
@@ -330,25 +304,30 @@ class Workload(pulumi.ComponentResource):
             security_context=_security_context(),
             volume_mounts=[tmp],
         )
+        return migrate, app
 
-        def spread(key: str) -> CORE.TopologySpreadConstraintArgs:
-            # ScheduleAnyway: prefer spreading, but never leave a pod pending because a zone
-            # or a node is full (the node group does not autoscale on pending pods).
-            return CORE.TopologySpreadConstraintArgs(
-                topology_key=key,
-                max_skew=1,
-                when_unsatisfiable="ScheduleAnyway",
-                label_selector=META.LabelSelectorArgs(match_labels=selector),
-                match_label_keys=["pod-template-hash"],
-            )
-
+    def _deployment(
+        self,
+        image: pulumi.Output[str],
+        env_from: list[CORE.EnvFromSourceArgs],
+        migrate_env_from: list[CORE.EnvFromSourceArgs],
+        data: dict[str, str],
+    ) -> k8s.apps.v1.Deployment:
+        account = CORE.ServiceAccount(
+            f"{self._name}-serviceaccount",
+            metadata=self._meta(APP_NAME),
+            automount_service_account_token=False,
+            opts=self._child,
+        )
+        migrate, app = self._containers(image, env_from, migrate_env_from)
         # A change of settings changes the pod template, so the Deployment rolls.
-        config_hash = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=meta(app, annotations=CHECKOV_SKIPS),
+        config_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        selector = self._selector
+        return k8s.apps.v1.Deployment(
+            f"{self._name}-deployment",
+            metadata=self._meta(APP_NAME, annotations=CHECKOV_SKIPS),
             spec=k8s.apps.v1.DeploymentSpecArgs(
-                replicas=args.replicas,
+                replicas=self._cfg.replicas,
                 revision_history_limit=5,
                 selector=META.LabelSelectorArgs(match_labels=selector),
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
@@ -359,7 +338,7 @@ class Workload(pulumi.ComponentResource):
                 ),
                 template=CORE.PodTemplateSpecArgs(
                     metadata=META.ObjectMetaArgs(
-                        labels=labels,
+                        labels=self._labels,
                         annotations={"backbone.dev/config-sha256": config_hash},
                     ),
                     spec=CORE.PodSpecArgs(
@@ -375,7 +354,7 @@ class Workload(pulumi.ComponentResource):
                             seccomp_profile=CORE.SeccompProfileArgs(type="RuntimeDefault"),
                         ),
                         init_containers=[migrate],
-                        containers=[container],
+                        containers=[app],
                         volumes=[
                             CORE.VolumeArgs(
                                 name="tmp",
@@ -383,8 +362,8 @@ class Workload(pulumi.ComponentResource):
                             )
                         ],
                         topology_spread_constraints=[
-                            spread("topology.kubernetes.io/zone"),
-                            spread("kubernetes.io/hostname"),
+                            _spread("topology.kubernetes.io/zone", selector),
+                            _spread("kubernetes.io/hostname", selector),
                         ],
                     ),
                 ),
@@ -393,99 +372,97 @@ class Workload(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"]),
         )
 
-        service = CORE.Service(
-            f"{name}-service",
-            metadata=meta(app),
+    def _service(self) -> CORE.Service:
+        return CORE.Service(
+            f"{self._name}-service",
+            metadata=self._meta(APP_NAME),
             spec=CORE.ServiceSpecArgs(
                 type="NodePort",
                 external_traffic_policy="Cluster",
-                selector=selector,
+                selector=self._selector,
                 ports=[
                     CORE.ServicePortArgs(
                         name="http",
                         protocol="TCP",
                         port=80,
                         target_port="http",
-                        node_port=args.node_port,
+                        node_port=self._cfg.node_port,
                     )
                 ],
             ),
-            opts=child,
+            opts=self._child,
         )
 
-        deployment_name = deployment.metadata.apply(_name)
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(
-            f"{name}-hpa",
-            metadata=meta(app),
-            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
-                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
-                    api_version="apps/v1", kind="Deployment", name=deployment_name
+    def _autoscaling(self, deployment: k8s.apps.v1.Deployment) -> None:
+        """The HorizontalPodAutoscaler (CPU) and the PodDisruptionBudget."""
+        hpa = k8s.autoscaling.v2
+        hpa.HorizontalPodAutoscaler(
+            f"{self._name}-hpa",
+            metadata=self._meta(APP_NAME),
+            spec=hpa.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=hpa.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=deployment.metadata.apply(_name)
                 ),
-                min_replicas=args.min_replicas,
-                max_replicas=args.max_replicas,
+                min_replicas=self._cfg.min_replicas,
+                max_replicas=self._cfg.max_replicas,
                 metrics=[
-                    k8s.autoscaling.v2.MetricSpecArgs(
+                    hpa.MetricSpecArgs(
                         type="Resource",
-                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                        resource=hpa.ResourceMetricSourceArgs(
                             name="cpu",
-                            target=k8s.autoscaling.v2.MetricTargetArgs(
+                            target=hpa.MetricTargetArgs(
                                 type="Utilization",
-                                average_utilization=args.target_cpu_percent,
+                                average_utilization=self._cfg.target_cpu_percent,
                             ),
                         ),
                     )
                 ],
             ),
-            opts=child,
+            opts=self._child,
         )
         k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=meta(app),
+            f"{self._name}-pdb",
+            metadata=self._meta(APP_NAME),
             spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
                 max_unavailable=1,
-                selector=META.LabelSelectorArgs(match_labels=selector),
+                selector=META.LabelSelectorArgs(match_labels=self._selector),
                 # A crash-looping pod must not block a node drain.
                 unhealthy_pod_eviction_policy="AlwaysAllow",
             ),
-            opts=child,
+            opts=self._child,
         )
 
+    def _network_policies(self, vpc_cidr: str, database_cidrs: Sequence[str]) -> None:
         net = k8s.networking.v1
         net.NetworkPolicy(
-            f"{name}-default-deny",
-            metadata=meta("default-deny"),
+            f"{self._name}-default-deny",
+            metadata=self._meta("default-deny"),
             spec=net.NetworkPolicySpecArgs(
-                pod_selector=META.LabelSelectorArgs(),
-                policy_types=["Ingress", "Egress"],
+                pod_selector=META.LabelSelectorArgs(), policy_types=["Ingress", "Egress"]
             ),
-            opts=child,
+            opts=self._child,
+        )
+        dns = net.NetworkPolicyPeerArgs(
+            namespace_selector=META.LabelSelectorArgs(
+                match_labels={"kubernetes.io/metadata.name": "kube-system"}
+            ),
+            pod_selector=META.LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}),
         )
         net.NetworkPolicy(
-            f"{name}-netpol",
-            metadata=meta(app),
+            f"{self._name}-netpol",
+            metadata=self._meta(APP_NAME),
             spec=net.NetworkPolicySpecArgs(
-                pod_selector=META.LabelSelectorArgs(match_labels=selector),
+                pod_selector=META.LabelSelectorArgs(match_labels=self._selector),
                 policy_types=["Ingress", "Egress"],
                 ingress=[
                     net.NetworkPolicyIngressRuleArgs(
-                        from_=[
-                            net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=args.vpc_cidr))
-                        ],
-                        ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=args.container_port)],
+                        from_=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=vpc_cidr))],
+                        ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=CONTAINER_PORT)],
                     )
                 ],
                 egress=[
                     net.NetworkPolicyEgressRuleArgs(
-                        to=[
-                            net.NetworkPolicyPeerArgs(
-                                namespace_selector=META.LabelSelectorArgs(
-                                    match_labels={"kubernetes.io/metadata.name": "kube-system"}
-                                ),
-                                pod_selector=META.LabelSelectorArgs(
-                                    match_labels={"k8s-app": "kube-dns"}
-                                ),
-                            )
-                        ],
+                        to=[dns],
                         ports=[
                             net.NetworkPolicyPortArgs(protocol="UDP", port=53),
                             net.NetworkPolicyPortArgs(protocol="TCP", port=53),
@@ -494,22 +471,11 @@ class Workload(pulumi.ComponentResource):
                     net.NetworkPolicyEgressRuleArgs(
                         to=[
                             net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr))
-                            for cidr in args.database_cidrs
+                            for cidr in database_cidrs
                         ],
                         ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=5432)],
                     ),
                 ],
             ),
-            opts=child,
-        )
-
-        self.namespace = namespace
-        self.service_name = service.metadata.apply(_name)
-        self.node_port = args.node_port
-        self.register_outputs(
-            {
-                "namespace": self.namespace,
-                "serviceName": self.service_name,
-                "nodePort": self.node_port,
-            }
+            opts=self._child,
         )
