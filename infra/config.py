@@ -365,7 +365,16 @@ class LoadBalancerConfig(_Section):
     """Write access logs to an S3 bucket the kit creates."""
 
     idle_timeout_seconds: int = Field(default=60, ge=1, le=4000)
-    """Seconds a connection may idle."""
+    """Seconds a connection may idle. The one keep-alive setting: the app keeps its connections
+    5 s longer (LB_IDLE_TIMEOUT_SECONDS), so the ALB never reuses one the app has closed."""
+
+    web_acl: bool | None = None
+    """A WAFv2 web ACL on the load balancer (AWS managed common and known-bad-inputs rule groups,
+    a rate-based rule): about $8 a month plus $0.60 per million requests. Unset: on in a
+    production stack (backbone:tier: production), off elsewhere."""
+
+    waf_rate_limit: int = Field(default=1000, ge=10, le=2_000_000_000)
+    """Requests one client address may send in 5 minutes before the web ACL blocks it."""
 
 
 class AppConfig(_Section):
@@ -391,6 +400,10 @@ class AppConfig(_Section):
 
     node_port: int = Field(default=30080, ge=30000, le=32767)
     """The Service's node port: the load balancer's target port."""
+
+    health_check_node_port: int = Field(default=30081, ge=30000, le=32767)
+    """The Service's health check node port (externalTrafficPolicy Local): kube-proxy answers
+    200 there while the node holds a ready app pod; the load balancer's health check."""
 
 
 # Lambda Python runtimes the functions run on: supported by Lambda (deprecation calendar, 2026-11)
@@ -636,6 +649,11 @@ class StackConfig(_Section):
     # Set by the loader, not by the stack file.
     stack: str = Field(default="dev", exclude=True)
     """The stack's name (from the file name or the engine)."""
+
+    def web_acl(self) -> bool:
+        """Whether the load balancer gets its web ACL: the setting, else on in production."""
+        chosen = self.loadbalancer.web_acl
+        return self.tier == "production" if chosen is None else chosen
 
     def problems(self) -> list[Problem]:
         """Cross-field rules: what AWS would refuse, refused first."""

@@ -19,7 +19,7 @@ from infra.components.local import Local
 from infra.components.monitoring import Monitoring, Watched
 from infra.components.network import Network
 from infra.components.registry import Registry
-from infra.components.workload import Workload
+from infra.components.workload import Upstream, Workload
 from infra.config import StackConfig, rate_seconds
 
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
@@ -140,10 +140,11 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             region=cfg.region,
             targets=Targets(
                 port=cfg.app.node_port,
-                health_check_path="/readyz",
+                health_check_port=cfg.app.health_check_node_port,
                 asg_names=[cluster.autoscaling_group_name] if cluster else [],
                 security_group_ids=app_clients,
             ),
+            web_acl=cfg.web_acl(),
             protect=cfg.protect,
             opts=opts,
         )
@@ -175,6 +176,12 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             api_token=api_token.result,
             vpc_cidr=cfg.network.cidr,
             database_cidrs=cfg.network.subnets()[1],
+            upstream=Upstream(
+                idle_timeout_seconds=cfg.loadbalancer.idle_timeout_seconds,
+                drain_seconds=balancer.drain_seconds if balancer else 0,
+                # The ALB's and the nodes' addresses: X-Forwarded-* from nowhere else.
+                forwarded_allow_cidrs=[cfg.network.cidr],
+            ),
             opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
         )
         outputs |= {

@@ -69,88 +69,6 @@ def test_content_tag_changes_with_the_source(tmp_path):
     assert context_tag(tmp_path, "linux/amd64") != first
 
 
-# -- cluster ----------------------------------------------------------------------------------
-
-
-def test_cluster_version_access_logging_and_upgrade_policy(plan):
-    cluster = plan.one("aws:eks/cluster:Cluster")
-    assert cluster.inputs["version"] == "1.35"
-    suffix = plan.one("random:index/randomId:RandomId", "cluster-name-suffix").outputs["hex"]
-    assert cluster.inputs["name"] == f"backbone-{plan.stack}-{suffix}"
-    assert cluster.inputs["accessConfig"] == {
-        "authenticationMode": "API",
-        "bootstrapClusterCreatorAdminPermissions": False,
-    }
-    assert cluster.inputs["upgradePolicy"] == {"supportType": "STANDARD"}
-    assert {"api", "audit", "authenticator"} <= set(cluster.inputs["enabledClusterLogTypes"])
-    group = plan.one("aws:cloudwatch/logGroup:LogGroup", "cluster-logs")
-    assert group.inputs["name"] == f"/aws/eks/backbone-{plan.stack}-{suffix}/cluster"
-    assert group.urn in cluster.dependencies
-
-
-def test_nodes_run_al2023_in_private_subnets_with_only_needed_policies(plan):
-    ng = plan.one("aws:eks/nodeGroup:NodeGroup")
-    assert ng.inputs["amiType"] == "AL2023_x86_64_STANDARD"
-    assert set(ng.inputs["subnetIds"]) == {s.id for s in subnets(plan, "private")}
-    sc = ng.inputs["scalingConfig"]
-    assert sc["minSize"] <= sc["desiredSize"] <= sc["maxSize"]
-    assert "scalingConfig.desiredSize" in ng.ignore_changes
-    attached = {
-        a.inputs["policyArn"].rsplit("/", 1)[1]: a.inputs["role"]
-        for a in plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    }
-    node_role = plan.one("aws:iam/role:Role", "cluster-node-role").id
-    assert sorted(p for p, role in attached.items() if role == node_role) == [
-        "AmazonEC2ContainerRegistryPullOnly",
-        "AmazonEKSWorkerNodePolicy",
-    ]
-    # the CNI policy goes to the vpc-cni add-on's own role, trusted through the OIDC provider
-    cni_role = plan.one("aws:iam/role:Role", "cluster-vpc-cni")
-    assert attached["AmazonEKS_CNI_Policy"] == cni_role.id
-    trust = json.loads(cni_role.inputs["assumeRolePolicy"])["Statement"][0]
-    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
-    assert list(trust["Condition"]["StringEquals"].values()) == [
-        "sts.amazonaws.com",
-        "system:serviceaccount:kube-system:aws-node",
-    ]
-
-
-def test_oidc_addons_and_access_entries(plan):
-    oidc = plan.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
-    assert oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
-    assert oidc.inputs["url"].startswith("https://oidc.eks.us-east-1.amazonaws.com/id/")
-    addons = {a.inputs["addonName"]: a for a in plan.of_type("aws:eks/addon:Addon")}
-    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "metrics-server"}
-    assert json.loads(addons["vpc-cni"].inputs["configurationValues"]) == {
-        "enableNetworkPolicy": "true"
-    }
-    # coredns and metrics-server run as pods: they wait for the nodes
-    for pod_addon in ("coredns", "metrics-server"):
-        assert plan.one("aws:eks/nodeGroup:NodeGroup").urn in addons[pod_addon].dependencies
-    entry = plan.one("aws:eks/accessEntry:AccessEntry")
-    assert entry.inputs["principalArn"] == "arn:aws:iam::123456789012:user/deployer"
-    grant = plan.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
-    assert grant.inputs["policyArn"].endswith("AmazonEKSClusterAdminPolicy")
-    assert grant.inputs["accessScope"] == {"type": "cluster"}
-
-
-def test_kubeconfig_is_secret_and_the_kubernetes_provider_uses_it(plan):
-    assert plan.outputs["kubeconfig"] == "[secret]"
-    provider = plan.one("pulumi:providers:kubernetes")
-    assert provider.inputs["kubeconfig"] == "[secret]"
-    assert plan.one("aws:eks/nodeGroup:NodeGroup").urn in provider.dependencies
-
-
-def test_kubeconfig_authenticates_with_aws_eks_get_token():
-    from infra.components.cluster import kubeconfig
-
-    cfg = json.loads(kubeconfig("backbone-dev", "https://x.eks", "Q0E=", "eu-west-1"))
-    exec_ = cfg["users"][0]["user"]["exec"]
-    assert exec_["command"] == "aws"
-    assert exec_["args"][:4] == ["eks", "get-token", "--cluster-name", "backbone-dev"]
-    assert "--region" in exec_["args"] and "eu-west-1" in exec_["args"]
-
-
 # -- database ---------------------------------------------------------------------------------
 
 
@@ -207,7 +125,7 @@ def test_alb_public_two_zones_drops_invalid_headers(plan):
     assert alb.inputs["dropInvalidHeaderFields"] is True
 
 
-def test_alb_security_group_admits_80_and_443_only_and_reaches_the_node_port_only(plan):
+def test_alb_security_group_admits_80_and_443_only_and_reaches_the_node_ports_only(plan):
     sg = plan.one("aws:ec2/securityGroup:SecurityGroup", "web-sg")
     ingress = _sg_rules(plan, sg.id)
     # 443 only where a listener serves it (prod has TLS; dev, without a certificate, does not)
@@ -216,17 +134,34 @@ def test_alb_security_group_admits_80_and_443_only_and_reaches_the_node_port_onl
     assert sorted(
         (r.inputs["fromPort"], r.inputs["toPort"], r.inputs["cidrIpv4"]) for r in ingress
     ) == [(port, port, "0.0.0.0/0") for port in listening]
-    (egress,) = _sg_rules(plan, sg.id, "Egress")
-    port = plan.one("aws:lb/targetGroup:TargetGroup").inputs["port"]
-    assert (egress.inputs["fromPort"], egress.inputs["toPort"]) == (port, port)
-    assert egress.inputs["cidrIpv4"] == plan.one("aws:ec2/vpc:Vpc").inputs["cidrBlock"]
+    # out: the app's node port and the Service's health check node port, inside the VPC only
+    tg = plan.one("aws:lb/targetGroup:TargetGroup").inputs
+    ports = sorted([tg["port"], int(tg["healthCheck"]["port"])])
+    egress = _sg_rules(plan, sg.id, "Egress")
+    assert sorted((r.inputs["fromPort"], r.inputs["toPort"]) for r in egress) == [
+        (p, p) for p in ports
+    ]
+    vpc = plan.one("aws:ec2/vpc:Vpc").inputs["cidrBlock"]
+    assert {r.inputs["cidrIpv4"] for r in egress} == {vpc}
 
 
-def test_target_group_checks_readiness_and_targets_the_node_group(plan):
+def test_target_group_checks_the_nodes_service_health_port_and_targets_the_node_group(plan):
     tg = plan.one("aws:lb/targetGroup:TargetGroup")
     assert tg.inputs["targetType"] == "instance" and tg.inputs["port"] == 30080
-    assert tg.inputs["healthCheck"]["path"] == "/readyz"
-    assert tg.inputs["healthCheck"]["matcher"] == "200"
+    # kube-proxy's /healthz on the Service's health check node port: 200 only while this node
+    # holds a ready app pod (externalTrafficPolicy Local), so a node without one leaves the group
+    check = tg.inputs["healthCheck"]
+    assert (check["path"], check["port"], check["matcher"]) == ("/healthz", "30081", "200")
+    service = next(
+        r.inputs
+        for r in plan.of_type("kubernetes:core/v1:Service")
+        if r.inputs["metadata"]["name"] == "shortener"
+    )
+    assert service["spec"]["healthCheckNodePort"] == int(check["port"])
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    # only the app's port is a target: the metrics port (9464) is no port of the load balancer's
+    assert tg.inputs["port"] == service["spec"]["ports"][0]["nodePort"]
+    assert all(r.inputs["port"] in (80, 443) for r in plan.of_type("aws:lb/listener:Listener"))
     (attachment,) = plan.of_type("aws:autoscaling/attachment:Attachment")
     assert attachment.inputs["lbTargetGroupArn"] == tg.id
     assert attachment.inputs["autoscalingGroupName"].startswith("eks-cluster-nodes-")
@@ -236,6 +171,15 @@ def test_target_group_checks_readiness_and_targets_the_node_group(plan):
         if r.name == "web-to-targets-0"
     ]
     assert to_nodes.inputs["fromPort"] == to_nodes.inputs["toPort"] == 30080
+    (health,) = [
+        r
+        for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.name == "web-health-to-targets-0"
+    ]
+    assert health.inputs["fromPort"] == health.inputs["toPort"] == 30081
+    assert (
+        health.inputs["referencedSecurityGroupId"] == to_nodes.inputs["referencedSecurityGroupId"]
+    )
     assert (
         to_nodes.inputs["referencedSecurityGroupId"]
         == plan.one("aws:ec2/securityGroup:SecurityGroup", "web-sg").id
@@ -285,3 +229,50 @@ def test_content_tag_covers_the_dockerfile_and_file_modes(tmp_path):
     assert third != second
     (tmp_path / "notes.txt").write_text("ignored entirely")  # not sent to Docker: same tag
     assert context_tag(tmp_path, "linux/amd64") == third
+
+
+WAF = "aws:wafv2/webAcl:WebAcl"
+
+
+def test_prod_has_a_web_acl_with_the_managed_groups_and_a_rate_rule_on_its_alb(plan_of):
+    plan = plan_of("prod")
+    (acl,) = plan.of_type(WAF)
+    assert acl.inputs["scope"] == "REGIONAL"
+    assert "allow" in acl.inputs["defaultAction"]
+    rules = {r["name"]: r for r in acl.inputs["rules"]}
+    assert sorted(r["priority"] for r in rules.values()) == [0, 1, 2]
+    for group in ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"):
+        statement = rules[group]["statement"]["managedRuleGroupStatement"]
+        assert (statement["vendorName"], statement["name"]) == ("AWS", group)
+        assert "none" in rules[group]["overrideAction"]  # the group's own block actions apply
+    rate = rules["rate-per-ip"]
+    assert "block" in rate["action"]
+    assert rate["statement"]["rateBasedStatement"]["aggregateKeyType"] == "IP"
+    assert rate["statement"]["rateBasedStatement"]["limit"] == 1000
+    (assoc,) = plan.of_type("aws:wafv2/webAclAssociation:WebAclAssociation")
+    # the association takes the ACL's ARN (the offline engine's mock answers a bare id for it)
+    assert (
+        assoc.inputs["resourceArn"] == plan.one("aws:lb/loadBalancer:LoadBalancer").outputs["arn"]
+    )
+    assert acl.urn in assoc.dependencies
+
+
+def test_the_web_acl_is_a_setting_off_by_default_outside_production(plan_of, tmp_path):
+    assert not plan_of("dev").of_type(WAF)
+    from infra.config import parse
+
+    on = parse(
+        {"aws:region": "us-east-1", "backbone:loadbalancer": {"enabled": True, "webAcl": True}},
+        "Pulumi.t.yaml",
+        "t",
+    )
+    off = parse(
+        {
+            "aws:region": "us-east-1",
+            "backbone:tier": "production",
+            "backbone:loadbalancer": {"enabled": True, "webAcl": False, "allowPlainHttp": True},
+        },
+        "Pulumi.t.yaml",
+        "t",
+    )
+    assert on.web_acl() is True and off.web_acl() is False

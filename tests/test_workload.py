@@ -19,8 +19,10 @@ import pytest
 from backbone.plan import SECRET, Plan, Resource
 from backbone.synth import load_config, resolve, synth
 from infra.components.workload import (
+    APP_DRAIN_SECONDS,
     DRAIN_SECONDS,
-    PRESTOP_SLEEP_SECONDS,
+    ENDPOINT_PROPAGATION_SECONDS,
+    METRICS_PORT,
     check_image,
     cpu_limit,
 )
@@ -49,6 +51,7 @@ class Case:
     namespace: str
     image: str
     node_port: int
+    health_check_node_port: int
     replicas: int
     min_replicas: int
     max_replicas: int
@@ -98,6 +101,7 @@ def harness_case(project: Path, stack: str) -> Case:
         namespace=H.NAMESPACE,
         image=H.IMAGE,
         node_port=H.NODE_PORT,
+        health_check_node_port=H.HEALTH_CHECK_NODE_PORT,
         replicas=3,
         min_replicas=2,
         max_replicas=6,
@@ -123,6 +127,7 @@ def stack_case(plan: Plan) -> Case:
         # The image the Deployment runs is the one the registry pushed, by digest.
         image=plan.outputs["imageRef"],
         node_port=cfg.app.node_port,
+        health_check_node_port=cfg.app.health_check_node_port,
         replicas=cfg.app.replicas,
         min_replicas=cfg.app.min_replicas,
         max_replicas=cfg.app.max_replicas,
@@ -242,7 +247,14 @@ def test_migration_runs_in_an_init_container(case: Case) -> None:
 
 def test_probes(case: Case) -> None:
     (app,) = case.pod()["containers"]
-    assert app["ports"] == [{"containerPort": 8000, "name": "http", "protocol": "TCP"}]
+    # the metrics port is declared (the scraper selects the port named `metrics`) and is in no
+    # Service: the load balancer cannot reach it
+    assert app["ports"] == [
+        {"containerPort": 8000, "name": "http", "protocol": "TCP"},
+        {"containerPort": METRICS_PORT, "name": "metrics", "protocol": "TCP"},
+    ]
+    assert all(p["targetPort"] != "metrics" for p in case.obj("Service")["spec"]["ports"])
+    # readiness is the app's /readyz (no longer following the database), liveness shallow
     assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTP"}
     assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTP"}
     assert app["startupProbe"]["httpGet"]["path"] == "/healthz"
@@ -296,15 +308,46 @@ def test_spread_over_zones_and_nodes(case: Case) -> None:
         assert t["labelSelector"] == selector
 
 
+def _drain_seconds(case: Case) -> int:
+    """How long the load balancer of the case takes to stop sending to a pod being stopped: the
+    target group's health check (interval x unhealthy threshold) plus its deregistration delay."""
+    if case.harness:
+        return H.UPSTREAM_DRAIN_SECONDS
+    tg = case.plan.one("aws:lb/targetGroup:TargetGroup").inputs
+    check = tg["healthCheck"]
+    return int(check["interval"]) * int(check["unhealthyThreshold"]) + int(
+        tg["deregistrationDelay"]
+    )
+
+
 def test_graceful_shutdown(case: Case) -> None:
     pod = case.pod()
     (app,) = pod["containers"]
-    assert app["lifecycle"]["preStop"] == {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}
-    # SIGTERM comes after the preStop sleep; the app then drains for up to DRAIN_SECONDS; the
-    # grace period (which counts the hook) must cover both, or the kubelet kills mid-drain.
-    assert pod["terminationGracePeriodSeconds"] > PRESTOP_SLEEP_SECONDS + DRAIN_SECONDS
+    pause = app["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # No new request after SIGTERM: the pause outlasts the load balancer's drain plus the
+    # endpoint's removal reaching every node.
+    assert pause >= _drain_seconds(case) + ENDPOINT_PROPAGATION_SECONDS
     data = case.obj("ConfigMap", "shortener-config")["data"]
     assert data["SHUTDOWN_TIMEOUT_SECONDS"] == str(DRAIN_SECONDS)
+    assert data["SHUTDOWN_DRAIN_SECONDS"] == str(APP_DRAIN_SECONDS)
+    # The grace period (which counts the hook) covers the pause, the drain phase, the in-flight
+    # timeout and the click flush, or the kubelet kills mid-drain.
+    assert pod["terminationGracePeriodSeconds"] >= pause + APP_DRAIN_SECONDS + DRAIN_SECONDS + 5
+
+
+def test_keep_alive_forwarded_headers_metrics_and_docs_settings(case: Case) -> None:
+    data = case.obj("ConfigMap", "shortener-config")["data"]
+    idle = (
+        H.IDLE_TIMEOUT
+        if case.harness
+        else case.plan.one("aws:lb/loadBalancer:LoadBalancer").inputs["idleTimeout"]
+    )
+    # one setting: the app derives its keep-alive (idle + 5 s) from the ALB's idle timeout
+    assert data["LB_IDLE_TIMEOUT_SECONDS"] == str(idle)
+    assert "KEEPALIVE_TIMEOUT_SECONDS" not in data
+    assert data["FORWARDED_ALLOW_IPS"] == case.vpc_cidr
+    assert data["METRICS_PORT"] == str(METRICS_PORT)
+    assert data["DOCS_ENABLED"] == "false"
 
 
 def test_config_map_holds_no_secret(case: Case) -> None:
@@ -336,8 +379,12 @@ def test_secret_values_are_masked_in_the_plan(case: Case) -> None:
 
 def test_service_node_port(case: Case) -> None:
     spec = case.obj("Service")["spec"]
-    assert spec["type"] == "NodePort"
-    assert spec["externalTrafficPolicy"] == "Cluster"
+    # LoadBalancer for its health check node port only; a class no controller serves, so no
+    # cloud load balancer appears; Local, so a node sends only to its own ready pods
+    assert spec["type"] == "LoadBalancer"
+    assert spec["loadBalancerClass"] == "backbone.dev/pulumi-alb"
+    assert spec["externalTrafficPolicy"] == "Local"
+    assert spec["healthCheckNodePort"] == case.health_check_node_port
     assert spec["ports"] == [
         {
             "name": "http",
@@ -395,7 +442,12 @@ def test_network_policies(case: Case) -> None:
         {
             "from": [{"ipBlock": {"cidr": case.vpc_cidr}}],
             "ports": [{"port": 8000, "protocol": "TCP"}],
-        }
+        },
+        # the metrics port from inside the VPC (the managed collector's interfaces)
+        {
+            "from": [{"ipBlock": {"cidr": case.vpc_cidr}}],
+            "ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
+        },
     ]
     dns, database = allow["egress"]
     assert dns == {

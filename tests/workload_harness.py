@@ -18,6 +18,9 @@ API_TOKEN = "harness-api-token-0123456789abcdef"
 VPC_CIDR = "10.20.0.0/16"
 DATABASE_CIDRS = ["10.20.64.0/20", "10.20.80.0/20"]
 NODE_PORT = 31080
+HEALTH_CHECK_NODE_PORT = 31081
+IDLE_TIMEOUT = 75
+UPSTREAM_DRAIN_SECONDS = 25
 NAMESPACE = "shortener"
 K8S_VERSION = "1.35"
 
@@ -31,7 +34,7 @@ sys.path.insert(0, {repo!r})
 import pulumi
 import pulumi_kubernetes
 
-from infra.components.workload import Workload
+from infra.components.workload import Upstream, Workload
 from infra.config import AppConfig
 
 k8s = pulumi_kubernetes.Provider("k8s", kubeconfig="{{}}")
@@ -40,6 +43,7 @@ workload = Workload(
     "app",
     AppConfig(
         node_port={node_port},
+        health_check_node_port={health_check_node_port},
         replicas=3,
         min_replicas=2,
         max_replicas=6,
@@ -53,6 +57,11 @@ workload = Workload(
     api_token=pulumi.Output.secret({api_token!r}),
     vpc_cidr={vpc_cidr!r},
     database_cidrs={database_cidrs!r},
+    upstream=Upstream(
+        idle_timeout_seconds={idle_timeout},
+        drain_seconds={upstream_drain},
+        forwarded_allow_cidrs=[{vpc_cidr!r}],
+    ),
     opts=pulumi.ResourceOptions(**option[pulumi.get_stack()]),
 )
 pulumi.export("namespace", workload.namespace)
@@ -76,6 +85,9 @@ def make_project(root: Path) -> Path:
             namespace=NAMESPACE,
             image=IMAGE,
             node_port=NODE_PORT,
+            health_check_node_port=HEALTH_CHECK_NODE_PORT,
+            idle_timeout=IDLE_TIMEOUT,
+            upstream_drain=UPSTREAM_DRAIN_SECONDS,
             database_url=DATABASE_URL,
             api_token=API_TOKEN,
             vpc_cidr=VPC_CIDR,

@@ -20,6 +20,17 @@ from infra.components import iam
 from infra.config import LoadBalancerConfig
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# A deregistered target (a node leaving the group) keeps its in-flight requests this long.
+DEREGISTRATION_DELAY_SECONDS = 30
+# The health check on the Service's health check node port (kube-proxy's /healthz): a node whose
+# last ready app pod goes away answers 503 and is out after INTERVAL x UNHEALTHY seconds.
+HEALTH_CHECK_PATH = "/healthz"
+HEALTH_CHECK_INTERVAL_SECONDS = 5
+HEALTH_CHECK_UNHEALTHY = 2
+HEALTH_CHECK_HEALTHY = 2
+# The web ACL's AWS managed rule groups (AWS WAF developer guide, "AWS Managed Rules rule groups
+# list": the baseline groups, no extra subscription fee).
+MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
 # Elastic Load Balancing's account per region, for access-log bucket policies in regions that
 # predate August 2022 (ELB user guide, "Enable access logs"); newer regions use the service
 # principal logdelivery.elasticloadbalancing.amazonaws.com.
@@ -42,7 +53,9 @@ class Targets:
 
     port: int
     """The port the targets serve on (the app Service's node port)."""
-    health_check_path: str
+    health_check_port: int | None = None
+    """The Service's health check node port (kube-proxy: 200 while the node holds a ready app
+    pod). None: the targets are the app itself, checked on its port at /readyz."""
     asg_names: Sequence[Any] = field(default_factory=list)
     """The node groups' Auto Scaling groups, attached to the target group."""
     security_group_ids: Sequence[Any] = field(default_factory=list)
@@ -63,6 +76,7 @@ class LoadBalancer(pulumi.ComponentResource):
         public_subnet_ids: Sequence[Any],
         region: str,
         targets: Targets,
+        web_acl: bool = False,
         protect: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -70,11 +84,17 @@ class LoadBalancer(pulumi.ComponentResource):
         self._name = name
         certificate_arn = self._certificate(cfg)
         tls = certificate_arn is not None
-        self.security_group = self._security_group(vpc_id, vpc_cidr, targets.port, tls)
+        self.security_group = self._security_group(vpc_id, vpc_cidr, targets, tls)
         self.alb = self._alb(cfg, public_subnet_ids, region, protect)
         self.target_group = self._target_group(vpc_id, targets)
         self._listeners(certificate_arn)
         self._attach(targets)
+        # How long after a node's last pod goes unready the ALB still sends to it, plus the
+        # deregistration delay: what the app's preStop pause must outlast.
+        self.drain_seconds = (
+            HEALTH_CHECK_INTERVAL_SECONDS * HEALTH_CHECK_UNHEALTHY + DEREGISTRATION_DELAY_SECONDS
+        )
+        self.web_acl = self._web_acl(cfg) if web_acl else None
         if cfg.domain_name and not cfg.domain_name.startswith("*."):
             # The certificate names the domain, not the load balancer's own DNS name: the URL is
             # the domain (point its DNS record at dnsName).
@@ -104,7 +124,7 @@ class LoadBalancer(pulumi.ComponentResource):
         return cfg.certificate_arn
 
     def _security_group(
-        self, vpc_id: pulumi.Input[str], vpc_cidr: str, target_port: int, tls: bool
+        self, vpc_id: pulumi.Input[str], vpc_cidr: str, targets: Targets, tls: bool
     ) -> aws.ec2.SecurityGroup:
         name, child = self._name, pulumi.ResourceOptions(parent=self)
         # 443 only where a listener serves it: an open port with nothing behind it is a finding.
@@ -132,9 +152,21 @@ class LoadBalancer(pulumi.ComponentResource):
             security_group_id=group.id,
             cidr_ipv4=vpc_cidr,
             ip_protocol="tcp",
-            from_port=target_port,
-            to_port=target_port,
+            from_port=targets.port,
+            to_port=targets.port,
             description="to the target port inside the VPC",
+            opts=child,
+        )
+        if targets.health_check_port is None:
+            return group
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-out-health",
+            security_group_id=group.id,
+            cidr_ipv4=vpc_cidr,
+            ip_protocol="tcp",
+            from_port=targets.health_check_port,
+            to_port=targets.health_check_port,
+            description="to the targets health check port inside the VPC",
             opts=child,
         )
         return group
@@ -171,17 +203,23 @@ class LoadBalancer(pulumi.ComponentResource):
             protocol="HTTP",
             target_type="instance",
             vpc_id=vpc_id,
-            deregistration_delay=30,
+            deregistration_delay=DEREGISTRATION_DELAY_SECONDS,
+            # kube-proxy's answer for the Service on this node, not the app's (which a random
+            # pod behind the node port would give).
             health_check=aws.lb.TargetGroupHealthCheckArgs(
                 enabled=True,
-                path=targets.health_check_path,
-                port="traffic-port",
+                path="/readyz" if targets.health_check_port is None else HEALTH_CHECK_PATH,
+                port=(
+                    "traffic-port"
+                    if targets.health_check_port is None
+                    else str(targets.health_check_port)
+                ),
                 protocol="HTTP",
                 matcher="200",
-                interval=15,
-                timeout=5,
-                healthy_threshold=2,
-                unhealthy_threshold=3,
+                interval=HEALTH_CHECK_INTERVAL_SECONDS,
+                timeout=2,
+                healthy_threshold=HEALTH_CHECK_HEALTHY,
+                unhealthy_threshold=HEALTH_CHECK_UNHEALTHY,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -242,6 +280,78 @@ class LoadBalancer(pulumi.ComponentResource):
                 description="from the load balancer to the app node port",
                 opts=child,
             )
+            if targets.health_check_port is None:
+                continue
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-health-to-targets-{i}",
+                security_group_id=sg,
+                referenced_security_group_id=self.security_group.id,
+                ip_protocol="tcp",
+                from_port=targets.health_check_port,
+                to_port=targets.health_check_port,
+                description="from the load balancer to the health check node port",
+                opts=child,
+            )
+
+    def _web_acl(self, cfg: LoadBalancerConfig) -> aws.wafv2.WebAcl:
+        """A regional WAFv2 web ACL on the ALB: AWS's common and known-bad-inputs rule groups, and
+        a rate-based rule per client address; everything else allowed."""
+        name, child = self._name, pulumi.ResourceOptions(parent=self)
+        waf = aws.wafv2
+
+        def visibility(metric: str) -> waf.WebAclVisibilityConfigArgs:
+            return waf.WebAclVisibilityConfigArgs(
+                cloudwatch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+            )
+
+        def managed(priority: int, group: str) -> waf.WebAclRuleArgs:
+            return waf.WebAclRuleArgs(
+                name=group,
+                priority=priority,
+                override_action=waf.WebAclRuleOverrideActionArgs(
+                    none=waf.WebAclRuleOverrideActionNoneArgs()
+                ),
+                statement=waf.WebAclRuleStatementArgs(
+                    managed_rule_group_statement=waf.WebAclRuleStatementManagedRuleGroupStatementArgs(
+                        name=group, vendor_name="AWS"
+                    )
+                ),
+                visibility_config=waf.WebAclRuleVisibilityConfigArgs(
+                    cloudwatch_metrics_enabled=True,
+                    metric_name=group,
+                    sampled_requests_enabled=True,
+                ),
+            )
+
+        rate = waf.WebAclRuleArgs(
+            name="rate-per-ip",
+            priority=0,
+            action=waf.WebAclRuleActionArgs(block=waf.WebAclRuleActionBlockArgs()),
+            statement=waf.WebAclRuleStatementArgs(
+                rate_based_statement=waf.WebAclRuleStatementRateBasedStatementArgs(
+                    aggregate_key_type="IP", limit=cfg.waf_rate_limit, evaluation_window_sec=300
+                )
+            ),
+            visibility_config=waf.WebAclRuleVisibilityConfigArgs(
+                cloudwatch_metrics_enabled=True,
+                metric_name="rate-per-ip",
+                sampled_requests_enabled=True,
+            ),
+        )
+        acl = waf.WebAcl(
+            f"{name}-waf",
+            scope="REGIONAL",
+            description="app load balancer: AWS managed common and known-bad-inputs rules, "
+            "rate limit per client address",
+            default_action=waf.WebAclDefaultActionArgs(allow=waf.WebAclDefaultActionAllowArgs()),
+            rules=[rate, *(managed(i + 1, g) for i, g in enumerate(MANAGED_RULE_GROUPS))],
+            visibility_config=visibility(f"{name}-waf"),
+            opts=child,
+        )
+        waf.WebAclAssociation(
+            f"{name}-waf", resource_arn=self.alb.arn, web_acl_arn=acl.arn, opts=child
+        )
+        return acl
 
     def _log_bucket(
         self, name: str, region: str, protect: bool

@@ -28,6 +28,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -39,13 +40,37 @@ from infra.config import AppConfig
 CORE = k8s.core.v1
 META = k8s.meta.v1
 
-# app/shortener/config.py: SHUTDOWN_TIMEOUT_SECONDS, how long the app drains after SIGTERM.
+# app/shortener/config.py: SHUTDOWN_TIMEOUT_SECONDS, how long in-flight requests get after SIGTERM.
 DRAIN_SECONDS = 20
-# Time for endpoint removal to reach kube-proxy on every node (and the ALB's in-flight requests
-# to finish) before the app gets SIGTERM.
-PRESTOP_SLEEP_SECONDS = 10
-# Grace period: preStop sleep + drain + margin. Kubernetes counts the preStop hook in it.
-TERMINATION_GRACE_SECONDS = PRESTOP_SLEEP_SECONDS + DRAIN_SECONDS + 15
+# app/shortener/config.py: SHUTDOWN_DRAIN_SECONDS: after the preStop pause, 5 s more of serving with
+# `Connection: close` on each response, so the load balancer's kept-alive connections end cleanly.
+APP_DRAIN_SECONDS = 5
+# Time for an endpoint's removal to reach kube-proxy on every node.
+ENDPOINT_PROPAGATION_SECONDS = 5
+# The click flush and pool close after the in-flight requests (app17-interface.md: 5 s), rounded up.
+SHUTDOWN_MARGIN_SECONDS = 10
+# The app's metrics listener (METRICS_PORT): scraped inside the VPC, never behind the load balancer.
+METRICS_PORT = 9464
+
+
+def prestop_seconds(upstream_drain_seconds: int) -> int:
+    """The preStop pause: the load balancer stops sending (its drain time: it sees the node's
+    health check fail, then lets in-flight requests finish for the deregistration delay), and the
+    endpoint's removal reaches every node, before the app gets SIGTERM."""
+    return upstream_drain_seconds + ENDPOINT_PROPAGATION_SECONDS
+
+
+def grace_seconds(upstream_drain_seconds: int) -> int:
+    """terminationGracePeriodSeconds (it counts the preStop pause): the pause, the app's own drain
+    phase, its in-flight timeout and the shutdown margin."""
+    return (
+        prestop_seconds(upstream_drain_seconds)
+        + APP_DRAIN_SECONDS
+        + DRAIN_SECONDS
+        + SHUTDOWN_MARGIN_SECONDS
+    )
+
+
 # app/shortener/config.py: STARTUP_DB_TIMEOUT_SECONDS; the startup probe allows a little more.
 STARTUP_DB_TIMEOUT_SECONDS = 30
 
@@ -55,6 +80,10 @@ CHECKOV_SKIPS = {
     "checkov.io/skip1": "CKV_K8S_35=the app reads DATABASE_URL and API_TOKEN from its environment "
     "only (12-factor, app/shortener/config.py); they come from a Secret via envFrom, never inline",
 }
+
+# The Service's load balancer class: no controller implements it, so Kubernetes makes no cloud
+# load balancer for it (the kit's ALB is made by Pulumi) but still serves its health check port.
+SERVICE_LB_CLASS = "backbone.dev/pulumi-alb"
 
 # On a Secret: its keys, comma-separated (never values). backbone.manifests reads it.
 SECRET_KEYS_ANNOTATION = "backbone.dev/secret-keys"
@@ -86,8 +115,21 @@ CONTAINER_PORT = 8000
 LOG_LEVEL = "INFO"
 
 
-def settings() -> dict[str, str]:
-    """The app's non-secret environment (the ConfigMap's data)."""
+@dataclass(frozen=True)
+class Upstream:
+    """The load balancer in front of the pods: wiring from the stack."""
+
+    idle_timeout_seconds: int
+    """The ALB's idle timeout: the app's keep-alive is derived from it (LB_IDLE_TIMEOUT_SECONDS)."""
+    drain_seconds: int
+    """How long the load balancer takes to stop sending to a pod being stopped (the preStop
+    pause covers it)."""
+    forwarded_allow_cidrs: Sequence[str]
+    """Where X-Forwarded-* may come from: the VPC (the ALB's addresses, the nodes')."""
+
+
+def settings(upstream: Upstream) -> dict[str, str]:
+    """The app's non-secret environment (the ConfigMap's data; app17-interface.md section 2)."""
     return {
         "LOG_LEVEL": LOG_LEVEL,
         "PORT": str(CONTAINER_PORT),
@@ -95,7 +137,13 @@ def settings() -> dict[str, str]:
         # The init container migrates before the app starts.
         "MIGRATE_ON_STARTUP": "false",
         "SHUTDOWN_TIMEOUT_SECONDS": str(DRAIN_SECONDS),
+        "SHUTDOWN_DRAIN_SECONDS": str(APP_DRAIN_SECONDS),
         "STARTUP_DB_TIMEOUT_SECONDS": str(STARTUP_DB_TIMEOUT_SECONDS),
+        # One setting: the app's keep-alive is this + 5 s, longer than the ALB keeps a connection.
+        "LB_IDLE_TIMEOUT_SECONDS": str(upstream.idle_timeout_seconds),
+        "FORWARDED_ALLOW_IPS": ",".join(upstream.forwarded_allow_cidrs),
+        "METRICS_PORT": str(METRICS_PORT),
+        "DOCS_ENABLED": "false",
     }
 
 
@@ -158,6 +206,7 @@ class Workload(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     service_name: pulumi.Output[str]
     node_port: int
+    health_check_node_port: int
 
     def __init__(
         self,
@@ -170,13 +219,14 @@ class Workload(pulumi.ComponentResource):
         api_token: pulumi.Input[str],
         vpc_cidr: str,
         database_cidrs: Sequence[str],
+        upstream: Upstream,
         migration_env: Mapping[str, pulumi.Input[str]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:workload:Workload", name, None, opts)
         if not database_cidrs:
             raise ValueError("workload database_cidrs is empty: the app could reach no database")
-        self._name, self._cfg = name, cfg
+        self._name, self._cfg, self._upstream = name, cfg, upstream
         self._selector = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
         self._labels = {
             **self._selector,
@@ -185,7 +235,7 @@ class Workload(pulumi.ComponentResource):
             "app.kubernetes.io/managed-by": "pulumi",
         }
         self.namespace = self._namespace(namespace)
-        data = settings()
+        data = settings(upstream)
         config = CORE.ConfigMap(
             f"{name}-config", metadata=self._meta(f"{APP_NAME}-config"), data=data, opts=self._child
         )
@@ -207,6 +257,7 @@ class Workload(pulumi.ComponentResource):
         service = self._service()
         self._autoscaling(deployment)
         self._network_policies(vpc_cidr, database_cidrs)
+        self.health_check_node_port = cfg.health_check_node_port
         self.service_name = service.metadata.apply(_name)
         self.node_port = cfg.node_port
         self.register_outputs(
@@ -286,7 +337,9 @@ class Workload(pulumi.ComponentResource):
             image=image,
             image_pull_policy="IfNotPresent",
             ports=[
-                CORE.ContainerPortArgs(name="http", container_port=CONTAINER_PORT, protocol="TCP")
+                CORE.ContainerPortArgs(name="http", container_port=CONTAINER_PORT, protocol="TCP"),
+                # Scraped inside the VPC (obs-interface.md): in no Service, no target group.
+                CORE.ContainerPortArgs(name="metrics", container_port=METRICS_PORT, protocol="TCP"),
             ],
             env_from=env_from,
             resources=resources,
@@ -294,11 +347,15 @@ class Workload(pulumi.ComponentResource):
             startup_probe=_http_probe(
                 "/healthz", period=2, failures=STARTUP_DB_TIMEOUT_SECONDS // 2 + 5, timeout=2
             ),
+            # Liveness stays shallow; readiness says whether this pod serves (started, schema
+            # current, not draining), never whether the database is up: no cascade.
             liveness_probe=_http_probe("/healthz", period=10, failures=3, timeout=2),
             readiness_probe=_http_probe("/readyz", period=5, failures=2, timeout=3),
             lifecycle=CORE.LifecycleArgs(
                 pre_stop=CORE.LifecycleHandlerArgs(
-                    sleep=CORE.SleepActionArgs(seconds=PRESTOP_SLEEP_SECONDS)
+                    sleep=CORE.SleepActionArgs(
+                        seconds=prestop_seconds(self._upstream.drain_seconds)
+                    )
                 )
             ),
             security_context=_security_context(),
@@ -345,7 +402,9 @@ class Workload(pulumi.ComponentResource):
                         service_account_name=account.metadata.apply(_name),
                         automount_service_account_token=False,
                         enable_service_links=False,
-                        termination_grace_period_seconds=TERMINATION_GRACE_SECONDS,
+                        termination_grace_period_seconds=grace_seconds(
+                            self._upstream.drain_seconds
+                        ),
                         security_context=CORE.PodSecurityContextArgs(
                             run_as_non_root=True,
                             run_as_user=APP_UID,
@@ -376,9 +435,17 @@ class Workload(pulumi.ComponentResource):
         return CORE.Service(
             f"{self._name}-service",
             metadata=self._meta(APP_NAME),
+            # Type LoadBalancer for its health check node port only: kube-proxy answers
+            # /healthz there with 200 while the node holds a ready app pod, 503 otherwise, and the
+            # ALB's target group checks it. The class is one no controller implements, so no
+            # cloud load balancer is made. Local: a node sends only to its own pods (no second
+            # hop, the client's address kept), so a node without a ready pod leaves the ALB.
             spec=CORE.ServiceSpecArgs(
-                type="NodePort",
-                external_traffic_policy="Cluster",
+                type="LoadBalancer",
+                load_balancer_class=SERVICE_LB_CLASS,
+                allocate_load_balancer_node_ports=True,
+                external_traffic_policy="Local",
+                health_check_node_port=self._cfg.health_check_node_port,
                 selector=self._selector,
                 ports=[
                     CORE.ServicePortArgs(
@@ -458,7 +525,13 @@ class Workload(pulumi.ComponentResource):
                     net.NetworkPolicyIngressRuleArgs(
                         from_=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=vpc_cidr))],
                         ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=CONTAINER_PORT)],
-                    )
+                    ),
+                    # The metrics port from inside the VPC only (the managed collector's ENIs in
+                    # the private subnets, obs-interface.md); the ALB has no route to it.
+                    net.NetworkPolicyIngressRuleArgs(
+                        from_=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=vpc_cidr))],
+                        ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=METRICS_PORT)],
+                    ),
                 ],
                 egress=[
                     net.NetworkPolicyEgressRuleArgs(
