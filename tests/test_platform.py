@@ -69,6 +69,88 @@ def test_content_tag_changes_with_the_source(tmp_path):
     assert context_tag(tmp_path, "linux/amd64") != first
 
 
+# -- cluster ----------------------------------------------------------------------------------
+
+
+def test_cluster_version_access_logging_and_upgrade_policy(plan):
+    cluster = plan.one("aws:eks/cluster:Cluster")
+    assert cluster.inputs["version"] == "1.35"
+    suffix = plan.one("random:index/randomId:RandomId", "cluster-name-suffix").outputs["hex"]
+    assert cluster.inputs["name"] == f"backbone-{plan.stack}-{suffix}"
+    assert cluster.inputs["accessConfig"] == {
+        "authenticationMode": "API",
+        "bootstrapClusterCreatorAdminPermissions": False,
+    }
+    assert cluster.inputs["upgradePolicy"] == {"supportType": "STANDARD"}
+    assert {"api", "audit", "authenticator"} <= set(cluster.inputs["enabledClusterLogTypes"])
+    group = plan.one("aws:cloudwatch/logGroup:LogGroup", "cluster-logs")
+    assert group.inputs["name"] == f"/aws/eks/backbone-{plan.stack}-{suffix}/cluster"
+    assert group.urn in cluster.dependencies
+
+
+def test_nodes_run_al2023_in_private_subnets_with_only_needed_policies(plan):
+    ng = plan.one("aws:eks/nodeGroup:NodeGroup")
+    assert ng.inputs["amiType"] == "AL2023_x86_64_STANDARD"
+    assert set(ng.inputs["subnetIds"]) == {s.id for s in subnets(plan, "private")}
+    sc = ng.inputs["scalingConfig"]
+    assert sc["minSize"] <= sc["desiredSize"] <= sc["maxSize"]
+    assert "scalingConfig.desiredSize" in ng.ignore_changes
+    attached = {
+        a.inputs["policyArn"].rsplit("/", 1)[1]: a.inputs["role"]
+        for a in plan.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
+    node_role = plan.one("aws:iam/role:Role", "cluster-node-role").id
+    assert sorted(p for p, role in attached.items() if role == node_role) == [
+        "AmazonEC2ContainerRegistryPullOnly",
+        "AmazonEKSWorkerNodePolicy",
+    ]
+    # the CNI policy goes to the vpc-cni add-on's own role, trusted through the OIDC provider
+    cni_role = plan.one("aws:iam/role:Role", "cluster-vpc-cni")
+    assert attached["AmazonEKS_CNI_Policy"] == cni_role.id
+    trust = json.loads(cni_role.inputs["assumeRolePolicy"])["Statement"][0]
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert list(trust["Condition"]["StringEquals"].values()) == [
+        "sts.amazonaws.com",
+        "system:serviceaccount:kube-system:aws-node",
+    ]
+
+
+def test_oidc_addons_and_access_entries(plan):
+    oidc = plan.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert oidc.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+    assert oidc.inputs["url"].startswith("https://oidc.eks.us-east-1.amazonaws.com/id/")
+    addons = {a.inputs["addonName"]: a for a in plan.of_type("aws:eks/addon:Addon")}
+    assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "metrics-server"}
+    assert json.loads(addons["vpc-cni"].inputs["configurationValues"]) == {
+        "enableNetworkPolicy": "true"
+    }
+    # coredns and metrics-server run as pods: they wait for the nodes
+    for pod_addon in ("coredns", "metrics-server"):
+        assert plan.one("aws:eks/nodeGroup:NodeGroup").urn in addons[pod_addon].dependencies
+    entry = plan.one("aws:eks/accessEntry:AccessEntry")
+    assert entry.inputs["principalArn"] == "arn:aws:iam::123456789012:user/deployer"
+    grant = plan.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert grant.inputs["policyArn"].endswith("AmazonEKSClusterAdminPolicy")
+    assert grant.inputs["accessScope"] == {"type": "cluster"}
+
+
+def test_kubeconfig_is_secret_and_the_kubernetes_provider_uses_it(plan):
+    assert plan.outputs["kubeconfig"] == "[secret]"
+    provider = plan.one("pulumi:providers:kubernetes")
+    assert provider.inputs["kubeconfig"] == "[secret]"
+    assert plan.one("aws:eks/nodeGroup:NodeGroup").urn in provider.dependencies
+
+
+def test_kubeconfig_authenticates_with_aws_eks_get_token():
+    from infra.components.cluster import kubeconfig
+
+    cfg = json.loads(kubeconfig("backbone-dev", "https://x.eks", "Q0E=", "eu-west-1"))
+    exec_ = cfg["users"][0]["user"]["exec"]
+    assert exec_["command"] == "aws"
+    assert exec_["args"][:4] == ["eks", "get-token", "--cluster-name", "backbone-dev"]
+    assert "--region" in exec_["args"] and "eu-west-1" in exec_["args"]
+
+
 # -- database ---------------------------------------------------------------------------------
 
 
