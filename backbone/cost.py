@@ -1153,7 +1153,14 @@ def _kubernetes(ctx: _Context, r: Resource) -> None:
     """Kubernetes objects run on the nodes, except those that make cloud resources of their own."""
     if r.type == "kubernetes:core/v1:Service":
         spec = r.inputs.get("spec") or {}
-        if isinstance(spec, dict) and spec.get("type") == "LoadBalancer":
+        # AWS's controllers serve a Service of type LoadBalancer without a class or with theirs;
+        # one of another class (the workload's: only for its health check node port) makes none.
+        aws_classes = (None, "service.k8s.aws/nlb", "eks.amazonaws.com/nlb")
+        if (
+            isinstance(spec, dict)
+            and spec.get("type") == "LoadBalancer"
+            and spec.get("loadBalancerClass") in aws_classes
+        ):
             ctx.cannot(
                 r, "a Service of type LoadBalancer makes an AWS load balancer outside the Plan"
             )

@@ -226,6 +226,60 @@ LogType = Literal["api", "audit", "authenticator", "controllerManager", "schedul
 DEFAULT_LOG_TYPES: tuple[LogType, ...] = ("api", "audit", "authenticator")
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = "([01][0-9]|2[0-3]):[0-5][0-9]"
+_DDD = "(mon|tue|wed|thu|fri|sat|sun)"
+WEEK = 7 * 1440
+
+
+def _minute(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _window_minutes(window: str) -> tuple[int, int]:
+    """A daily `hh:mm-hh:mm` window as [start, end) minutes of the day (end may pass midnight)."""
+    start, end = (_minute(part) for part in window.split("-"))
+    return start, end if end > start else end + 1440
+
+
+def _weekly_minutes(window: str) -> tuple[int, int]:
+    """A weekly `ddd:hh:mm-ddd:hh:mm` window as [start, end) minutes of the week."""
+    a, b = window.split("-")
+    start = _DAYS.index(a[:3]) * 1440 + _minute(a[4:])
+    end = _DAYS.index(b[:3]) * 1440 + _minute(b[4:])
+    return start, end if end > start else end + WEEK
+
+
+def _overlaps_daily_weekly(daily: tuple[int, int], weekly: tuple[int, int]) -> bool:
+    """Whether a daily window meets a weekly one on any day of the week."""
+    for day in range(-1, 8):
+        s, e = daily[0] + day * 1440, daily[1] + day * 1440
+        for shift in (-WEEK, 0, WEEK):
+            if s < weekly[1] + shift and weekly[0] + shift < e:
+                return True
+    return False
+
+
+def _overlaps_daily_daily(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two daily windows meet (either may pass midnight)."""
+    return any(a[0] + d < b[1] and b[0] < a[1] + d for d in (-1440, 0, 1440))
+
+
+def _run_minutes(expression: str) -> list[tuple[int, int]] | None:
+    """Minutes of the day (start, start + 1) a daily cron runs, or None if not a plain daily
+    `cron(M H ...)` with numeric minute and hour lists."""
+    if not expression.startswith("cron("):
+        return None
+    fields = expression[5:-1].split()
+    try:
+        minutes = [int(m) for m in fields[0].split(",")]
+        hours = [int(h) for h in fields[1].split(",")]
+    except ValueError:
+        return None
+    return [(h * 60 + m, h * 60 + m + 1) for h in hours for m in minutes]
+
+
 class RegistryConfig(_Section):
     """The ECR repository the app's image is pushed to."""
 
@@ -329,6 +383,41 @@ class DatabaseConfig(_Section):
     log_retention_days: int = 30
     """How long the exported PostgreSQL and upgrade logs are kept (a CloudWatch Logs retention
     value); the kit makes their log groups, so nothing is kept forever."""
+
+    backup_window: str = Field(default="03:00-04:00", pattern=rf"^{_HHMM}-{_HHMM}$")
+    """Daily window (UTC, hh:mm-hh:mm, at least 30 minutes) in which RDS takes the automated
+    backup. The housekeeping job may not run inside it."""
+
+    maintenance_window: str = Field(
+        default="sun:04:30-sun:05:30",
+        pattern=rf"^{_DDD}:{_HHMM}-{_DDD}:{_HHMM}$",
+    )
+    """Weekly window (UTC, ddd:hh:mm-ddd:hh:mm, at least 30 minutes) for RDS's patches; it may
+    not overlap the backup window, nor the housekeeping job's run."""
+
+    enhanced_monitoring_seconds: Literal[0, 1, 5, 10, 15, 30, 60] = 0
+    """Enhanced Monitoring: OS metrics every N seconds (1, 5, 10, 15, 30, 60) through a role with
+    the AWS managed policy AmazonRDSEnhancedMonitoringRole; 0 turns it off. Billed as CloudWatch
+    Logs ingestion. (Database Insights standard mode is always on: 7 days free.)"""
+
+    restore_snapshot: str | None = Field(
+        default=None,
+        pattern=r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:[0-9]{12}:snapshot:)?[a-zA-Z][a-zA-Z0-9:-]{0,254}$",
+    )
+    """Restore: create a new instance from this DB snapshot (identifier or ARN) and point the app
+    at it. The current instance is kept (its data and its protection); see the README runbook."""
+
+    restore_source_instance: str | None = Field(
+        default=None, pattern=r"^[a-zA-Z][a-zA-Z0-9-]{0,62}$"
+    )
+    """Restore to a point in time: the instance (identifier) whose automated backups to use. A new
+    instance is created and the app pointed at it; the source is kept."""
+
+    restore_time: str | None = Field(
+        default=None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
+    )
+    """With restoreSourceInstance: the moment to restore to (UTC, 2026-11-30T21:15:00Z). Unset:
+    the latest restorable time."""
 
 
 class LoadBalancerConfig(_Section):
@@ -461,9 +550,10 @@ class FunctionsConfig(_Section):
     """How often the canary probes the app: `rate(1 minute)` to `rate(60 minutes)`. Its alarms
     use this as their period, so a missing run is seen at once."""
 
-    housekeeping_schedule: str = "cron(30 3 * * ? *)"
+    housekeeping_schedule: str = "cron(15 6 * * ? *)"
     """When the housekeeping job runs (UTC), as an EventBridge schedule: every day at least, since
-    its alarm expects a run in every 24 hours."""
+    its alarm expects a run in every 24 hours; a daily cron whose run (up to its timeout) keeps out
+    of the database's backup and maintenance windows."""
 
     architecture: Literal["x86_64", "arm64"] = "arm64"
     """CPU architecture of both functions (arm64, Graviton, costs about 20% less per GB-second);
@@ -945,6 +1035,7 @@ class StackConfig(_Section):
                     "0 (no autoscaling) or a larger ceiling",
                 )
             )
+        out += self._restore_problems()
         if d.manage_password and self.cluster.enabled:
             out.append(
                 Problem(
@@ -972,6 +1063,45 @@ class StackConfig(_Section):
                 )
             )
         out += _retention_problems(f"{key}.logRetentionDays", d.log_retention_days)
+        return out
+
+    def _restore_problems(self) -> list[Problem]:
+        d, key = self.database, f"{NAMESPACE}:database"
+        out = list[Problem]()
+        if d.restore_snapshot and d.restore_source_instance:
+            out.append(
+                Problem(
+                    f"{key}.restoreSnapshot",
+                    "set together with restoreSourceInstance; allowed: one restore at a time (a "
+                    "snapshot, or a point in time of an instance)",
+                )
+            )
+        if d.restore_time and not d.restore_source_instance:
+            out.append(
+                Problem(
+                    f"{key}.restoreTime",
+                    "set without restoreSourceInstance; allowed: restoreSourceInstance (the "
+                    "instance whose backups to restore) with it, or leave restoreTime out",
+                )
+            )
+        backup = _window_minutes(d.backup_window)
+        maintenance = _weekly_minutes(d.maintenance_window)
+        if backup[1] - backup[0] < 30:
+            out.append(
+                Problem(
+                    f"{key}.backupWindow",
+                    f"{d.backup_window!r} is shorter than 30 minutes (RDS refuses it); allowed: "
+                    "hh:mm-hh:mm of 30 minutes or more",
+                )
+            )
+        if _overlaps_daily_weekly(backup, maintenance):
+            out.append(
+                Problem(
+                    f"{key}.maintenanceWindow",
+                    f"{d.maintenance_window!r} overlaps the backup window {d.backup_window!r} "
+                    "(RDS refuses it); allowed: windows apart",
+                )
+            )
         return out
 
     def _app_problems(self) -> list[Problem]:
@@ -1034,6 +1164,7 @@ class StackConfig(_Section):
                     "(2 attempts of 5 s each, 0.5 s between, 3 s to publish); allowed: 25 to 900",
                 )
             )
+        out += self._housekeeping_window_problems()
         out += _retention_problems(f"{key}.logRetentionDays", f.log_retention_days)
         needs = (
             ("loadbalancer", self.loadbalancer.enabled, "the canary probes the app through it"),
@@ -1058,6 +1189,48 @@ class StackConfig(_Section):
                 )
             )
         return out
+
+    def _housekeeping_window_problems(self) -> list[Problem]:
+        """The job's run (its start to its timeout) may not meet the database's backup or
+        maintenance window: it would purge while RDS snapshots or patches."""
+        f, d = self.functions, self.database
+        if not d.enabled:
+            return []
+        key = f"{NAMESPACE}:functions.housekeepingSchedule"
+        runs = _run_minutes(f.housekeeping_schedule)
+        if runs is None:
+            if schedule_problem(f.housekeeping_schedule) is not None:
+                return []  # reported as a bad schedule already
+            return [
+                Problem(
+                    key,
+                    f"{f.housekeeping_schedule!r} has no fixed time of day, so it cannot be kept "
+                    f"out of the database's backup ({d.backup_window}) and maintenance "
+                    f"({d.maintenance_window}) windows; allowed: a daily cron with a numeric "
+                    "minute and hour, such as cron(15 6 * * ? *)",
+                )
+            ]
+        length = -(-f.housekeeping_timeout_seconds // 60)
+        backup = _window_minutes(d.backup_window)
+        maintenance = _weekly_minutes(d.maintenance_window)
+        for start, _ in runs:
+            run = (start, start + length)
+            hit = None
+            if _overlaps_daily_daily(run, backup):
+                hit = f"the backup window {d.backup_window}"
+            elif _overlaps_daily_weekly(run, maintenance):
+                hit = f"the maintenance window {d.maintenance_window}"
+            if hit:
+                return [
+                    Problem(
+                        key,
+                        f"{f.housekeeping_schedule!r} runs {start // 60:02d}:{start % 60:02d}-"
+                        f"+{length} min (its timeout), inside {hit} (UTC); allowed: a time "
+                        "outside both database windows, or move the windows "
+                        "(database.backupWindow, database.maintenanceWindow)",
+                    )
+                ]
+        return []
 
     def _monitoring_problems(self) -> list[Problem]:
         m, out = self.monitoring, list[Problem]()

@@ -30,7 +30,8 @@ def test_dev_is_small_and_cheap(plan_of):
     db = plan.one("aws:rds/instance:Instance")
     assert db.inputs["instanceClass"] == "db.t4g.micro"
     assert db.inputs["multiAz"] is False and db.inputs["deletionProtection"] is False
-    assert db.inputs["backupRetentionPeriod"] == 1
+    # a week of backups even here (issue 17: the restore runbook needs something to restore)
+    assert db.inputs["backupRetentionPeriod"] == 7
     assert not db.protect and not db.retain_on_delete
     alb = plan.one("aws:lb/loadBalancer:LoadBalancer").inputs
     assert alb["enableDeletionProtection"] is False and "accessLogs" not in alb

@@ -22,6 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from infra.components import iam
 from infra.config import DB_APP_ROLE, DB_JOB_ROLE, DatabaseConfig
 
 PORT = 5432
@@ -35,6 +36,12 @@ APP_ROLE, JOB_ROLE = DB_APP_ROLE, DB_JOB_ROLE
 CA_BUNDLE = "/opt/app/certs/rds-global-bundle.pem"
 # The logs the instance exports to CloudWatch Logs, in groups the program makes with retention.
 LOG_EXPORTS = ("postgresql", "upgrade")
+# Database Insights standard mode (the successor to Performance Insights): 7 days of history, free.
+INSIGHTS_MODE = "standard"
+INSIGHTS_RETENTION_DAYS = 7
+# The AWS managed policy Enhanced Monitoring's role needs (RDS user guide, "Setting up and
+# enabling Enhanced Monitoring").
+ENHANCED_MONITORING_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 
 
 def snapshot_prefix(*parts: str) -> str:
@@ -56,6 +63,30 @@ def identifier(*parts: str, suffix: str) -> str:
     """An RDS instance identifier: 1 to 63 letters, digits and single hyphens, starting with a
     letter, not ending in a hyphen; unique per instance by its suffix."""
     return f"{snapshot_prefix(*parts)[: 62 - len(suffix)].rstrip('-')}-{suffix}"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What every instance of the component shares: its subnets, parameters, monitoring role."""
+
+    subnet_group: pulumi.Output[str]
+    parameter_group: pulumi.Output[str]
+    monitoring_role_arn: pulumi.Output[str] | None
+
+
+def _restore_args(cfg: DatabaseConfig, restored: bool) -> dict[str, Any]:
+    """The instance's source when it is the restored one: a snapshot, or a point in time."""
+    if not restored:
+        return {}
+    if cfg.restore_snapshot:
+        return {"snapshot_identifier": cfg.restore_snapshot}
+    return {
+        "restore_to_point_in_time": aws.rds.InstanceRestoreToPointInTimeArgs(
+            source_db_instance_identifier=cfg.restore_source_instance,
+            restore_time=cfg.restore_time,
+            use_latest_restorable_time=None if cfg.restore_time else True,
+        )
+    }
 
 
 @dataclass(frozen=True)
@@ -92,7 +123,17 @@ class Database(pulumi.ComponentResource):
         for i, source in enumerate(clients):
             self.admit(f"client-{i}", source, "PostgreSQL from the app")
         generated = self._generated_password(name, cfg)
-        self.instance = self._instance(name, cfg, subnet_ids, generated, protect)
+        placement = self._placement(name, cfg, subnet_ids)
+        self.instance = self._instance(name, cfg, placement, generated, protect)
+        if cfg.restore_snapshot or cfg.restore_source_instance:
+            # Restore: a new instance beside the one above (kept, with its data and protection);
+            # everything below (the app's URL, the job's secret, the alarms) points at the new one.
+            self.original_instance: aws.rds.Instance | None = self.instance
+            self.instance = self._instance(
+                name, cfg, placement, generated, protect, part="restored"
+            )
+        else:
+            self.original_instance = None
         creds = self._credentials(cfg, generated)
         self.master_secret_arn = creds.master_secret_arn
         self.username = cfg.username
@@ -156,14 +197,7 @@ class Database(pulumi.ComponentResource):
             for log in LOG_EXPORTS
         ]
 
-    def _instance(
-        self,
-        name: str,
-        cfg: DatabaseConfig,
-        subnet_ids: Sequence[Any],
-        password: pulumi.Output[str] | None,
-        protect: bool,
-    ) -> aws.rds.Instance:
+    def _placement(self, name: str, cfg: DatabaseConfig, subnet_ids: Sequence[Any]) -> Placement:
         child = pulumi.ResourceOptions(parent=self)
         subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets",
@@ -171,22 +205,58 @@ class Database(pulumi.ComponentResource):
             description="private subnets, two zones at least",
             opts=child,
         )
-        parameters = self._parameter_group(name, cfg)
+        monitoring_role = None
+        if cfg.enhanced_monitoring_seconds:
+            role = aws.iam.Role(
+                f"{name}-monitoring",
+                description="RDS Enhanced Monitoring: OS metrics to CloudWatch Logs",
+                assume_role_policy=iam.trust("monitoring.rds.amazonaws.com"),
+                opts=child,
+            )
+            aws.iam.RolePolicyAttachment(
+                f"{name}-monitoring",
+                role=role.name,
+                policy_arn=ENHANCED_MONITORING_POLICY,
+                opts=child,
+            )
+            monitoring_role = role.arn
+        return Placement(
+            subnet_group=subnet_group.name,
+            parameter_group=self._parameter_group(name, cfg).name,
+            monitoring_role_arn=monitoring_role,
+        )
+
+    def _instance(
+        self,
+        name: str,
+        cfg: DatabaseConfig,
+        placement: Placement,
+        password: pulumi.Output[str] | None,
+        protect: bool,
+        part: str = "postgres",
+    ) -> aws.rds.Instance:
+        child = pulumi.ResourceOptions(parent=self)
         stack, project = pulumi.get_stack(), pulumi.get_project()
+        restored = part != "postgres"
         # Drawn once per instance and kept in the state: names the instance, its log groups and its
         # final snapshot, so a re-created instance never meets what the last one left behind.
-        suffix = random.RandomId(f"{name}-snapshot-suffix", byte_length=4, opts=child)
+        suffix = random.RandomId(
+            f"{name}-{part}-suffix" if restored else f"{name}-snapshot-suffix",
+            byte_length=4,
+            opts=child,
+        )
         db_identifier: pulumi.Output[str] = suffix.hex.apply(
             lambda h: identifier(project, stack, name, suffix=h)
         )
-        log_groups = self._log_groups(name, cfg, db_identifier)
+        log_groups = self._log_groups(f"{name}-{part}" if restored else name, cfg, db_identifier)
         # Data lives here: protected stacks keep it even if the resource leaves the program.
         stateful = pulumi.ResourceOptions(
             parent=self, protect=protect, retain_on_delete=protect, depends_on=log_groups
         )
         return aws.rds.Instance(
-            f"{name}-postgres",
+            f"{name}-{part}",
             identifier=db_identifier,
+            **_restore_args(cfg, restored),
             engine="postgres",
             engine_version=cfg.engine_version,
             engine_lifecycle_support="open-source-rds-extended-support-disabled",
@@ -197,26 +267,34 @@ class Database(pulumi.ComponentResource):
             max_allocated_storage=cfg.max_allocated_storage_gb or None,
             storage_type=cfg.storage_type,
             storage_encrypted=True,
-            db_name=cfg.name,
-            username=cfg.username,
+            # A restored instance takes its database and master user from the backup.
+            db_name=None if restored else cfg.name,
+            username=None if restored else cfg.username,
             password=password,
             manage_master_user_password=True if cfg.manage_password else None,
             port=PORT,
-            db_subnet_group_name=subnet_group.name,
+            db_subnet_group_name=placement.subnet_group,
             vpc_security_group_ids=[self.security_group.id],
             publicly_accessible=False,
-            parameter_group_name=parameters.name,
+            parameter_group_name=placement.parameter_group,
             multi_az=cfg.multi_az,
             backup_retention_period=cfg.backup_retention_days,
-            backup_window="03:00-04:00",
-            maintenance_window="sun:04:30-sun:05:30",
+            backup_window=cfg.backup_window,
+            maintenance_window=cfg.maintenance_window,
+            database_insights_mode=INSIGHTS_MODE,
+            performance_insights_enabled=True,
+            performance_insights_retention_period=INSIGHTS_RETENTION_DAYS,
+            monitoring_interval=cfg.enhanced_monitoring_seconds,
+            monitoring_role_arn=placement.monitoring_role_arn,
             copy_tags_to_snapshot=True,
             deletion_protection=cfg.deletion_protection,
             skip_final_snapshot=False,
             # Unique per instance: a fixed name would collide with the snapshot the previous
             # destroy left, and the next destroy would fail (DBSnapshotAlreadyExists).
             final_snapshot_identifier=pulumi.Output.concat(
-                snapshot_prefix(project, stack, name), "-final-", suffix.hex
+                snapshot_prefix(project, stack, name if not restored else f"{name}-{part}"),
+                "-final-",
+                suffix.hex,
             ),
             # Automated backups outlive a deleted instance (until their retention ends) only where
             # data is protected; elsewhere the final snapshot is what remains.
