@@ -494,6 +494,15 @@ class AppConfig(_Section):
     """The Service's health check node port (externalTrafficPolicy Local): kube-proxy answers
     200 there while the node holds a ready app pod; the load balancer's health check."""
 
+    canary_link_code: str = Field(default="backbone-canary", pattern=r"^[A-Za-z0-9_-]{3,32}$")
+    """The known link the migration creates (no expiry) on every run, and the canary follows
+    through the load balancer: a cached redirect, exercised every canary run."""
+
+    canary_link_url: str = Field(
+        default="https://example.org/backbone-canary", pattern=r"^https?://[^\s]+$"
+    )
+    """Where the canary link redirects to (the canary checks the 3xx points exactly here)."""
+
 
 # Lambda Python runtimes the functions run on: supported by Lambda (deprecation calendar, 2026-11)
 # and by the function code (3.12+). Older ones are deprecated or too old for the code.
@@ -581,8 +590,26 @@ class FunctionsConfig(_Section):
     """How long the functions' logs are kept (a CloudWatch Logs retention value)."""
 
     canary_read_path: str = Field(default="/api/links/backbone-canary", pattern=r"^/[^\s]*$")
-    """The read path the canary requests besides /readyz. The kit creates no link, so a 404 from
-    the app counts as up (the lookup still went through the app and the database)."""
+    """The read path the canary requests besides /readyz: by default the canary link's lookup
+    (app.canaryLinkCode, created by the migration), so it answers 200 through the database."""
+
+    canary_cert_warn_days: int = Field(default=21, ge=0, le=365)
+    """Where the stack serves HTTPS: the canary's CertificateExpiring metric turns 1 (and a warning
+    is logged) when the certificate has fewer days left than this."""
+
+    purge_grace_days: int = Field(default=0, ge=0, le=3650)
+    """The job keeps expired links this many days past their expiry before deleting them."""
+
+    purge_unused_after_days: int = Field(default=0, ge=0, le=36500)
+    """The job deletes links not clicked for this many days (never clicked: since created);
+    0 (the default) keeps unused links."""
+
+    purge_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    """Rows the job deletes per transaction."""
+
+    purge_max_batches: int = Field(default=100, ge=1, le=100_000)
+    """Batches per run at most; a run that stops there reports PurgeComplete 0 and the next run
+    carries on."""
 
 
 class MonitoringConfig(_Section):

@@ -13,7 +13,7 @@ from infra import packaging
 from infra.components import project_stack
 from infra.components.cluster import Cluster
 from infra.components.database import Database
-from infra.components.functions import Functions, JobNetwork, Packager
+from infra.components.functions import CanaryLink, Functions, JobNetwork, Packager
 from infra.components.loadbalancer import LoadBalancer, Targets
 from infra.components.local import Local
 from infra.components.monitoring import Monitoring, Watched
@@ -205,6 +205,12 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             ),
             # The job logs in as its own role (SELECT/DELETE on links, its stats table).
             database=database,
+            # The cluster's migration creates the canary's link (the host's does not).
+            canary_link=(
+                CanaryLink(code=cfg.app.canary_link_code, url=cfg.app.canary_link_url)
+                if workload
+                else None
+            ),
             opts=opts,
         )
         database.admit("housekeeping", functions.job_security_group.id, "PostgreSQL from the job")

@@ -177,3 +177,12 @@ def test_moving_the_backup_window_admits_the_old_schedule(tmp_path: Path) -> Non
     assert plan.one(INSTANCE).inputs["backupWindow"] == "01:00-02:00"
     rule = plan.one("aws:cloudwatch/eventRule:EventRule", "functions-housekeeping-schedule")
     assert rule.inputs["scheduleExpression"] == "cron(30 3 * * ? *)"
+
+
+def test_the_purge_settings_reach_the_job(tmp_path: Path) -> None:
+    path = _variant(
+        tmp_path, **{"functions.purgeUnusedAfterDays": 180, "functions.purgeMaxBatches": 20}
+    )
+    job = synth(str(path), cwd=REPO).one("aws:lambda/function:Function", "functions-housekeeping")
+    env = job.inputs["environment"]["variables"]
+    assert (env["PURGE_UNUSED_AFTER_DAYS"], env["PURGE_MAX_BATCHES"]) == ("180", "20")

@@ -187,13 +187,50 @@ def test_failed_async_events_go_to_an_encrypted_queue_after_bounded_retries(plan
 def test_canary_probes_the_load_balancer_from_outside_the_vpc(plan):
     canary = functions(plan)["canary"].inputs
     assert "vpcConfig" not in canary
+    c = cfg(plan)
     assert canary["environment"]["variables"] == {
         "CANARY_BASE_URL": plan.outputs["url"],
         "CANARY_HEALTH_PATH": "/readyz",
-        "CANARY_READ_PATH": cfg(plan).functions.canary_read_path,
-        "CANARY_READ_ACCEPT_STATUS": "404",
+        "CANARY_READ_PATH": c.functions.canary_read_path,
+        # the known link the migration creates: its lookup answers 200 (no 404 accepted), and the
+        # redirect probe follows it to exactly this URL
+        "CANARY_REDIRECT_CODE": c.app.canary_link_code,
+        "CANARY_REDIRECT_URL": c.app.canary_link_url,
+        "CANARY_CERT_WARN_DAYS": str(c.functions.canary_cert_warn_days),
         "STACK_NAME": plan.stack,
         "METRICS_NAMESPACE": "Backbone/Canary",
+    }
+
+
+def test_the_canary_follows_the_link_the_migration_creates(plan):
+    deployment = next(r.inputs for r in plan.of_type("kubernetes:apps/v1:Deployment"))
+    (migrate,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    made = {e["name"]: e["value"] for e in migrate["env"]}
+    env = functions(plan)["canary"].inputs["environment"]["variables"]
+    assert made == {
+        "CANARY_LINK_CODE": env["CANARY_REDIRECT_CODE"],
+        "CANARY_LINK_URL": env["CANARY_REDIRECT_URL"],
+    }
+    assert env["CANARY_READ_PATH"] == f"/api/links/{made['CANARY_LINK_CODE']}"
+    # only the migration makes it: the app's container does not carry it
+    (app,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "env" not in app or not [e for e in app["env"] if e["name"].startswith("CANARY")]
+
+
+def test_prod_serves_https_so_the_canary_reads_the_certificate(plan):
+    env = functions(plan)["canary"].inputs["environment"]["variables"]
+    https = env["CANARY_BASE_URL"].startswith("https://")
+    assert https == (plan.stack == "prod")
+    assert int(env["CANARY_CERT_WARN_DAYS"]) == 21
+
+
+def test_the_job_purges_with_its_configured_settings(plan, tmp_path):
+    env = functions(plan)["housekeeping"].inputs["environment"]["variables"]
+    assert {k: v for k, v in env.items() if k.startswith("PURGE_")} == {
+        "PURGE_GRACE_DAYS": "0",
+        "PURGE_UNUSED_AFTER_DAYS": "0",  # unused links kept unless the owner says otherwise
+        "PURGE_BATCH_SIZE": "1000",
+        "PURGE_MAX_BATCHES": "100",
     }
 
 

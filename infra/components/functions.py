@@ -44,8 +44,14 @@ if TYPE_CHECKING:
 CANARY_NAMESPACE = "Backbone/Canary"
 CANARY_METRICS = ("Availability", "Latency")
 CANARY_PROBES = ("health", "read")
+# With the canary link wired (the cluster's migration creates it): the cached-redirect probe, and
+# on https the certificate metrics (dimension Probe=certificate). For alarms (monitoring).
+CANARY_REDIRECT_PROBE = "redirect"
+CANARY_CERT_METRICS = ("CertificateExpiring", "CertificateDaysLeft")
 JOBS_NAMESPACE = "Backbone/Jobs"
 JOB_METRICS = ("Success", "PurgedLinks", "LiveLinks")
+# The purge's own metrics (app/functions/housekeeping): what it deleted and whether it finished.
+PURGE_METRICS = ("PurgedExpired", "PurgedUnused", "PurgeBatches", "PurgeComplete", "ExpiredLinks")
 HEALTH_PATH = "/readyz"
 
 # What Lambda needs to attach a function to a VPC: the actions of the AWS managed policy
@@ -73,6 +79,14 @@ class JobNetwork:
     parking_security_group_id: pulumi.Input[str] | None = None
     """The VPC's default security group: on destroy the job's network interfaces move to it, so
     the job's own group is deleted at once instead of waiting for Lambda to release them."""
+
+
+@dataclass(frozen=True)
+class CanaryLink:
+    """The known link the app's migration creates: the canary follows it (a cached redirect)."""
+
+    code: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,7 @@ class Functions(pulumi.ComponentResource):
         base_url: pulumi.Input[str],
         network: JobNetwork,
         database: Database,
+        canary_link: CanaryLink | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:functions:Functions", name, None, opts)
@@ -134,7 +149,7 @@ class Functions(pulumi.ComponentResource):
         self.job_security_group = self._job_security_group(network, database)
         self.secret_arn = self._job_secret(database)
         self._parking = network.parking_security_group_id
-        self.canary = self._function(self._canary_spec(stack_name, base_url))
+        self.canary = self._function(self._canary_spec(stack_name, base_url, canary_link))
         self.housekeeping = self._function(self._housekeeping_spec(stack_name, network, database))
         self.register_outputs(
             {
@@ -205,8 +220,20 @@ class Functions(pulumi.ComponentResource):
         )
         return secret.arn
 
-    def _canary_spec(self, stack_name: str, base_url: pulumi.Input[str]) -> Spec:
+    def _canary_spec(
+        self, stack_name: str, base_url: pulumi.Input[str], link: CanaryLink | None
+    ) -> Spec:
         cfg = self._cfg
+        probes: dict[str, pulumi.Input[str]] = (
+            {
+                # The link exists: its lookup answers 200, and its redirect must point at the URL.
+                "CANARY_REDIRECT_CODE": link.code,
+                "CANARY_REDIRECT_URL": link.url,
+            }
+            if link is not None
+            # No link made: a 404 still went through the app and the database.
+            else {"CANARY_READ_ACCEPT_STATUS": "404"}
+        )
         return Spec(
             part="canary",
             timeout=cfg.canary_timeout_seconds,
@@ -218,8 +245,9 @@ class Functions(pulumi.ComponentResource):
                 "CANARY_BASE_URL": base_url,
                 "CANARY_HEALTH_PATH": HEALTH_PATH,
                 "CANARY_READ_PATH": cfg.canary_read_path,
-                # The kit creates no canary link: a 404 still went through the app and the DB.
-                "CANARY_READ_ACCEPT_STATUS": "404",
+                **probes,
+                # Read only where the base URL is https.
+                "CANARY_CERT_WARN_DAYS": str(cfg.canary_cert_warn_days),
                 "STACK_NAME": stack_name,
                 "METRICS_NAMESPACE": CANARY_NAMESPACE,
             },
@@ -241,6 +269,10 @@ class Functions(pulumi.ComponentResource):
                 "DB_HOST": database.address,
                 "DB_PORT": str(database.port),
                 "DB_NAME": database.db_name,
+                "PURGE_GRACE_DAYS": str(cfg.purge_grace_days),
+                "PURGE_UNUSED_AFTER_DAYS": str(cfg.purge_unused_after_days),
+                "PURGE_BATCH_SIZE": str(cfg.purge_batch_size),
+                "PURGE_MAX_BATCHES": str(cfg.purge_max_batches),
                 "STACK_NAME": stack_name,
                 "METRICS_NAMESPACE": JOBS_NAMESPACE,
             },

@@ -328,6 +328,11 @@ class Workload(pulumi.ComponentResource):
             image_pull_policy="IfNotPresent",  # the image is by digest: the bytes cannot change
             command=["python", "-m", "shortener.migrate"],
             env_from=migrate_env_from,
+            # The known link the canary follows: upserted (no expiry) on every run.
+            env=[
+                CORE.EnvVarArgs(name="CANARY_LINK_CODE", value=cfg.canary_link_code),
+                CORE.EnvVarArgs(name="CANARY_LINK_URL", value=cfg.canary_link_url),
+            ],
             resources=resources,
             security_context=_security_context(),
             volume_mounts=[tmp],
