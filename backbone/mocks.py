@@ -86,6 +86,25 @@ def _eip(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str,
     }
 
 
+def _instance(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    rid = f"i-{_h(urn)}"
+    n = int(_h(urn, n=4), 16)
+    return rid, {
+        "arn": _arn("ec2", region, f"instance/{rid}"),
+        "privateIp": f"10.0.{n % 250}.{n % 200 + 10}",
+        "publicIp": f"198.51.100.{n % 250 + 1}" if inputs.get("associatePublicIpAddress") else "",
+        "instanceState": "running",
+    }
+
+
+def _ssm_parameter_resource(
+    name: str, urn: str, inputs: dict[str, Any], region: str
+) -> tuple[str, Outputs]:
+    pname = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
+    arn = _arn("ssm", region, f"parameter{pname if pname.startswith('/') else '/' + pname}")
+    return pname, {"name": pname, "arn": arn, "version": 1}
+
+
 def _log_group(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
     group = inputs.get("name") or f"{name}-{_h(urn, n=7)}"
     return group, {"name": group, "arn": _arn("logs", region, f"log-group:{group}")}
@@ -298,6 +317,9 @@ MAKERS: dict[str, Maker] = {
     "aws:iam/role:Role": _iam("role"),
     "aws:iam/policy:Policy": _iam("policy"),
     "aws:iam/rolePolicy:RolePolicy": _named("iam", "role-policy"),
+    "aws:iam/instanceProfile:InstanceProfile": _iam("instance-profile"),
+    "aws:ssm/parameter:Parameter": _ssm_parameter_resource,
+    "aws:ec2/instance:Instance": _instance,
     "aws:sns/topic:Topic": _named("sns", "", sep=""),
 }
 
@@ -489,7 +511,27 @@ def _acm_certificate(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ssm_parameter(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
+    """A parameter as SSM returns it; AWS's public AMI parameters name an image id."""
+    name = str(a.get("name", ""))
+    if not name.startswith("/aws/service/ami-"):
+        raise NotImplementedError(
+            f"the offline engine answers only AWS's public AMI parameters, not {name!r}"
+        )
+    return {
+        "arn": _arn("ssm", m.region, f"parameter{name}", account="aws"),
+        "id": name,
+        "name": name,
+        "type": "String",
+        "value": f"ami-{_h('ami', m.region, name)}",
+        "insecureValue": f"ami-{_h('ami', m.region, name)}",
+        "version": 1,
+        "withDecryption": bool(a.get("withDecryption", True)),
+    }
+
+
 CALLS: dict[str, Callable[[BackboneMocks, dict[str, Any]], dict[str, Any]]] = {
+    "aws:ssm/getParameter:getParameter": _ssm_parameter,
     "aws:acm/getCertificate:getCertificate": _acm_certificate,
     "aws:iam/getSessionContext:getSessionContext": _session_context,
     "aws:secretsmanager/getSecretVersion:getSecretVersion": lambda m, a: {

@@ -672,6 +672,35 @@ class MonitoringConfig(_Section):
     namespace, no CRD needed) when the stack has one; `backbone manifests` writes it too."""
 
 
+# The free tier's EC2 and RDS sizes (12-month offers, accounts opened before 2025-07-15; AWS free
+# tier page, 2025-07): 750 hours of t2.micro or t3.micro (t2.micro only where a region has no t3),
+# 30 GB of EBS; RDS 750 hours of a Single-AZ micro class with 20 GB of gp2; ECR 500 MB of storage.
+FREE_TIER_HOST_TYPES = ("t3.micro", "t2.micro")
+FREE_TIER_EBS_GB = 30
+FREE_TIER_DB_CLASSES = ("db.t4g.micro", "db.t3.micro")
+FREE_TIER_DB_GB = 20
+FREE_TIER_ECR_MB = 500
+# The app's image as ECR stores it (gzip layers): 97 MB measured (docker save | gzip, 2026-12).
+APP_IMAGE_MB = 100
+
+
+class HostConfig(_Section):
+    """One EC2 instance that runs the app as a container (the free-tier stack's way, instead of a
+    cluster): Amazon Linux 2023, Docker, the image from the stack's ECR repository by digest."""
+
+    enabled: bool = False
+    """Create the host. It needs the database (the app's); not with a cluster."""
+
+    instance_type: str = Field(default="t3.micro", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    """The EC2 instance type (x86_64): t3.micro, or t2.micro in a region without t3 (check with
+    `aws ec2 describe-instance-type-offerings --filters Name=instance-type,Values=t3.micro`). A
+    stack with a free tier (`backbone:freeTier`) allows only these two."""
+
+    root_volume_gb: int = Field(default=16, ge=8, le=1000)
+    """The root volume (gp3, encrypted), in GiB: at least the AMI's 8; the free tier covers 30
+    (shared by every volume of the account)."""
+
+
 class LocalConfig(_Section):
     """The local stack (target docker): the app and PostgreSQL as containers on your own Docker."""
 
@@ -761,6 +790,7 @@ class StackConfig(_Section):
     app: AppConfig = Field(default_factory=AppConfig)
     functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    host: HostConfig = Field(default_factory=HostConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
 
     # Set by the loader, not by the stack file.
@@ -806,6 +836,7 @@ class StackConfig(_Section):
             out += self._cluster_problems() + self._database_problems() + self._app_problems()
             out += self._loadbalancer_problems() + self._naming_problems()
             out += self._functions_problems() + self._monitoring_problems()
+            out += self._host_problems() + self._free_tier_problems()
         else:
             out += self._local_problems()
         return out
@@ -813,7 +844,7 @@ class StackConfig(_Section):
     def _local_problems(self) -> list[Problem]:
         """target docker: AWS pieces have no meaning; the images must be pinned."""
         out = list[Problem]()
-        for what in ("cluster", "database", "loadbalancer", "functions", "monitoring"):
+        for what in ("cluster", "database", "loadbalancer", "functions", "monitoring", "host"):
             if getattr(self, what).enabled:
                 out.append(
                     Problem(
@@ -830,6 +861,114 @@ class StackConfig(_Section):
                     f"{NAMESPACE}:local.postgresImage",
                     f"{image!r} is not pinned; allowed: a tag such as postgres:17-bookworm or a "
                     "digest (latest changes under you)",
+                )
+            )
+        return out
+
+    def _host_problems(self) -> list[Problem]:
+        h, out = self.host, list[Problem]()
+        key = f"{NAMESPACE}:host"
+        if not h.enabled:
+            return out
+        if self.cluster.enabled:
+            out.append(
+                Problem(
+                    f"{key}.enabled",
+                    "true together with cluster.enabled: the app runs on the host or on the "
+                    f"cluster, not both; allowed: one of {key}.enabled and "
+                    f"{NAMESPACE}:cluster.enabled",
+                )
+            )
+        if not self.database.enabled:
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:database.enabled",
+                    "false, but host.enabled is true and the app the host runs needs its "
+                    f"database; allowed: {NAMESPACE}:database.enabled: true, or "
+                    f"{key}.enabled: false",
+                )
+            )
+        if self.database.manage_password:
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:database.managePassword",
+                    "true keeps the master password in Secrets Manager, which the host does not "
+                    "read (the containers' environment comes from one Parameter Store "
+                    "SecureString); allowed: false while host.enabled is true",
+                )
+            )
+        if re.search(r"\dg", h.instance_type.split(".")[0]):
+            out.append(
+                Problem(
+                    f"{key}.instanceType",
+                    f"{h.instance_type!r} is a Graviton (arm64) type; the host runs the x86_64 "
+                    "Amazon Linux AMI and a linux/amd64 image; allowed: an x86_64 type such as "
+                    "t3.micro",
+                )
+            )
+        return out
+
+    def _free_tier_problems(self) -> list[Problem]:
+        """A stack that claims a free tier (`freeTier`) holds only what that tier covers."""
+        out = list[Problem]()
+        if self.free_tier == "none":
+            return out
+        why = f"the stack claims the free tier ({NAMESPACE}:freeTier: {self.free_tier})"
+        h, d = self.host, self.database
+        if h.enabled and h.instance_type not in FREE_TIER_HOST_TYPES:
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:host.instanceType",
+                    f"{h.instance_type!r} is outside the free tier and {why}; allowed: "
+                    f"{', '.join(FREE_TIER_HOST_TYPES)} (t2.micro where the region has no t3)",
+                )
+            )
+        if h.enabled and h.root_volume_gb > FREE_TIER_EBS_GB:
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:host.rootVolumeGb",
+                    f"{h.root_volume_gb} GiB is more than the free tier's {FREE_TIER_EBS_GB} GB "
+                    f"of EBS and {why}; allowed: 8 to {FREE_TIER_EBS_GB}",
+                )
+            )
+        if d.enabled:
+            dbkey = f"{NAMESPACE}:database"
+            checks = (
+                (
+                    "instanceClass",
+                    d.instance_class not in FREE_TIER_DB_CLASSES,
+                    f"{d.instance_class!r} is outside the free tier",
+                    ", ".join(FREE_TIER_DB_CLASSES),
+                ),
+                ("storageType", d.storage_type != "gp2", f"{d.storage_type!r} is not free", "gp2"),
+                (
+                    "allocatedStorageGb",
+                    d.allocated_storage_gb > FREE_TIER_DB_GB,
+                    f"{d.allocated_storage_gb} GiB is more than the free {FREE_TIER_DB_GB} GB",
+                    str(FREE_TIER_DB_GB),
+                ),
+                (
+                    "maxAllocatedStorageGb",
+                    d.max_allocated_storage_gb != 0,
+                    f"{d.max_allocated_storage_gb} lets storage grow past the free "
+                    f"{FREE_TIER_DB_GB} GB",
+                    "0 (no autoscaling)",
+                ),
+                ("multiAz", d.multi_az, "true is never free", "false"),
+            )
+            for field, bad, what, allowed in checks:
+                if bad:
+                    out.append(Problem(f"{dbkey}.{field}", f"{what} and {why}; allowed: {allowed}"))
+        if (h.enabled or self.cluster.enabled) and (
+            self.registry.keep_images * APP_IMAGE_MB > FREE_TIER_ECR_MB
+        ):
+            most = FREE_TIER_ECR_MB // APP_IMAGE_MB
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:registry.keepImages",
+                    f"{self.registry.keep_images} images of about {APP_IMAGE_MB} MB pass the "
+                    f"free tier's {FREE_TIER_ECR_MB} MB of ECR storage and {why}; allowed: 1 to "
+                    f"{most}",
                 )
             )
         return out

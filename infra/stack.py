@@ -14,6 +14,7 @@ from infra.components import project_stack
 from infra.components.cluster import Cluster
 from infra.components.database import Database
 from infra.components.functions import CanaryLink, Functions, JobNetwork, Packager
+from infra.components.host import HTTP_PORT, Host
 from infra.components.loadbalancer import LoadBalancer, Targets
 from infra.components.local import Local
 from infra.components.monitoring import Monitoring, Watched
@@ -61,6 +62,51 @@ def aws_provider(cfg: StackConfig) -> aws.Provider:
     )
 
 
+def app_host(
+    cfg: StackConfig,
+    network: Network,
+    registry: Registry,
+    database: Database,
+    opts: pulumi.ResourceOptions,
+) -> tuple[Host, pulumi.Output[str]]:
+    """The app on one EC2 instance (the free-tier stack): the image by digest, the database's
+    credentials in one Parameter Store SecureString, behind the load balancer when there is one."""
+    assert cfg.region is not None
+    api_token = random.RandomPassword("app-api-token", length=48, special=False)
+    behind_lb = cfg.loadbalancer.enabled
+    settings = (
+        {
+            # the ALB's address is inside the VPC; the app's keep-alive outlives its idle timeout
+            "FORWARDED_ALLOW_IPS": cfg.network.cidr,
+            "LB_IDLE_TIMEOUT_SECONDS": str(cfg.loadbalancer.idle_timeout_seconds),
+        }
+        if behind_lb
+        else {}
+    )
+    host = Host(
+        "host",
+        cfg.host,
+        region=cfg.region,
+        vpc_id=network.vpc_id,
+        subnet_id=network.public_subnet_ids[0],
+        repository_arn=registry.repository.arn,
+        image=registry.image_ref,
+        app_env={"DATABASE_URL": database.app_connection_url, "API_TOKEN": api_token.result},
+        migration_env={
+            "DATABASE_URL": database.connection_url,
+            "APP_DB_USER": database.app_username,
+            "APP_DB_PASSWORD": database.app_password,
+            "JOB_DB_USER": database.job_username,
+            "JOB_DB_PASSWORD": database.job_password,
+        },
+        database_security_group_id=database.security_group.id,
+        settings=settings,
+        public=not behind_lb,
+        opts=opts,
+    )
+    return host, api_token.result
+
+
 def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]:
     """Register the stack's resources; return the stack outputs. `package` makes the functions'
     archives (PACKAGERS: the engine chooses)."""
@@ -83,8 +129,9 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
     }
 
     cluster = registry = database = None
-    if cfg.cluster.enabled:
-        platform = PLATFORMS[cfg.cluster.architecture]
+    if cfg.cluster.enabled or cfg.host.enabled:
+        # The host runs the x86_64 Amazon Linux AMI; the cluster's nodes their architecture.
+        platform = PLATFORMS[cfg.cluster.architecture if cfg.cluster.enabled else "x86_64"]
         registry = Registry(
             "registry",
             cfg.registry,
@@ -93,6 +140,11 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             protect=cfg.protect,
             opts=opts,
         )
+        outputs |= {
+            "repositoryUrl": registry.repository.repository_url,
+            "imageRef": registry.image_ref,
+        }
+    if cfg.cluster.enabled:
         cluster = Cluster(
             "cluster",
             cfg.cluster,
@@ -102,8 +154,6 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             opts=opts,
         )
         outputs |= {
-            "repositoryUrl": registry.repository.repository_url,
-            "imageRef": registry.image_ref,
             "clusterName": cluster.cluster_name,
             "nodeGroupName": cluster.node_group.node_group_name,
             "kubeconfig": cluster.kubeconfig,
@@ -129,6 +179,20 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             "databaseMultiAz": cfg.database.multi_az,
         }
 
+    host: Host | None = None
+    if cfg.host.enabled:
+        # config refuses a host without its database; the registry is made for it above.
+        assert registry is not None and database is not None
+        host, host_token = app_host(cfg, network, registry, database, opts)
+        database.admit("host", host.security_group.id, "PostgreSQL from the app host")
+        app_clients = [host.security_group.id]
+        outputs |= {
+            "url": host.url,
+            "hostInstanceId": host.instance.id,
+            "hostPublicIp": host.public_ip,
+            "appApiToken": host_token,
+        }
+
     balancer: LoadBalancer | None = None
     if cfg.loadbalancer.enabled:
         balancer = LoadBalancer(
@@ -139,7 +203,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             public_subnet_ids=network.public_subnet_ids,
             region=cfg.region,
             targets=Targets(
-                port=cfg.app.node_port,
+                port=HTTP_PORT if host else cfg.app.node_port,
                 health_check_port=cfg.app.health_check_node_port,
                 asg_names=[cluster.autoscaling_group_name] if cluster else [],
                 security_group_ids=app_clients,
@@ -153,6 +217,8 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             "loadBalancerArn": balancer.alb.arn,
             "targetGroupArn": balancer.target_group.arn,
         }
+        if host:
+            host.attach(balancer.target_group.arn)
 
     workload: Workload | None = None
     if cluster:
