@@ -701,17 +701,31 @@ class HostConfig(_Section):
     (shared by every volume of the account)."""
 
 
+_IMAGE = r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$"
+
+
 class LocalConfig(_Section):
-    """The local stack (target docker): the app and PostgreSQL as containers on your own Docker."""
+    """The local stack (target docker): the whole shape on your own Docker: PostgreSQL, the app's
+    replicas behind a reverse proxy (HAProxy, the load balancer), Prometheus with the kit's
+    alert rules."""
 
     app_port: int = Field(default=8000, ge=1024, le=65535)
-    """The port on 127.0.0.1 where the app answers (http://localhost:<appPort>)."""
+    """The port on 127.0.0.1 where the app answers, through the proxy (http://localhost:<appPort>)."""
 
-    postgres_image: str = Field(
-        default="postgres:17-bookworm",
-        pattern=r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$",
-    )
+    replicas: int = Field(default=2, ge=1, le=9)
+    """How many app containers the proxy balances over (1 to 9)."""
+
+    prometheus_port: int = Field(default=9090, ge=1024, le=65535)
+    """The port on 127.0.0.1 of the Prometheus UI (http://localhost:<prometheusPort>)."""
+
+    postgres_image: str = Field(default="postgres:17-bookworm", pattern=_IMAGE)
     """The PostgreSQL image, pinned by tag or digest (never `latest`)."""
+
+    proxy_image: str = Field(default="haproxy:3.0-bookworm", pattern=_IMAGE)
+    """The reverse proxy's image (HAProxy: active health checks of every replica), pinned."""
+
+    prometheus_image: str = Field(default="prom/prometheus:v2.53.0", pattern=_IMAGE)
+    """The Prometheus image, pinned by tag or digest."""
 
     base_image: str | None = None
     """Build argument BASE_IMAGE for app/Dockerfile; unset keeps the Dockerfile's default
@@ -853,14 +867,27 @@ class StackConfig(_Section):
                         f"allowed: false, or {NAMESPACE}:target: aws",
                     )
                 )
-        image = self.local.postgres_image
-        tag = image.split("@")[0].rsplit("/", 1)[-1].partition(":")[2]
-        if "@" not in image and tag in ("", "latest"):
+        images = (
+            ("postgresImage", self.local.postgres_image),
+            ("proxyImage", self.local.proxy_image),
+            ("prometheusImage", self.local.prometheus_image),
+        )
+        for key, image in images:
+            tag = image.split("@")[0].rsplit("/", 1)[-1].partition(":")[2]
+            if "@" not in image and tag in ("", "latest"):
+                out.append(
+                    Problem(
+                        f"{NAMESPACE}:local.{key}",
+                        f"{image!r} is not pinned; allowed: a tag such as postgres:17-bookworm "
+                        "or a digest (latest changes under you)",
+                    )
+                )
+        ports = {"appPort": self.local.app_port, "prometheusPort": self.local.prometheus_port}
+        if len(set(ports.values())) < len(ports):
             out.append(
                 Problem(
-                    f"{NAMESPACE}:local.postgresImage",
-                    f"{image!r} is not pinned; allowed: a tag such as postgres:17-bookworm or a "
-                    "digest (latest changes under you)",
+                    f"{NAMESPACE}:local.prometheusPort",
+                    f"{self.local.prometheus_port} is also appPort; allowed: another port",
                 )
             )
         return out

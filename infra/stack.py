@@ -112,8 +112,13 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
     archives (PACKAGERS: the engine chooses)."""
     if cfg.target == "docker":
         # The local stack runs on the user's own Docker engine and registers no AWS resource.
-        local = Local("local", cfg.local, context=APP_DIR)
-        return {"target": "docker", "url": local.url, "appApiToken": local.api_token}
+        local = Local("local", cfg.local, context=APP_DIR, monitoring=cfg.monitoring)
+        return {
+            "target": "docker",
+            "url": local.url,
+            "prometheusUrl": local.prometheus_url,
+            "appApiToken": local.api_token,
+        }
 
     assert cfg.region is not None  # config guarantees it for target aws
     provider = aws_provider(cfg)

@@ -1,13 +1,33 @@
-"""local: the app and PostgreSQL as containers on the user's own Docker engine; nothing on AWS."""
+"""local: the whole shape on the user's own Docker engine: PostgreSQL, the app's replicas behind a
+reverse proxy, Prometheus with the kit's alert rules; nothing on AWS, nothing off 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
+
+from tests.realparts import require_tool
 
 CONTAINER = "docker:index/container:Container"
+HOW_PROXY = "install HAProxy (Debian: apt-get install haproxy; .ci/run does)"
+HOW_PROMTOOL = "install promtool (Debian: apt-get install prometheus; .ci/run does)"
+
+
+def uploads(plan, name: str) -> dict[str, str]:
+    """The files the stack writes into a container: {file name: content}."""
+    container = plan.one(CONTAINER, name)
+    return {u["file"].rsplit("/", 1)[1]: u["content"] for u in container.inputs["uploads"]}
+
+
+def written(plan, name: str, folder: Path) -> Path:
+    for file, content in uploads(plan, name).items():
+        (folder / file).write_text(content)
+    return folder
 
 
 def test_registers_no_aws_resource(plan_of):
@@ -15,6 +35,7 @@ def test_registers_no_aws_resource(plan_of):
     assert [r for r in plan if r.package == "aws"] == []
     assert plan.outputs["target"] == "docker"
     assert plan.outputs["url"] == "http://localhost:8000"
+    assert plan.outputs["prometheusUrl"] == "http://localhost:9090"
     assert plan.outputs["appApiToken"] == "[secret]"
 
 
@@ -27,7 +48,7 @@ def test_needs_no_region(backbone_cli):
 def test_postgres_is_pinned_persistent_private_and_waited_for(plan_of):
     plan = plan_of("local")
     pg = plan.one(CONTAINER, "local-postgres").inputs
-    image = plan.one("docker:index/remoteImage:RemoteImage")
+    image = plan.one("docker:index/remoteImage:RemoteImage", "local-postgres-image")
     assert image.inputs["name"] == "postgres:17-bookworm" and image.inputs["keepLocally"] is True
     assert pg["image"] == image.outputs["imageId"]
     assert pg["volumes"] == [
@@ -41,23 +62,130 @@ def test_postgres_is_pinned_persistent_private_and_waited_for(plan_of):
     assert pg["envs"][0] == "[secret]" and not any("PASSWORD=" in e for e in pg["envs"])
 
 
-def test_app_runs_hardened_on_loopback_after_postgres(plan_of):
+def test_app_replicas_run_hardened_unpublished_one_after_the_other(plan_of):
     plan = plan_of("local")
-    app = plan.one(CONTAINER, "local-app")
-    i = app.inputs
     image = plan.one("docker:index/image:Image")
-    assert i["image"] == image.inputs["imageName"]
     name, tag = image.inputs["imageName"].rsplit(":", 1)
     assert name == "backbone-local-shortener" and re.fullmatch(r"[0-9a-f]{16}-local", tag)
     assert image.inputs["skipPush"] is True
     assert image.inputs["build"]["dockerfile"].endswith("app/Dockerfile")
-    assert i["ports"] == [{"external": 8000, "internal": 8000, "ip": "127.0.0.1"}]
-    assert i["user"] == "10001:10001" and i["readOnly"] is True
-    assert i["capabilities"] == {"drops": ["ALL"]}
-    assert i["securityOpts"] == ["no-new-privileges:true"]
-    assert "/tmp" in i["tmpfs"]
-    assert i["envs"] == ["[secret]", "[secret]", "PORT=8000"]  # DATABASE_URL, API_TOKEN
-    assert plan.one(CONTAINER, "local-postgres").urn in app.dependencies
+    apps = [plan.one(CONTAINER, f"local-app-{n}") for n in (1, 2)]
+    assert not [r for r in plan.of_type(CONTAINER) if r.name == "local-app-3"]  # replicas: 2
+    before = plan.one(CONTAINER, "local-postgres")
+    for n, app in enumerate(apps, start=1):
+        i = app.inputs
+        assert i["name"] == f"backbone-local-app-{n}" and i["image"] == image.inputs["imageName"]
+        assert "ports" not in i  # reached through the proxy only
+        assert i["user"] == "10001:10001" and i["readOnly"] is True
+        assert i["capabilities"] == {"drops": ["ALL"]}
+        assert i["securityOpts"] == ["no-new-privileges:true"]
+        assert "/tmp" in i["tmpfs"] and i["restart"] == "unless-stopped"
+        assert i["wait"] is True  # healthy (the image's HEALTHCHECK) before the next starts
+        # DATABASE_URL, API_TOKEN secret; only the first replica migrates
+        migrate = "true" if n == 1 else "false"
+        assert i["envs"] == [
+            "[secret]", "[secret]", "PORT=8000", "METRICS_PORT=9464", f"MIGRATE_ON_STARTUP={migrate}",
+        ]  # fmt: skip
+        assert before.urn in app.dependencies
+        before = app
+
+
+def test_every_port_is_on_loopback_only(plan_of):
+    plan = plan_of("local")
+    published = {
+        r.name: [(p["ip"], p["external"], p["internal"]) for p in r.inputs["ports"]]
+        for r in plan.of_type(CONTAINER)
+        if r.inputs.get("ports")
+    }
+    assert published == {
+        "local-proxy": [("127.0.0.1", 8000, 8080)],
+        "local-prometheus": [("127.0.0.1", 9090, 9090)],
+    }
+
+
+def test_proxy_balances_the_replicas_with_health_checks(plan_of):
+    plan = plan_of("local")
+    proxy = plan.one(CONTAINER, "local-proxy")
+    for n in (1, 2):
+        assert plan.one(CONTAINER, f"local-app-{n}").urn in proxy.dependencies
+    i = proxy.inputs
+    assert i["readOnly"] is True and i["capabilities"] == {"drops": ["ALL"]}
+    assert i["command"] == ["haproxy", "-W", "-db", "-f", "/etc/backbone/haproxy.cfg"]
+    config = uploads(plan, "local-proxy")["haproxy.cfg"]
+    lines = [line.split() for line in config.splitlines()]
+    assert ["bind", ":8080"] in lines
+    assert ["http-check", "send", "meth", "GET", "uri", "/readyz"] in lines
+    assert ["http-check", "expect", "status", "200"] in lines
+    default_server = next(words for words in lines if words[:1] == ["default-server"])
+    assert default_server[1:7] == ["check", "inter", "2s", "fall", "2", "rise"]
+    servers = [words[1:] for words in lines if words[:1] == ["server"]]
+    assert servers == [[f"backbone-local-app-{n}", f"backbone-local-app-{n}:8000"] for n in (1, 2)]
+
+
+def test_prometheus_scrapes_every_replica_with_the_kits_rules(plan_of):
+    from infra.components.local import JOB
+    from infra.components.prometheus import render_rules, thresholds
+    from infra.config import MonitoringConfig
+
+    plan = plan_of("local")
+    files = uploads(plan, "local-prometheus")
+    config = yaml.safe_load(files["prometheus.yml"])
+    assert config["rule_files"] == ["rules.yml"]
+    (app,) = [j for j in config["scrape_configs"] if j["job_name"] == JOB]
+    assert app["static_configs"] == [
+        {"targets": ["backbone-local-app-1:9464", "backbone-local-app-2:9464"]}
+    ]
+    rules = yaml.safe_load(files["rules.yml"])
+    expected = render_rules(**thresholds(MonitoringConfig()), job=JOB, group_by=("job",))
+    assert rules == expected
+    # the same thresholds as the cloud's alarms (monitoring defaults: 5% errors), on this job
+    error = next(r for g in rules["groups"] for r in g["rules"] if "5.." in r["expr"])
+    assert f'job="{JOB}"' in error["expr"] and error["expr"].endswith("> 0.05")
+    i = plan.one(CONTAINER, "local-prometheus").inputs
+    assert "--config.file=/etc/backbone/prometheus.yml" in i["command"]
+    assert i["readOnly"] is True and i["capabilities"] == {"drops": ["ALL"]}
+    assert {v["containerPath"] for v in i["volumes"]} == {"/etc/backbone", "/prometheus"}
+
+
+@pytest.mark.realpart
+def test_the_proxy_config_passes_haproxy_check(plan_of, tmp_path):
+    haproxy = require_tool("haproxy", HOW_PROXY)
+    folder = written(plan_of("local"), "local-proxy", tmp_path)
+    done = subprocess.run(
+        [haproxy, "-c", "-f", str(folder / "haproxy.cfg")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Configuration file is valid" in done.stdout + done.stderr
+    # the check is real: a broken health check line is refused
+    bad = folder / "bad.cfg"
+    bad.write_text((folder / "haproxy.cfg").read_text().replace("expect status", "expect sttus"))
+    assert subprocess.run([haproxy, "-c", "-f", str(bad)], capture_output=True).returncode != 0
+
+
+@pytest.mark.realpart
+def test_prometheus_config_and_rules_pass_promtool(plan_of, tmp_path):
+    promtool = require_tool("promtool", HOW_PROMTOOL)
+    folder = written(plan_of("local"), "local-prometheus", tmp_path)
+    config = subprocess.run(
+        [promtool, "check", "config", "prometheus.yml"], cwd=folder, capture_output=True, text=True
+    )
+    assert config.returncode == 0, config.stdout + config.stderr
+    assert "1 rule files found" in config.stdout + config.stderr
+    rules = subprocess.run(
+        [promtool, "check", "rules", "rules.yml"], cwd=folder, capture_output=True, text=True
+    )
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+
+
+def test_replicas_setting(backbone_cli, tmp_path):
+    file = tmp_path / "Pulumi.local.yaml"
+    config = {"backbone:target": "docker", "backbone:local": {"replicas": 3}}
+    file.write_text(json.dumps({"config": config}))
+    result = backbone_cli("plan", str(file), "-f", "json")
+    assert result.returncode == 0, result.stderr
+    resources = json.loads(result.stdout)["resources"]
+    names = sorted(r["name"] for r in resources if re.fullmatch(r"local-app-[0-9]", r["name"]))
+    assert names == ["local-app-1", "local-app-2", "local-app-3"]
 
 
 @pytest.mark.parametrize(
@@ -72,6 +200,15 @@ def test_app_runs_hardened_on_loopback_after_postgres(plan_of):
             "backbone:local.postgresImage: 'postgres:latest' is not pinned",
         ),
         ({"backbone:local": {"appPort": 80}}, "backbone:local.appPort: 80 is not allowed"),
+        ({"backbone:local": {"replicas": 0}}, "backbone:local.replicas: 0 is not allowed"),
+        (
+            {"backbone:local": {"proxyImage": "haproxy"}},
+            "backbone:local.proxyImage: 'haproxy' is not pinned",
+        ),
+        (
+            {"backbone:local": {"prometheusPort": 8000}},
+            "backbone:local.prometheusPort: 8000 is also appPort",
+        ),
     ],
 )
 def test_local_settings_are_checked(backbone_cli, tmp_path, settings, expected):

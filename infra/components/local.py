@@ -1,29 +1,124 @@
-"""The local stack: the app and PostgreSQL as containers on your own Docker engine. No cloud.
+"""The local stack: the whole shape on your own Docker engine, no cloud.
 
-- A private bridge network; PostgreSQL is reachable on it as `postgres` and never published.
+- A private bridge network; nothing on it is published except through 127.0.0.1.
 - PostgreSQL from a pinned image, its data in a named volume, a generated password, and a
-  health check the app container waits for.
-- The app image built from app/Dockerfile (tagged by the content of app/, never pushed) and run
-  the way the cluster runs it: non-root UID 10001, read-only root filesystem with a tmpfs /tmp, all
-  capabilities dropped, no new privileges; published on 127.0.0.1 only.
-- The database URL and the API token reach the container as secret environment values.
+  health check the app containers wait for. Reachable on the network only, as `postgres`.
+- The app image built from app/Dockerfile (tagged by the content of app/, never pushed), run as
+  `replicas` containers the way the cluster runs its pods: non-root UID 10001, read-only root
+  filesystem with a tmpfs /tmp, all capabilities dropped, no new privileges; no port published.
+  The first replica migrates on start (as the master user of this local database); the others
+  wait for it to be healthy.
+- HAProxy, the load balancer: round robin over the replicas, each checked every 2 s on /readyz
+  (out after 2 failures, back after 2 successes), a failed connection retried on another
+  replica; published on 127.0.0.1:<appPort>.
+- Prometheus scraping every replica's metrics port (METRICS_PORT) with the kit's own alert rules
+  (infra/components/prometheus.py, from the monitoring section's thresholds); its UI on
+  127.0.0.1:<prometheusPort>.
+- The proxy's and Prometheus's configuration files (`haproxy_config`, `prometheus_config`,
+  `alert_rules`) are uploaded into a config volume of each container, so their root stays
+  read-only; tests check them with `haproxy -c` and `promtool`.
+- The database URL and the API token reach the app as secret environment values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
+import yaml
 
 from infra.components import APP_UID, project_stack
+from infra.components.prometheus import render_rules, thresholds
 from infra.components.registry import context_tag
-from infra.config import LocalConfig
+from infra.config import LocalConfig, MonitoringConfig
 
 APP_PORT = 8000
+METRICS_PORT = 9464
+PROXY_PORT = 8080
+"""HAProxy's port inside its container (unprivileged; published as appPort)."""
+PROMETHEUS_PORT = 9090
 DB_NAME = DB_USER = "shortener"
+JOB = "backbone-app"
+"""The scrape job of the replicas: what the alert rules select."""
+CONFIG_DIR = "/etc/backbone"
+"""Where each of the proxy's and Prometheus's config volumes is mounted."""
+HEALTH_PATH = "/readyz"
+# Every container but PostgreSQL's (whose image needs its root): what the pods are held to.
+HARDENED: dict[str, Any] = {
+    "read_only": True,
+    "capabilities": docker.ContainerCapabilitiesArgs(drops=["ALL"]),
+    "security_opts": ["no-new-privileges:true"],
+    "restart": "unless-stopped",
+}
+
+
+def haproxy_config(replicas: Sequence[str]) -> str:
+    """The proxy's haproxy.cfg: the replicas by their names on the stack's network, resolved
+    through Docker's DNS at run time (a replica not up yet starts out of rotation)."""
+    servers = "\n".join(f"    server {name} {name}:{APP_PORT}" for name in replicas)
+    return f"""# written by the backbone local stack (infra/components/local.py)
+global
+    log stdout format raw local0
+    maxconn 1000
+
+defaults
+    mode http
+    log global
+    option httplog
+    option redispatch
+    retries 2
+    timeout connect 3s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 10s
+
+resolvers docker
+    nameserver dns 127.0.0.11:53
+    hold valid 10s
+
+frontend web
+    bind :{PROXY_PORT}
+    option forwardfor
+    default_backend app
+
+backend app
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri {HEALTH_PATH}
+    http-check expect status 200
+    default-server check inter 2s fall 2 rise 2 resolvers docker init-addr last,libc,none
+{servers}
+"""
+
+
+def prometheus_config(replicas: Sequence[str], rules_file: str = "rules.yml") -> str:
+    """prometheus.yml: every replica's metrics port, as job `backbone-app` (the rules' job)."""
+    config = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": [rules_file],
+        "scrape_configs": [
+            {
+                "job_name": JOB,
+                "static_configs": [{"targets": [f"{n}:{METRICS_PORT}" for n in replicas]}],
+            },
+            {
+                "job_name": "prometheus",
+                "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}],
+            },
+        ],
+    }
+    return "# written by the backbone local stack\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def alert_rules(monitoring: MonitoringConfig) -> str:
+    """The kit's alert rules for the app, from the same thresholds as the cloud's alarms."""
+    rules = render_rules(**thresholds(monitoring), job=JOB, group_by=("job",))
+    return yaml.safe_dump(rules, sort_keys=False)
 
 
 @dataclass(frozen=True)
@@ -41,26 +136,41 @@ class Local(pulumi.ComponentResource):
         config: LocalConfig,
         *,
         context: Path,
+        monitoring: MonitoringConfig,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        """`context`: the app's build context (app/), holding the Dockerfile."""
+        """`context`: the app's build context (app/), holding the Dockerfile; `monitoring`: the
+        thresholds of the alert rules."""
         super().__init__("backbone:local:Local", name, None, opts)
         self._name, self._prefix = name, project_stack()
         self._child = pulumi.ResourceOptions(parent=self)
-        network = docker.Network(
+        self._network = docker.Network(
             f"{name}-net", name=self._prefix, driver="bridge", opts=self._child
         )
-        postgres = self._postgres(config, network)
+        postgres = self._postgres(config)
         image = self._app_image(config, context)
         token = random.RandomPassword(
             f"{name}-api-token", length=48, special=False, opts=self._child
         )
-        self.app = self._app(config, network, postgres, image, token.result)
+        self.apps = self._apps(config, postgres, image, token.result)
+        replicas = [f"{self._prefix}-app-{i + 1}" for i in range(config.replicas)]
+        self.proxy = self._proxy(config, replicas)
+        self.prometheus = self._prometheus(config, replicas, monitoring)
         self.url = f"http://localhost:{config.app_port}"
+        self.prometheus_url = f"http://localhost:{config.prometheus_port}"
         self.api_token = token.result
-        self.register_outputs({"url": self.url, "apiToken": self.api_token})
+        self.register_outputs(
+            {"url": self.url, "prometheusUrl": self.prometheus_url, "apiToken": self.api_token}
+        )
 
-    def _postgres(self, config: LocalConfig, network: docker.Network) -> Postgres:
+    def _on_network(self, *aliases: str) -> list[docker.ContainerNetworksAdvancedArgs]:
+        return [
+            docker.ContainerNetworksAdvancedArgs(
+                name=self._network.name, aliases=list(aliases) or None
+            )
+        ]
+
+    def _postgres(self, config: LocalConfig) -> Postgres:
         name, prefix, child = self._name, self._prefix, self._child
         data = docker.Volume(f"{name}-pgdata", name=f"{prefix}-pgdata", opts=child)
         pg_image = docker.RemoteImage(
@@ -83,9 +193,7 @@ class Local(pulumi.ComponentResource):
                     volume_name=data.name, container_path="/var/lib/postgresql/data"
                 )
             ],
-            networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(name=network.name, aliases=["postgres"])
-            ],
+            networks_advanced=self._on_network("postgres"),
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=["CMD-SHELL", f"pg_isready -U {DB_USER} -d {DB_NAME}"],
                 interval="5s",
@@ -118,14 +226,15 @@ class Local(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _app(
+    def _apps(
         self,
         config: LocalConfig,
-        network: docker.Network,
         postgres: Postgres,
         image: docker.Image,
         token: pulumi.Output[str],
-    ) -> docker.Container:
+    ) -> list[docker.Container]:
+        """The replicas, one after the other: the first migrates (MIGRATE_ON_STARTUP), the next
+        starts once the one before is healthy (the image's HEALTHCHECK), so only one migrates."""
         # Secret, so neither state nor a plan holds them in clear.
         url_env: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.concat("DATABASE_URL=", postgres.database_url)
@@ -133,24 +242,110 @@ class Local(pulumi.ComponentResource):
         token_env: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.concat("API_TOKEN=", token)
         )
+        apps: list[docker.Container] = []
+        after: docker.Container = postgres.container
+        for i in range(config.replicas):
+            app = docker.Container(
+                f"{self._name}-app-{i + 1}",
+                name=f"{self._prefix}-app-{i + 1}",
+                image=image.image_name,
+                envs=[
+                    url_env,
+                    token_env,
+                    f"PORT={APP_PORT}",
+                    f"METRICS_PORT={METRICS_PORT}",
+                    f"MIGRATE_ON_STARTUP={'true' if i == 0 else 'false'}",
+                ],
+                networks_advanced=self._on_network(),
+                user=f"{APP_UID}:{APP_UID}",
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+                wait=True,
+                wait_timeout=120,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[after]),
+                **HARDENED,
+            )
+            apps.append(app)
+            after = app
+        return apps
+
+    def _config_volume(
+        self, what: str, files: dict[str, str]
+    ) -> tuple[docker.ContainerVolumeArgs, list[docker.ContainerUploadArgs]]:
+        """A named volume at CONFIG_DIR and the files uploaded into it before the container
+        starts (the container's root filesystem stays read-only)."""
+        volume = docker.Volume(
+            f"{self._name}-{what}-config", name=f"{self._prefix}-{what}-config", opts=self._child
+        )
+        mount = docker.ContainerVolumeArgs(
+            volume_name=volume.name, container_path=CONFIG_DIR, read_only=False
+        )
+        uploads = [
+            docker.ContainerUploadArgs(file=f"{CONFIG_DIR}/{f}", content=text, permissions="0644")
+            for f, text in files.items()
+        ]
+        return mount, uploads
+
+    def _proxy(self, config: LocalConfig, replicas: list[str]) -> docker.Container:
+        image = docker.RemoteImage(
+            f"{self._name}-proxy-image",
+            name=config.proxy_image,
+            keep_locally=True,
+            opts=self._child,
+        )
+        mount, uploads = self._config_volume("proxy", {"haproxy.cfg": haproxy_config(replicas)})
         return docker.Container(
-            f"{self._name}-app",
-            name=f"{self._prefix}-app",
-            image=image.image_name,
-            envs=[url_env, token_env, f"PORT={APP_PORT}"],
+            f"{self._name}-proxy",
+            name=f"{self._prefix}-proxy",
+            image=image.image_id,
+            command=["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/haproxy.cfg"],
             ports=[
                 docker.ContainerPortArgs(
-                    internal=APP_PORT, external=config.app_port, ip="127.0.0.1"
+                    internal=PROXY_PORT, external=config.app_port, ip="127.0.0.1"
                 )
             ],
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
-            user=f"{APP_UID}:{APP_UID}",
-            read_only=True,
-            tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-            capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"]),
-            security_opts=["no-new-privileges:true"],
-            restart="unless-stopped",
-            wait=True,
-            wait_timeout=120,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[postgres.container]),
+            networks_advanced=self._on_network(),
+            volumes=[mount],
+            uploads=uploads,
+            tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.apps),
+            **HARDENED,
+        )
+
+    def _prometheus(
+        self, config: LocalConfig, replicas: list[str], monitoring: MonitoringConfig
+    ) -> docker.Container:
+        name, child = self._name, self._child
+        image = docker.RemoteImage(
+            f"{name}-prometheus-image", name=config.prometheus_image, keep_locally=True, opts=child
+        )
+        data = docker.Volume(
+            f"{name}-prometheus-data", name=f"{self._prefix}-prometheus-data", opts=child
+        )
+        mount, uploads = self._config_volume(
+            "prometheus",
+            {"prometheus.yml": prometheus_config(replicas), "rules.yml": alert_rules(monitoring)},
+        )
+        return docker.Container(
+            f"{name}-prometheus",
+            name=f"{self._prefix}-prometheus",
+            image=image.image_id,
+            command=[
+                f"--config.file={CONFIG_DIR}/prometheus.yml",
+                "--storage.tsdb.path=/prometheus",
+                "--storage.tsdb.retention.time=7d",
+                f"--web.listen-address=:{PROMETHEUS_PORT}",
+            ],
+            ports=[
+                docker.ContainerPortArgs(
+                    internal=PROMETHEUS_PORT, external=config.prometheus_port, ip="127.0.0.1"
+                )
+            ],
+            networks_advanced=self._on_network(),
+            volumes=[
+                mount,
+                docker.ContainerVolumeArgs(volume_name=data.name, container_path="/prometheus"),
+            ],
+            uploads=uploads,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.apps),
+            **HARDENED,
         )
