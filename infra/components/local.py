@@ -70,16 +70,20 @@ defaults
     mode http
     log global
     option httplog
-    option redispatch
-    retries 2
-    timeout connect 3s
+    # a connection a replica refuses (or that times out) is retried on another one at once
+    option redispatch 1
+    retries 3
+    timeout connect 1s
     timeout client 30s
     timeout server 30s
     timeout http-request 10s
 
 resolvers docker
     nameserver dns 127.0.0.11:53
+    timeout resolve 1s
+    timeout retry 1s
     hold valid 10s
+    hold nx 2s
 
 frontend web
     bind :{PROXY_PORT}
@@ -91,7 +95,9 @@ backend app
     option httpchk
     http-check send meth GET uri {HEALTH_PATH}
     http-check expect status 200
-    default-server check inter 2s fall 2 rise 2 resolvers docker init-addr last,libc,none
+    # checked every 2 s (out after 2 failures, back after 2 successes); a failed connection
+    # takes a replica out at once; names resolved through Docker's DNS, absent ones start out
+    default-server check inter 2s fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down resolvers docker init-addr last,libc,none
 {servers}
 """
 
