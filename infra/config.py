@@ -377,8 +377,9 @@ class DatabaseConfig(_Section):
     """Master user name (not a word RDS reserves, such as admin or postgres)."""
 
     manage_password: bool = False
-    """Let RDS keep the master password in Secrets Manager (and rotate it); otherwise the kit
-    generates one (pulumi-random) and keeps it as a Pulumi secret."""
+    """Let RDS keep the master password in Secrets Manager (and rotate it every 7 days): the
+    migration reads it from there at every run; otherwise the kit generates one (pulumi-random)
+    and keeps it as a Pulumi secret."""
 
     log_retention_days: int = 30
     """How long the exported PostgreSQL and upgrade logs are kept (a CloudWatch Logs retention
@@ -1229,16 +1230,8 @@ class StackConfig(_Section):
                 )
             )
         out += self._restore_problems()
-        if d.manage_password and self.cluster.enabled:
-            out.append(
-                Problem(
-                    f"{key}.managePassword",
-                    "true would leave the app's DATABASE_URL stale after RDS rotates the "
-                    "password (every 7 days; the pods read it once, at deploy time); allowed: "
-                    "false (a generated password kept as a Pulumi secret) while the app runs on "
-                    "the cluster",
-                )
-            )
+        # managePassword works with the cluster: the migration reads RDS's secret at every run (and
+        # again after a refused login), so a rotation every 7 days breaks nothing.
         if d.username.lower() in {"admin", "postgres", "rdsadmin", "user", "root"}:
             out.append(
                 Problem(

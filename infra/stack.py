@@ -20,7 +20,7 @@ from infra.components.local import Local
 from infra.components.monitoring import Monitoring, Watched
 from infra.components.network import Network
 from infra.components.registry import Registry
-from infra.components.workload import Upstream, Workload
+from infra.components.workload import SecretCredentials, Upstream, Workload
 from infra.config import StackConfig, rate_seconds
 
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
@@ -236,9 +236,15 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             cfg.app,
             namespace="backbone",
             image=registry.image_ref,
-            database_url=database.app_connection_url,
+            # No credentials in the URLs: the pods read them from Secrets Manager (they rotate).
+            database_url=database.endpoint_url,
             migration_env={
-                "DATABASE_URL": database.connection_url,
+                # The master password: RDS's managed secret (DB_SECRET_ARN), else the generated one.
+                "DATABASE_URL": (
+                    database.endpoint_url
+                    if cfg.database.manage_password
+                    else database.connection_url
+                ),
                 "APP_DB_USER": database.app_username,
                 "APP_DB_PASSWORD": database.app_password,
                 "JOB_DB_USER": database.job_username,
@@ -253,7 +259,16 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                 # The ALB's and the nodes' addresses: X-Forwarded-* from nowhere else.
                 forwarded_allow_cidrs=[cfg.network.cidr],
             ),
-            opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
+            credentials=SecretCredentials(
+                region=cfg.region,
+                oidc_provider_arn=cluster.oidc_provider.arn,
+                oidc_issuer=cluster.issuer,
+                app_secret_arn=database.app_secret_arn(),
+                master_secret_arn=database.master_secret_arn,
+            ),
+            opts=pulumi.ResourceOptions(
+                providers={"kubernetes": cluster.provider, "aws": provider}
+            ),
         )
         outputs |= {
             "appNamespace": workload.namespace,

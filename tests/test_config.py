@@ -420,10 +420,6 @@ def test_functions_and_monitoring_defaults_are_sound_and_documented():
     ("section", "expected"),
     [
         (
-            "backbone:database: {enabled: true, managePassword: true}\n  backbone:cluster: {enabled: true}",
-            "backbone:database.managePassword: true would leave the app's DATABASE_URL stale",
-        ),
-        (
             "backbone:monitoring: {enabled: true, periodSeconds: 30}",
             "backbone:monitoring.periodSeconds: 30 is not a CloudWatch alarm period",
         ),

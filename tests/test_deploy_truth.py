@@ -267,15 +267,22 @@ def _deps_names(plan, resource):
 @pytest.mark.parametrize("stack", EKS_STACKS)
 def test_the_app_and_the_job_log_in_as_their_own_roles_never_the_master(plan_of, stack):
     plan = plan_of(stack)
-    app_secret = plan.one("kubernetes:core/v1:Secret", "app-secret")
+    # the app's credentials: its own role's, in the secret the pods read (not in their URL)
+    app_secret = plan.one(
+        "aws:secretsmanager/secretVersion:SecretVersion", "database-app-credentials"
+    )
     assert "database-app-password" in _deps_names(plan, app_secret)
     assert "database-password" not in _deps_names(plan, app_secret)
+    pods = plan.one("kubernetes:core/v1:Secret", "app-secret")
+    assert not {"database-password", "database-app-password"} & _deps_names(plan, pods)
     # only the migration's Secret (read by the init container alone) holds the master password
     migration = plan.one("kubernetes:core/v1:Secret", "app-migration-secret")
     assert {"database-password", "database-app-password", "database-job-password"} <= (
         _deps_names(plan, migration)
     )
-    job_secret = plan.one("aws:secretsmanager/secretVersion:SecretVersion")
+    job_secret = plan.one(
+        "aws:secretsmanager/secretVersion:SecretVersion", "functions-db-credentials"
+    )
     assert "database-job-password" in _deps_names(plan, job_secret)
     assert "database-password" not in _deps_names(plan, job_secret)
     for part in ("app", "job"):

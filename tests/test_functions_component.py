@@ -205,7 +205,7 @@ def test_canary_probes_the_load_balancer_from_outside_the_vpc(plan):
 def test_the_canary_follows_the_link_the_migration_creates(plan):
     deployment = next(r.inputs for r in plan.of_type("kubernetes:apps/v1:Deployment"))
     (migrate,) = deployment["spec"]["template"]["spec"]["initContainers"]
-    made = {e["name"]: e["value"] for e in migrate["env"]}
+    made = {e["name"]: e["value"] for e in migrate["env"] if e["name"].startswith("CANARY_")}
     env = functions(plan)["canary"].inputs["environment"]["variables"]
     assert made == {
         "CANARY_LINK_CODE": env["CANARY_REDIRECT_CODE"],
@@ -269,8 +269,8 @@ def test_job_reads_its_credentials_at_run_time_never_from_env_or_plan(plan):
     assert env["DB_HOST"] == mocked(plan, db)["address"]
     assert env["DB_NAME"] == db.inputs["dbName"] and env["DB_PORT"] == "5432"
     assert not [k for k in env if "PASS" in k.upper() or "URL" in k.upper()]
-    version = plan.one("aws:secretsmanager/secretVersion:SecretVersion")
-    secret = plan.one("aws:secretsmanager/secret:Secret")
+    version = plan.one("aws:secretsmanager/secretVersion:SecretVersion", "functions-db-credentials")
+    secret = plan.one("aws:secretsmanager/secret:Secret", "functions-db-credentials")
     assert version.inputs["secretString"] == "[secret]"
     assert version.inputs["secretId"] == secret.id == env["DB_SECRET_ARN"]
 

@@ -59,6 +59,14 @@ def connection_url(username: str, password: str, host: str, port: int, db_name: 
     )
 
 
+def endpoint_url(host: str, port: int, db_name: str) -> str:
+    """A libpq URL without credentials (they come from a secret read at connect time), verifying
+    the server like connection_url."""
+    return (
+        f"postgresql://{host}:{port}/{db_name}?sslmode=verify-full&sslrootcert={quote(CA_BUNDLE)}"
+    )
+
+
 def identifier(*parts: str, suffix: str) -> str:
     """An RDS instance identifier: 1 to 63 letters, digits and single hyphens, starting with a
     letter, not ending in a hyphen; unique per instance by its suffix."""
@@ -342,6 +350,35 @@ class Database(pulumi.ComponentResource):
                 lambda a: connection_url(APP_ROLE, a[0], a[1], PORT, cfg.name)
             )
         )
+        # Where the URL holds no credentials: they are read from a secret at connect time.
+        self.endpoint_url: pulumi.Output[str] = self.instance.address.apply(
+            lambda host: endpoint_url(host, PORT, cfg.name)
+        )
+        self._app_secret_arn: pulumi.Output[str] | None = None
+
+    def app_secret_arn(self) -> pulumi.Output[str]:
+        """The app role's credentials where they can change (made on first use, by the clients
+        that read it): the app reads them at every new connection (DB_SECRET_ARN), so a new
+        password reaches running pods without a restart."""
+        if self._app_secret_arn is not None:
+            return self._app_secret_arn
+        name, child = self._name, pulumi.ResourceOptions(parent=self)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-app-credentials",
+            description="the app's database role: username and password (JSON)",
+            recovery_window_in_days=7,
+            opts=child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-app-credentials",
+            secret_id=secret.id,
+            secret_string=self.app_password.apply(
+                lambda password: json.dumps({"username": APP_ROLE, "password": password})
+            ),
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["secretString"]),
+        )
+        self._app_secret_arn = secret.arn
+        return secret.arn
 
     def admit(self, key: str, security_group_id: pulumi.Input[str], description: str) -> None:
         """Open 5432 to one more client security group (e.g. a function's, made after this)."""

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.components import APP_UID
+from infra.components import APP_UID, iam
 from infra.config import AppConfig
 
 CORE = k8s.core.v1
@@ -126,6 +127,53 @@ class Upstream:
     pause covers it)."""
     forwarded_allow_cidrs: Sequence[str]
     """Where X-Forwarded-* may come from: the VPC (the ALB's addresses, the nodes')."""
+
+
+# Where the pod's service account token for AWS (IRSA) is projected, and for whom it is minted.
+AWS_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+AWS_TOKEN_AUDIENCE = "sts.amazonaws.com"
+
+
+@dataclass(frozen=True)
+class AwsIdentity:
+    role_arn: pulumi.Output[str]
+    creds: SecretCredentials
+
+
+@dataclass(frozen=True)
+class SecretCredentials:
+    """The pods read their database credentials from Secrets Manager (read again after a refused
+    login, so a rotation needs no restart), as an IAM role of their own through the cluster's
+    OIDC provider (IRSA). Wiring from the cluster and the database."""
+
+    region: str
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_issuer: pulumi.Input[str]
+    """The cluster's OIDC issuer URL (https://oidc.eks.<region>.amazonaws.com/id/...)."""
+    app_secret_arn: pulumi.Input[str]
+    """The app role's secret ({"username", "password"}): the app's DB_SECRET_ARN."""
+    master_secret_arn: pulumi.Input[str] | None = None
+    """RDS's managed master secret, when RDS keeps (and rotates) the master password: the
+    migration's DB_SECRET_ARN. None: the migration's URL carries the generated password."""
+
+
+def _irsa_trust(provider_arn: str, issuer: str, namespace: str, account: str) -> str:
+    host = issuer.removeprefix("https://")
+    return iam.document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{host}:aud": AWS_TOKEN_AUDIENCE,
+                        f"{host}:sub": f"system:serviceaccount:{namespace}:{account}",
+                    }
+                },
+            }
+        ]
+    )
 
 
 def settings(upstream: Upstream) -> dict[str, str]:
@@ -221,6 +269,7 @@ class Workload(pulumi.ComponentResource):
         database_cidrs: Sequence[str],
         upstream: Upstream,
         migration_env: Mapping[str, pulumi.Input[str]] | None = None,
+        credentials: SecretCredentials | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:workload:Workload", name, None, opts)
@@ -253,10 +302,11 @@ class Workload(pulumi.ComponentResource):
             # The ConfigMap, then the migration's Secret (its DATABASE_URL wins over the app's).
             migrate_env_from = [env_from[0], _env_from(config, migration)[1]]
         checked = pulumi.Output.from_input(image).apply(check_image)
+        self._aws = self._aws_identity(namespace, credentials) if credentials else None
         deployment = self._deployment(checked, env_from, migrate_env_from, data)
         service = self._service()
         self._autoscaling(deployment)
-        self._network_policies(vpc_cidr, database_cidrs)
+        self._network_policies(vpc_cidr, database_cidrs, aws_apis=credentials is not None)
         self.health_check_node_port = cfg.health_check_node_port
         self.service_name = service.metadata.apply(_name)
         self.node_port = cfg.node_port
@@ -332,10 +382,11 @@ class Workload(pulumi.ComponentResource):
             env=[
                 CORE.EnvVarArgs(name="CANARY_LINK_CODE", value=cfg.canary_link_code),
                 CORE.EnvVarArgs(name="CANARY_LINK_URL", value=cfg.canary_link_url),
+                *self._aws_env(migration=True),
             ],
             resources=resources,
             security_context=_security_context(),
-            volume_mounts=[tmp],
+            volume_mounts=[tmp, *self._aws_mounts()],
         )
         app = CORE.ContainerArgs(
             name=APP_NAME,
@@ -347,6 +398,7 @@ class Workload(pulumi.ComponentResource):
                 CORE.ContainerPortArgs(name="metrics", container_port=METRICS_PORT, protocol="TCP"),
             ],
             env_from=env_from,
+            env=self._aws_env(migration=False) or None,
             resources=resources,
             # Until /healthz answers once, liveness and readiness wait (a slow start is not a hang).
             startup_probe=_http_probe(
@@ -364,7 +416,7 @@ class Workload(pulumi.ComponentResource):
                 )
             ),
             security_context=_security_context(),
-            volume_mounts=[tmp],
+            volume_mounts=[tmp, *self._aws_mounts()],
         )
         return migrate, app
 
@@ -423,7 +475,8 @@ class Workload(pulumi.ComponentResource):
                             CORE.VolumeArgs(
                                 name="tmp",
                                 empty_dir=CORE.EmptyDirVolumeSourceArgs(size_limit="64Mi"),
-                            )
+                            ),
+                            *self._aws_volumes(),
                         ],
                         topology_spread_constraints=[
                             _spread("topology.kubernetes.io/zone", selector),
@@ -435,6 +488,78 @@ class Workload(pulumi.ComponentResource):
             # The autoscaler owns the replica count after creation.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"]),
         )
+
+    def _aws_identity(self, namespace: str, creds: SecretCredentials) -> AwsIdentity:
+        """The pods' IAM role (IRSA): assumed by this service account only; reads the app role's
+        secret (and, for the migration, RDS's managed master secret), nothing else."""
+        role = aws.iam.Role(
+            f"{self._name}-role",
+            description="the app's pods: their database credentials in Secrets Manager, nothing else",
+            assume_role_policy=pulumi.Output.all(creds.oidc_provider_arn, creds.oidc_issuer).apply(
+                lambda a: _irsa_trust(a[0], a[1], namespace, APP_NAME)
+            ),
+            opts=self._child,
+        )
+        secrets = [creds.app_secret_arn] + (
+            [creds.master_secret_arn] if creds.master_secret_arn is not None else []
+        )
+        aws.iam.RolePolicy(
+            f"{self._name}-role",
+            role=role.id,
+            policy=pulumi.Output.all(*secrets).apply(
+                lambda arns: iam.document(
+                    [
+                        {
+                            "Sid": "ReadTheDatabaseCredentials",
+                            "Effect": "Allow",
+                            "Action": "secretsmanager:GetSecretValue",
+                            "Resource": list(arns),
+                        }
+                    ]
+                )
+            ),
+            opts=self._child,
+        )
+        return AwsIdentity(role_arn=role.arn, creds=creds)
+
+    def _aws_env(self, migration: bool) -> list[CORE.EnvVarArgs]:
+        """What boto3 needs to assume the pods' role with the projected token, and the secret
+        this container reads its credentials from."""
+        if self._aws is None:
+            return []
+        creds = self._aws.creds
+        secret = creds.master_secret_arn if migration else creds.app_secret_arn
+        env = [
+            CORE.EnvVarArgs(name="AWS_REGION", value=creds.region),
+            CORE.EnvVarArgs(name="AWS_STS_REGIONAL_ENDPOINTS", value="regional"),
+            CORE.EnvVarArgs(name="AWS_ROLE_ARN", value=self._aws.role_arn),
+            CORE.EnvVarArgs(name="AWS_WEB_IDENTITY_TOKEN_FILE", value=f"{AWS_TOKEN_DIR}/token"),
+        ]
+        if secret is not None:
+            env.append(CORE.EnvVarArgs(name="DB_SECRET_ARN", value=secret))
+        return env
+
+    def _aws_mounts(self) -> list[CORE.VolumeMountArgs]:
+        if self._aws is None:
+            return []
+        return [CORE.VolumeMountArgs(name="aws-token", mount_path=AWS_TOKEN_DIR, read_only=True)]
+
+    def _aws_volumes(self) -> list[CORE.VolumeArgs]:
+        """The service account's token for STS only (audience sts.amazonaws.com, a day at most,
+        refreshed by the kubelet); the Kubernetes API token stays unmounted."""
+        if self._aws is None:
+            return []
+        token = CORE.ServiceAccountTokenProjectionArgs(
+            audience=AWS_TOKEN_AUDIENCE, expiration_seconds=86400, path="token"
+        )
+        return [
+            CORE.VolumeArgs(
+                name="aws-token",
+                projected=CORE.ProjectedVolumeSourceArgs(
+                    sources=[CORE.VolumeProjectionArgs(service_account_token=token)]
+                ),
+            )
+        ]
 
     def _service(self) -> CORE.Service:
         return CORE.Service(
@@ -504,7 +629,9 @@ class Workload(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _network_policies(self, vpc_cidr: str, database_cidrs: Sequence[str]) -> None:
+    def _network_policies(
+        self, vpc_cidr: str, database_cidrs: Sequence[str], aws_apis: bool = False
+    ) -> None:
         net = k8s.networking.v1
         net.NetworkPolicy(
             f"{self._name}-default-deny",
@@ -552,6 +679,22 @@ class Workload(pulumi.ComponentResource):
                             for cidr in database_cidrs
                         ],
                         ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=5432)],
+                    ),
+                    # STS and Secrets Manager (the credentials) over HTTPS, through the NAT
+                    # gateway: their public endpoints have no fixed addresses to name here.
+                    *(
+                        [
+                            net.NetworkPolicyEgressRuleArgs(
+                                to=[
+                                    net.NetworkPolicyPeerArgs(
+                                        ip_block=net.IPBlockArgs(cidr="0.0.0.0/0")
+                                    )
+                                ],
+                                ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=443)],
+                            )
+                        ]
+                        if aws_apis
+                        else []
                     ),
                 ],
             ),

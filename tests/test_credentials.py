@@ -1,0 +1,121 @@
+"""Credentials that rotate (issue 17, part 3), read from the Plan: the pods read their database
+credentials from Secrets Manager as an IAM role of their own (IRSA through the cluster's OIDC
+provider), never from a URL fixed at deploy time; with RDS managing the master password (rotated
+every 7 days) the migration reads RDS's secret, so that mode now works with the cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from backbone.plan import Plan
+from backbone.synth import synth
+from infra.components.workload import AWS_TOKEN_AUDIENCE, AWS_TOKEN_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _pod(plan: Plan) -> dict[str, Any]:
+    deployment = plan.one("kubernetes:apps/v1:Deployment").inputs
+    return dict(deployment["spec"]["template"]["spec"])
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def _managed(tmp_path: Path) -> Plan:
+    data = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
+    data["config"]["backbone:database"]["managePassword"] = True
+    path = tmp_path / "Pulumi.dev-managed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return synth(str(path), cwd=REPO)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_app_reads_its_roles_secret_as_its_own_iam_role(plan_of: Any, stack: str) -> None:
+    plan = plan_of(stack)
+    pod = _pod(plan)
+    (app,) = pod["containers"]
+    role = plan.one("aws:iam/role:Role", "app-role")
+    secret = plan.one("aws:secretsmanager/secret:Secret", "database-app-credentials")
+    env = _env(app)
+    assert env["DB_SECRET_ARN"] == secret.outputs["arn"]
+    assert env["AWS_ROLE_ARN"] == role.outputs["arn"]
+    assert env["AWS_REGION"] == plan.outputs["region"]
+    assert env["AWS_WEB_IDENTITY_TOKEN_FILE"] == f"{AWS_TOKEN_DIR}/token"
+    # the token is minted for STS only and projected; the Kubernetes API token stays unmounted
+    assert pod["automountServiceAccountToken"] is False
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "aws-token"]
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == AWS_TOKEN_AUDIENCE
+    assert source["serviceAccountToken"]["expirationSeconds"] <= 86400
+    for container in (app, *pod["initContainers"]):
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["aws-token"]["mountPath"] == AWS_TOKEN_DIR and mounts["aws-token"]["readOnly"]
+    # the secret holds the app role's name and password, and is a secret in the plan
+    version = plan.one("aws:secretsmanager/secretVersion:SecretVersion", "database-app-credentials")
+    assert version.inputs["secretString"] == "[secret]"
+    assert version.inputs["secretId"] == secret.id
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_pods_role_is_assumed_by_their_service_account_only_and_reads_one_secret(
+    plan_of: Any, stack: str
+) -> None:
+    plan = plan_of(stack)
+    role = plan.one("aws:iam/role:Role", "app-role")
+    (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+    oidc = plan.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert statement["Principal"] == {"Federated": oidc.outputs["arn"]}
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    (conditions,) = statement["Condition"].values()
+    subjects = {k.rsplit(":", 1)[1]: v for k, v in conditions.items()}
+    namespace = plan.outputs["appNamespace"]
+    assert subjects == {
+        "aud": AWS_TOKEN_AUDIENCE,
+        "sub": f"system:serviceaccount:{namespace}:shortener",
+    }
+    account = plan.one("kubernetes:core/v1:ServiceAccount").inputs["metadata"]["name"]
+    assert _pod(plan)["serviceAccountName"] == account == "shortener"
+    policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy", "app-role").inputs["policy"])
+    secret = plan.one("aws:secretsmanager/secret:Secret", "database-app-credentials")
+    assert policy["Statement"] == [
+        {
+            "Sid": "ReadTheDatabaseCredentials",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": [secret.outputs["arn"]],
+        }
+    ]
+    # the role goes through the stack's AWS provider (its region and default tags)
+    assert role.provider == plan.one("pulumi:providers:aws").urn
+
+
+def test_managed_master_password_works_with_the_cluster(tmp_path: Path) -> None:
+    plan = _managed(tmp_path)
+    db = plan.one("aws:rds/instance:Instance")
+    assert db.inputs["manageMasterUserPassword"] is True and "password" not in db.inputs
+    pod = _pod(plan)
+    (migrate,) = pod["initContainers"]
+    (app,) = pod["containers"]
+    master = db.outputs["masterUserSecrets"][0]["secretArn"]
+    # the migration reads RDS's own secret at every run (and after a refused login): a rotation
+    # every 7 days reaches it; the app keeps reading its own role's secret
+    assert _env(migrate)["DB_SECRET_ARN"] == master
+    assert _env(app)["DB_SECRET_ARN"] != master
+    policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy", "app-role").inputs["policy"])
+    assert master in policy["Statement"][0]["Resource"]
+    # the migration's URL needs no password then: nothing reads the master password at deploy
+    migration = plan.one("kubernetes:core/v1:Secret", "app-migration-secret")
+    names = {plan.by_urn(u).name for u in migration.dependencies}
+    assert "database-password" not in names
+
+
+def test_without_a_managed_password_the_migration_reads_no_secret(plan_of: Any) -> None:
+    (migrate,) = _pod(plan_of("dev"))["initContainers"]
+    assert "DB_SECRET_ARN" not in _env(migrate)
