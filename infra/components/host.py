@@ -18,6 +18,9 @@
   which replaces the instance (`user_data_replace_on_change`): that is how the app rolls.
 - An Elastic IP keeps the address (and the URL) across replacements. Behind the stack's load
   balancer (`attach`), the host takes port 80 from the load balancer only.
+- Two alarms heal the host (2 of the 10 free alarm metrics; EC2 publishes its status checks every
+  minute at no charge): a failed system check recovers the instance onto other hardware (same
+  id, address and volume), a failed instance check reboots it; Docker then restarts the app.
 """
 
 from __future__ import annotations
@@ -223,6 +226,7 @@ class Host(pulumi.ComponentResource):
             )
         )
         self.instance = self._instance(cfg, subnet_id, identity, boot)
+        self.alarms = self._healing(region)
         self.address = aws.ec2.Eip(
             f"{name}-ip", domain="vpc", instance=self.instance.id, opts=self._child
         )
@@ -355,6 +359,33 @@ class Host(pulumi.ComponentResource):
             tags={"Name": project_stack()},
             opts=self._child,
         )
+
+    def _healing(self, region: str) -> list[aws.cloudwatch.MetricAlarm]:
+        """EC2's own actions on its status checks: recover (system), reboot (instance)."""
+        alarms = []
+        for check, action, what in (
+            ("System", "recover", "recover the host onto healthy hardware"),
+            ("Instance", "reboot", "reboot the host"),
+        ):
+            alarms.append(
+                aws.cloudwatch.MetricAlarm(
+                    f"{self._name}-{action}",
+                    name=f"{project_stack()}-host-{action}",
+                    alarm_description=f"StatusCheckFailed_{check} for 2 minutes: {what}",
+                    namespace="AWS/EC2",
+                    metric_name=f"StatusCheckFailed_{check}",
+                    dimensions={"InstanceId": self.instance.id},
+                    statistic="Maximum",
+                    period=60,
+                    evaluation_periods=2,
+                    threshold=1,
+                    comparison_operator="GreaterThanOrEqualToThreshold",
+                    treat_missing_data="missing",
+                    alarm_actions=[f"arn:aws:automate:{region}:ec2:{action}"],
+                    opts=self._child,
+                )
+            )
+        return alarms
 
     def attach(self, target_group_arn: pulumi.Input[str]) -> aws.lb.TargetGroupAttachment:
         """Register the host in a load balancer's target group (on HTTP_PORT)."""
