@@ -233,8 +233,11 @@ def verdicts(result: Plan, console: Console, stack: str) -> None:
     console.print(report.summary(), markup=False)
     for finding in report.findings:
         console.print(f"  {finding.level}: {finding.line()}", markup=False)
-    verdict = policy_verdict(result, stack_config(stack))
+    cfg = stack_config(stack)
+    verdict = policy_verdict(result, cfg)
     console.print(f"{verdict.line()} (details: backbone check {stack})", markup=False)
+    for warning in getattr(getattr(cfg, "monitoring", None), "warnings", list)():
+        console.print(f"warning: {warning}", markup=False)
     if report.violations:
         raise typer.Exit(1)
 
@@ -476,6 +479,52 @@ def manifests(
             f"stale: {', '.join(p.name for p in stale)}",
             markup=False,
         )
+
+
+@app.command()
+def dashboards(
+    stack: Annotated[str, typer.Argument(help=STACK_HELP, show_default=False)],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Folder to write into (created if missing).", show_default=False
+        ),
+    ],
+) -> None:
+    """Write the Grafana dashboards and the Prometheus and Alertmanager files of a stack.
+
+    dashboards/*.json (Grafana dashboards built with grafana-foundation-sdk; a `datasource`
+    variable picks the Prometheus: Amazon Managed Grafana's workspace data source or a local
+    one), prometheus/backbone.rules.yml (the kit's rules at the stack's thresholds),
+    prometheus/scrape.yml, alertmanager/alertmanager.yml (AWS stacks) and a Grafana dashboard
+    provider. Exit status 2 when the folder cannot be written.
+
+    Examples:
+
+      backbone dashboards dev -o build/observability/dev
+
+      promtool check rules build/observability/dev/prometheus/backbone.rules.yml
+    """
+    from pathlib import Path
+
+    from backbone.dashboards import write as write_dashboards
+    from backbone.synth import StackNotFound, load_config, resolve
+    from infra.config import ConfigError
+
+    try:
+        cfg = load_config(resolve(stack))
+    except ConfigError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except StackNotFound as exc:
+        fail(str(exc))
+    try:
+        written = write_dashboards(cfg, Path(output))
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    for path in written:
+        out.print(str(path), markup=False)
+    err.print(f"{len(written)} files of stack {stack!r} written to {output}", markup=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -479,8 +479,11 @@ _FREE_AWS = {
     "aws:ecr/lifecyclePolicy:LifecyclePolicy": "no charge (it limits the priced storage)",
     "aws:ecr/repositoryPolicy:RepositoryPolicy": "no charge",
     "aws:secretsmanager/secretVersion:SecretVersion": "no charge (the secret is priced)",
-    "aws:wafv2/webAclAssociation:WebAclAssociation": "no charge (the web ACL is priced)",
     "aws:budgets/budget:Budget": "the first two action-less budgets have no charge",
+    "aws:amp/ruleGroupNamespace:RuleGroupNamespace": "no charge itself: rule evaluation is "
+    "billed as the workspace's query samples",
+    "aws:amp/alertManagerDefinition:AlertManagerDefinition": "no charge (notifications are "
+    "SNS publishes, priced on the topic)",
 }
 
 _FREE_PACKAGES = {
@@ -1091,20 +1094,61 @@ def _secret(ctx: _Context, r: Resource) -> None:
     ctx.line(r, "secretsmanager/api", n, f"API requests: {n:,.0f} (usage)")
 
 
-def _web_acl(ctx: _Context, r: Resource) -> None:
-    """A WAFv2 web ACL: the ACL, each rule (a managed rule group counts as one), the requests it
-    inspects (usage)."""
-    ctx.line(r, "waf/web-acl", 1, "web ACL")
-    rules = len(r.inputs.get("rules") or [])
-    ctx.line(r, "waf/rule", rules, f"rules: {rules} (managed rule groups count one each)")
-    n = float(ctx.use("waf", "requests_per_month"))
-    ctx.line(r, "waf/requests", n, f"requests inspected: {n:,.0f} (usage)")
-
-
 def _kms_key(ctx: _Context, r: Resource) -> None:
     ctx.line(r, "kms/key", 1, "customer managed key")
     n = float(ctx.use("kms", "requests_per_month"))
     ctx.line(r, "kms/requests", n, f"requests: {n:,.0f} (usage)")
+
+
+def _vpc_endpoint(ctx: _Context, r: Resource) -> None:
+    kind = r.inputs.get("vpcEndpointType", "Gateway")
+    if kind == "Gateway":
+        ctx.no_charge(r, "gateway endpoints (S3, DynamoDB) have no charge")
+        return
+    if kind != "Interface":
+        ctx.cannot(r, f"a {kind} endpoint: only interface endpoints are in the table")
+        return
+    zones = len(r.inputs.get("subnetIds") or []) or 1
+    hours = zones * ctx.hours
+    ctx.line(r, "vpc-endpoint/interface-zone-hour", hours, f"{zones} zone(s) x {ctx.hours:g} h")
+    gb = float(ctx.use("vpc_endpoint", "gb_processed_per_month"))
+    ctx.line(r, "vpc-endpoint/data", gb, f"data processed: {gb:g} GB (usage)")
+
+
+def _prometheus_samples(ctx: _Context, scraper: Resource) -> float:
+    """Samples a month the managed collector sends: the series of each scraped target (usage:
+    prometheus.series_per_app_pod x the Deployment's replicas, plus kube-state-metrics' kept
+    series) every scrape interval of the scraper's own configuration."""
+    config = yaml.safe_load(str(scraper.inputs.get("scrapeConfiguration") or "{}")) or {}
+    interval = str((config.get("global") or {}).get("scrape_interval", "60s"))
+    seconds = float(interval.rstrip("s")) if interval.endswith("s") else 60.0
+    pods = sum(
+        int((d.inputs.get("spec") or {}).get("replicas") or 1)
+        for d in ctx.plan.of_type("kubernetes:apps/v1:Deployment")
+    )
+    series = pods * float(ctx.use("prometheus", "series_per_app_pod"))
+    if any(j.get("job_name") == "kube-state-metrics" for j in config.get("scrape_configs", [])):
+        series += float(ctx.use("prometheus", "kube_state_metrics_series"))
+    return series * ctx.hours * 3600 / seconds
+
+
+def _amp_scraper(ctx: _Context, r: Resource) -> None:
+    samples = _prometheus_samples(ctx, r)
+    ctx.line(r, "amp/collector-hour", ctx.hours, f"collector: {ctx.hours:g} h")
+    ctx.line(r, "amp/collector-samples", samples, f"samples collected: {samples:,.0f}")
+
+
+def _amp_workspace(ctx: _Context, r: Resource) -> None:
+    samples = sum(_prometheus_samples(ctx, s) for s in ctx.plan.of_type("aws:amp/scraper:Scraper"))
+    ctx.line(r, "amp/ingest", samples, f"samples ingested: {samples:,.0f} (the collector's)")
+    gb = float(ctx.use("prometheus", "stored_gb"))
+    ctx.line(r, "amp/storage", gb, f"stored: {gb:g} GB (usage)")
+    qsp = float(ctx.use("prometheus", "query_samples_per_month"))
+    ctx.line(r, "amp/query", qsp, f"query samples (rules, dashboards): {qsp:,.0f} (usage)")
+
+
+def _log_metric_filter(ctx: _Context, r: Resource) -> None:
+    ctx.line(r, "cloudwatch/custom-metric", 1, "the filter's metric (a custom metric)")
 
 
 def _sqs_queue(ctx: _Context, r: Resource) -> None:
@@ -1151,9 +1195,12 @@ _PRICERS = {
     "aws:cloudwatch/logGroup:LogGroup": _log_group,
     "aws:ecr/repository:Repository": _ecr_repository,
     "aws:secretsmanager/secret:Secret": _secret,
-    "aws:wafv2/webAcl:WebAcl": _web_acl,
     "aws:kms/key:Key": _kms_key,
+    "aws:ec2/vpcEndpoint:VpcEndpoint": _vpc_endpoint,
     "aws:sqs/queue:Queue": _sqs_queue,
+    "aws:amp/workspace:Workspace": _amp_workspace,
+    "aws:amp/scraper:Scraper": _amp_scraper,
+    "aws:cloudwatch/logMetricFilter:LogMetricFilter": _log_metric_filter,
     "aws:sns/topic:Topic": _sns_topic,
     "aws:s3/bucket:Bucket": _s3_bucket,
     "aws:s3/bucketV2:BucketV2": _s3_bucket,

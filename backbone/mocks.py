@@ -389,6 +389,26 @@ def _subscription(name: str, urn: str, inputs: dict[str, Any], region: str) -> t
     return arn, {"arn": arn, "ownerId": ACCOUNT, "pendingConfirmation": True}
 
 
+@register("aws:amp/workspace:Workspace")
+def _amp_workspace(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    wid = f"ws-{_h(urn, n=8)}-{_h(urn, 'a', n=4)}-{_h(urn, 'b', n=4)}-{_h(urn, 'c', n=4)}"
+    return wid, {
+        "arn": _arn("aps", region, f"workspace/{wid}"),
+        "prometheusEndpoint": f"https://aps-workspaces.{region}.amazonaws.com/workspaces/{wid}/",
+    }
+
+
+@register("aws:amp/scraper:Scraper")
+def _amp_scraper(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
+    sid = f"s-{_h(urn, n=8)}-{_h(urn, 'a', n=4)}-{_h(urn, 'b', n=4)}-{_h(urn, 'c', n=4)}"
+    role = f"AWSServiceRoleForAmazonPrometheusScraper_{_h(urn, 'r', n=15)}"
+    return sid, {
+        "arn": _arn("aps", region, f"scraper/{sid}"),
+        "roleArn": f"arn:{PARTITION}:iam::{ACCOUNT}:role/aws-service-role/"
+        f"scraper.aps.amazonaws.com/{role}",
+    }
+
+
 @register("aws:secretsmanager/secret:Secret")
 def _secret(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
     secret = inputs.get("name") or f"{name}-{_h(urn, n=7)}"

@@ -621,8 +621,19 @@ class MonitoringConfig(_Section):
     """Create the alerts topic, the alarms on what the stack runs, and the dashboard."""
 
     alert_email: str | None = None
-    """Where alarms are sent (an SNS email subscription: AWS mails a confirmation link first).
-    Without one the topic exists and you subscribe yourself."""
+    """Where alarms are sent (an SNS email subscription: AWS mails a confirmation link first, and
+    nothing is delivered until someone clicks it)."""
+
+    alert_https_url: str | None = Field(default=None, pattern=r"^https://[^\s]+$")
+    """An HTTPS endpoint subscribed to the alerts topic (a paging service's SNS integration URL,
+    a chat webhook bridge). SNS posts a SubscriptionConfirmation first: the endpoint must confirm
+    it. Kept as a secret in the plan (such URLs usually hold an integration key)."""
+
+    alerts_routed_elsewhere: str | None = Field(default=None, min_length=20, max_length=500)
+    """Only when the alerts topic gets its subscriber outside this program (an Amazon Q Developer
+    / AWS Chatbot channel configured with the topic's ARN, a subscription made by another stack):
+    say where, in a sentence. A production stack refuses to plan with no alertEmail, no
+    alertHttpsUrl and no alertsRoutedElsewhere; `backbone plan` prints this sentence every time."""
 
     period_seconds: int = 60
     """Period of the ALB, database and function alarms: 60 or a multiple of it, at most 3600."""
@@ -649,6 +660,20 @@ class MonitoringConfig(_Section):
     """Alarm when the database has more connections than this (db.t4g.micro allows about 110,
     db.m7g.large about 870)."""
 
+    db_freeable_memory_mb: float = Field(default=128, gt=0, le=1_000_000)
+    """Alarm when the database's freeable memory falls below this many MiB (db.t4g.micro has
+    1 GiB in all, db.m7g.large 8 GiB): the instance is about to swap."""
+
+    db_read_latency_ms: float = Field(default=20, gt=0, le=10_000)
+    """Alarm when the database's average read latency (per I/O) is above this."""
+
+    db_write_latency_ms: float = Field(default=20, gt=0, le=10_000)
+    """Alarm when the database's average write latency (per I/O) is above this."""
+
+    error_log_lines: int = Field(default=5, ge=1, le=100_000)
+    """Alarm when the app writes at least this many error-level log lines in a period (a metric
+    filter on its container log group; needs observability.enabled)."""
+
     function_errors: int = Field(default=1, ge=1, le=10000)
     """Alarm when a function has at least this many errors in a period."""
 
@@ -671,6 +696,50 @@ class MonitoringConfig(_Section):
     prometheus_rules: bool = True
     """Deploy the app's Prometheus alerting rules to the cluster (a ConfigMap in the app's
     namespace, no CRD needed) when the stack has one; `backbone manifests` writes it too."""
+
+    def subscribed(self) -> bool:
+        """Whether the alerts topic has a subscriber (or an explicit word that one is elsewhere)."""
+        return bool(self.alert_email or self.alert_https_url or self.alerts_routed_elsewhere)
+
+    def warnings(self) -> list[str]:
+        """What `backbone plan` says about where alerts go, every time."""
+        if not self.enabled:
+            return []
+        if self.alerts_routed_elsewhere:
+            return [f"alerts: routed outside this program: {self.alerts_routed_elsewhere}"]
+        if not self.subscribed():
+            return [
+                "alerts: the alerts topic has no subscriber; alarms reach no one (set "
+                "backbone:monitoring.alertEmail or alertHttpsUrl)"
+            ]
+        return []
+
+
+class ObservabilityConfig(_Section):
+    """Metrics, rules, alerts and logs on AWS for a stack with a cluster: an Amazon Managed Service
+    for Prometheus workspace, the AWS managed collector scraping the app's pods (and
+    kube-state-metrics), the kit's rules as a rule group namespace, an Alertmanager definition
+    routing to the alerts topic, and the containers' logs in CloudWatch Logs (the CloudWatch
+    Observability EKS add-on)."""
+
+    enabled: bool = False
+    """Create the workspace, the collector, the rules, the Alertmanager definition and the
+    container logs. Needs cluster.enabled and monitoring.enabled (alerts go to its topic)."""
+
+    scrape_interval_seconds: int = Field(default=30, ge=10, le=300)
+    """How often the collector scrapes each target. Samples (and cost) scale with 1/interval."""
+
+    log_retention_days: int = 30
+    """How long CloudWatch Logs keeps the containers' logs (application, host, data plane and
+    performance log groups)."""
+
+    cluster_signals: bool = True
+    """Install kube-state-metrics (an EKS community add-on), scrape only the series the rules
+    read, and alert on nodes not ready, pods pending or restarting, the HPA at its maximum."""
+
+    container_insights_metrics: bool = False
+    """Keep the add-on's Container Insights metrics (billed as CloudWatch custom metrics, a few
+    hundred per cluster) besides the logs. Off: the add-on ships logs only."""
 
 
 # The free tier's EC2 and RDS sizes (12-month offers, accounts opened before 2025-07-15; AWS free
@@ -805,6 +874,7 @@ class StackConfig(_Section):
     app: AppConfig = Field(default_factory=AppConfig)
     functions: FunctionsConfig = Field(default_factory=FunctionsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     host: HostConfig = Field(default_factory=HostConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
 
@@ -1422,7 +1492,7 @@ class StackConfig(_Section):
         m, out = self.monitoring, list[Problem]()
         key = f"{NAMESPACE}:monitoring"
         if not m.enabled:
-            return out
+            return out + self._observability_problems()
         if m.alert_email is not None and not _EMAIL.match(m.alert_email):
             out.append(
                 Problem(
@@ -1457,7 +1527,35 @@ class StackConfig(_Section):
                     f"runs in {self.region}; allowed: leave it out here",
                 )
             )
-        return out
+        if self.tier == "production" and not m.subscribed():
+            out.append(
+                Problem(
+                    f"{key}.alertEmail",
+                    "missing: a production stack's alerts topic needs a subscriber, or every "
+                    "alarm publishes to no one; allowed: alertEmail (an address AWS mails a "
+                    "confirmation link to), alertHttpsUrl (https://..., an endpoint that "
+                    "confirms the subscription), or alertsRoutedElsewhere: a sentence saying "
+                    "which subscriber outside this program reads the topic",
+                )
+            )
+        return out + self._observability_problems()
+
+    def _observability_problems(self) -> list[Problem]:
+        o, out = self.observability, list[Problem]()
+        key = f"{NAMESPACE}:observability"
+        if not o.enabled:
+            return out
+        for what, section in (("cluster", self.cluster), ("monitoring", self.monitoring)):
+            if not section.enabled:
+                out.append(
+                    Problem(
+                        f"{key}.enabled",
+                        f"true needs {NAMESPACE}:{what}.enabled: true (the collector scrapes "
+                        "the cluster's pods; alerts go to the monitoring topic); allowed: "
+                        f"false, or enable {what}",
+                    )
+                )
+        return out + _retention_problems(f"{key}.logRetentionDays", o.log_retention_days)
 
 
 # --------------------------------------------------------------------------------------------

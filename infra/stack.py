@@ -19,8 +19,9 @@ from infra.components.loadbalancer import LoadBalancer, Targets
 from infra.components.local import Local
 from infra.components.monitoring import Monitoring, Watched
 from infra.components.network import Network
+from infra.components.observability import AppTarget, Observability
 from infra.components.registry import Registry
-from infra.components.workload import SecretCredentials, Upstream, Workload
+from infra.components.workload import APP_NAME, SecretCredentials, Upstream, Workload
 from infra.config import StackConfig, rate_seconds
 
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
@@ -305,6 +306,13 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             "housekeepingFunction": functions.housekeeping.name,
         }
 
+    # The app as the collector and the container logs see it (config: observability needs the
+    # cluster, hence the app, and monitoring, whose topic its Alertmanager publishes to).
+    logged = (
+        AppTarget(cluster.cluster_name, namespace="backbone", name=APP_NAME)
+        if cfg.observability.enabled and cluster and workload
+        else None
+    )
     if cfg.monitoring.enabled:
         with_rules = workload is not None and cfg.monitoring.prometheus_rules
         monitoring = Monitoring(
@@ -325,8 +333,12 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                     rate_seconds(cfg.functions.canary_schedule) if functions else None
                 ),
                 job_name="housekeeping" if functions else None,
+                failures_queue_name=functions.failures.name if functions else None,
+                **(logged.watched(cfg.stack) if logged else {}),
             ),
             rules_namespace=workload.namespace if workload and with_rules else None,
+            # The workspace's Alertmanager publishes to the topic: its key must admit it.
+            publishers=("aps.amazonaws.com",) if logged else (),
             protect=cfg.protect,
             opts=pulumi.ResourceOptions(
                 providers={"aws": provider, "kubernetes": cluster.provider}
@@ -336,5 +348,23 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
         )
         outputs["alertsTopicArn"] = monitoring.topic.arn
         outputs["alarmNames"] = [alarm.name for alarm in monitoring.alarms]
+
+        if logged and cluster:
+            observability = Observability(
+                "observability",
+                cfg.observability,
+                monitoring=cfg.monitoring,
+                stack=cfg.stack,
+                region=cfg.region,
+                cluster=cluster,
+                private_subnet_ids=network.private_subnet_ids,
+                app=logged,
+                topic=monitoring.topic,
+                opts=pulumi.ResourceOptions(
+                    providers={"aws": provider, "kubernetes": cluster.provider}
+                ),
+            )
+            outputs["prometheusWorkspaceId"] = observability.metrics.workspace.id
+            outputs["prometheusEndpoint"] = observability.metrics.workspace.prometheus_endpoint
 
     return outputs

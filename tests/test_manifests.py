@@ -195,7 +195,9 @@ def test_objects_validate_strictly_against_the_cluster_schema(rendered: tuple[Pa
     rules = [o for o in objects if o["metadata"]["name"] == "backbone-prometheus-rules"]
     # ...and the migration's own Secret (the master user's URL, the roles it creates).
     migration = [o for o in objects if o["metadata"]["name"] == "shortener-migration"]
-    assert len(objects) - len(rules) - len(migration) == len(APPLY_ORDER)
+    # ...and the managed Prometheus collector's ClusterRole and its binding (observability).
+    collector = [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert len(objects) - len(rules) - len(migration) - len(collector) == len(APPLY_ORDER)
     for obj in objects:
         got = kubernetes_validate.validate(obj, version, strict=True)
         assert got == version, (obj["kind"], got)
@@ -271,7 +273,8 @@ def test_cli_dev_stack(backbone_cli: Any, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in out.iterdir())
     # the workload's objects and the monitoring component's Prometheus rules
-    assert len(files) == len(APPLY_ORDER) + 2 and files[0].startswith("01-namespace-")
+    # + the rules ConfigMap, the migration's Secret, the collector's ClusterRole and binding
+    assert len(files) == len(APPLY_ORDER) + 4 and files[0].startswith("01-namespace-")
     assert any(f.endswith("-configmap-backbone-prometheus-rules.yaml") for f in files)
     text = "".join(p.read_text() for p in out.iterdir())
     # The database URL and the API token exist only as Secret keys, their values redacted.

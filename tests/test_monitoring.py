@@ -37,6 +37,7 @@ RDS_METRICS = {
     "WriteLatency",
 }
 LAMBDA_METRICS = {"Invocations", "Errors", "Throttles", "Duration"}
+SQS_METRICS = {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"}
 # Always free (CloudWatch pricing, free tier): 10 alarm metrics, 10 custom metrics, 3 dashboards.
 FREE = {"alarm_metrics": 10, "custom_metrics": 10, "dashboards": 3}
 
@@ -73,6 +74,13 @@ def real_metrics(plan):
         known |= {key("AWS/RDS", m, dims) for m in RDS_METRICS}
     for fn in plan.of_type("aws:lambda/function:Function"):
         known |= {key("AWS/Lambda", m, {"FunctionName": fn.id}) for m in LAMBDA_METRICS}
+    for queue in plan.of_type("aws:sqs/queue:Queue"):
+        dims = {"QueueName": mocked(plan, queue).get("name") or queue.inputs.get("name")}
+        known |= {key("AWS/SQS", m, dims) for m in SQS_METRICS}
+    # what a log group's metric filter publishes (no dimensions)
+    for f in plan.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter"):
+        t = f.inputs["metricTransformation"]
+        known.add(key(t["namespace"], t["name"], {}))
     known |= custom_metrics(plan)
     if plan.outputs.get("region") == "us-east-1":
         known.add(key("AWS/Billing", "EstimatedCharges", {"Currency": "USD"}))
@@ -105,7 +113,7 @@ def alarm_metrics(alarm):
             for q in i["metricQueries"]
             if "metric" in q
         ]
-    return [key(i["namespace"], i["metricName"], i["dimensions"])]
+    return [key(i["namespace"], i["metricName"], i.get("dimensions") or {})]
 
 
 def test_every_alarm_watches_a_real_metric_and_notifies_the_topic(plan):
@@ -125,23 +133,36 @@ def test_every_alarm_watches_a_real_metric_and_notifies_the_topic(plan):
 
 
 def test_the_alarm_set_of_each_stack(plan):
+    """Each alarm for a piece the stack runs, and none for a piece it does not."""
     names = {a.inputs["name"].removeprefix(f"backbone-{plan.stack}-") for a in plan.of_type(ALARM)}
-    if plan.stack == "free-tier":
-        assert names == {"billing"}
-        return
-    fns = {f"fn-{p}-{m}" for p in ("canary", "housekeeping") for m in ("errors", "throttles")}
-    canary = {f"canary-{p}-{m}" for p in ("health", "read") for m in ("availability", "latency")}
-    assert names == {
-        "alb-5xx-rate",
-        "alb-unhealthy-hosts",
-        "alb-target-p99",
-        "db-cpu",
-        "db-free-storage",
-        "db-connections",
-        "job-housekeeping",
-        *fns,
-        *canary,
-    }
+    m = load_config(resolve(plan.stack, REPO)).monitoring
+    expected = {"billing"} if m.billing_alarm_usd is not None else set()
+    if plan.of_type("aws:lb/loadBalancer:LoadBalancer"):
+        expected |= {"alb-5xx-rate", "alb-unhealthy-hosts", "alb-target-p99"}
+    if plan.of_type("aws:rds/instance:Instance"):
+        expected |= {
+            "db-cpu",
+            "db-free-storage",
+            "db-connections",
+            "db-freeable-memory",
+            "db-read-latency",
+            "db-write-latency",
+        }
+    if plan.of_type("aws:lambda/function:Function"):
+        expected |= {
+            f"fn-{p}-{m}" for p in ("canary", "housekeeping") for m in ("errors", "throttles")
+        }
+        expected |= {
+            f"canary-{p}-{m}" for p in ("health", "read") for m in ("availability", "latency")
+        }
+        expected |= {"job-housekeeping", "fn-failures-queue"}
+    if plan.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter"):
+        expected.add("app-error-logs")
+    assert names == expected
+    if plan.stack in ("dev", "prod"):
+        assert {"alb-5xx-rate", "db-read-latency", "fn-failures-queue", "app-error-logs"} <= names
+    else:
+        assert "billing" in names
 
 
 def test_thresholds_periods_and_missing_data_follow_the_config(plan):
@@ -164,6 +185,22 @@ def test_thresholds_periods_and_missing_data_follow_the_config(plan):
     assert by["db-free-storage"]["threshold"] == m.db_free_storage_gb * 1024**3
     assert by["db-free-storage"]["comparisonOperator"] == "LessThanThreshold"
     assert by["db-connections"]["threshold"] == m.db_connections
+    assert by["db-freeable-memory"]["threshold"] == m.db_freeable_memory_mb * 1024**2
+    assert by["db-freeable-memory"]["comparisonOperator"] == "LessThanThreshold"
+    assert by["db-read-latency"]["threshold"] == m.db_read_latency_ms / 1000  # RDS: seconds
+    assert by["db-write-latency"]["threshold"] == m.db_write_latency_ms / 1000
+    assert by["app-error-logs"]["threshold"] == m.error_log_lines
+    queue = by["fn-failures-queue"]
+    assert (queue["metricName"], queue["threshold"], queue["statistic"]) == (
+        "ApproximateNumberOfMessagesVisible",
+        1,
+        "Maximum",
+    )
+    # a p99 over a handful of requests keeps the alarm's state instead of paging
+    assert by["alb-target-p99"]["evaluateLowSampleCountPercentiles"] == "ignore"
+    assert all(
+        "evaluateLowSampleCountPercentiles" not in a for a in by.values() if "statistic" in a
+    )
     for name in ("alb-unhealthy-hosts", "alb-target-p99", "db-cpu", "db-connections"):
         assert by[name]["period"] == m.period_seconds
         assert by[name]["evaluationPeriods"] == m.evaluation_periods
@@ -195,7 +232,7 @@ def test_topic_encryption_admits_cloudwatch(plan):
     if plan.stack == "free-tier":
         assert "kmsMasterKeyId" not in topic.inputs  # no $1/month key on the free tier
         return
-    key = plan.one("aws:kms/key:Key")
+    (key,) = [k for k in plan.of_type("aws:kms/key:Key") if k.name == "monitoring-alerts-key"]
     assert topic.inputs["kmsMasterKeyId"] == mocked(plan, key)["arn"]
     assert key.inputs["enableKeyRotation"] is True
     policy = json.loads(key.inputs["policy"])
@@ -208,7 +245,8 @@ def test_topic_encryption_admits_cloudwatch(plan):
 
 def test_dashboard_shows_golden_signals_of_real_metrics(plan):
     boards = plan.of_type("aws:cloudwatch/dashboard:Dashboard")
-    if plan.stack == "free-tier":
+    watched = ("aws:lb/loadBalancer:LoadBalancer", "aws:rds/instance:Instance")
+    if not any(plan.of_type(t) for t in watched):
         assert not boards
         return
     (board,) = boards
@@ -224,8 +262,14 @@ def test_dashboard_shows_golden_signals_of_real_metrics(plan):
             dims = dict(zip(parts[2::2], parts[3::2], strict=True))
             assert key(parts[0], parts[1], dims) in known, line
     text = " ".join(titles)
-    for signal in ("Traffic", "Errors", "Latency", "Saturation", "Availability"):
-        assert signal in text
+    signals = ("Traffic", "Errors", "Latency", "Saturation", "Availability")
+    assert all(signal in text for signal in signals) or plan.stack == "free-tier", text
+    if plan.stack in ("dev", "prod"):
+        # the cluster's app and the failures queue: the error lines, the queue, the log query
+        assert "failed function runs waiting" in text and "error-level log lines" in text
+        (logs,) = [w for w in body["widgets"] if w["type"] == "log"]
+        group = plan.one("aws:cloudwatch/logMetricFilter:LogMetricFilter").inputs["logGroupName"]
+        assert logs["properties"]["query"].startswith(f"SOURCE '{group}' | fields @timestamp")
 
 
 def free_tier_usage(plan):
@@ -241,7 +285,7 @@ def free_tier_usage(plan):
 def test_free_tier_monitoring_fits_the_always_free_allowances(plan_of):
     usage = free_tier_usage(plan_of("free-tier"))
     assert all(usage[k] <= FREE[k] for k in FREE), usage
-    assert usage == {"alarm_metrics": 1, "custom_metrics": 0, "dashboards": 0}
+    assert usage["custom_metrics"] == 0
 
 
 def test_the_functions_custom_metrics_alone_fit_the_free_allowance(plan_of):

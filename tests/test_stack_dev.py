@@ -44,5 +44,7 @@ def test_functions_and_monitoring_are_wired(plan_of):
     assert plan.outputs["canaryFunction"] == "backbone-dev-canary"
     assert plan.outputs["housekeepingFunction"] == "backbone-dev-housekeeping"
     assert plan.outputs["alertsTopicArn"].startswith("arn:aws:sns:us-east-1:123456789012:")
-    assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 15
+    # 15, and (issue 16) the database's memory and read/write latency, the failures queue and the
+    # app's error-level log lines
+    assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 20
     assert len(plan.of_type("aws:cloudwatch/dashboard:Dashboard")) == 1

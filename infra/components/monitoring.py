@@ -32,7 +32,7 @@ import yaml
 
 from infra.components import iam, project_stack
 from infra.components.functions import CANARY_NAMESPACE, CANARY_PROBES, JOBS_NAMESPACE
-from infra.components.prometheus import render_rules, thresholds
+from infra.components.prometheus import logs_insights_query, render_rules, thresholds
 from infra.config import MonitoringConfig
 
 RULES_CONFIGMAP = "backbone-prometheus-rules"
@@ -41,6 +41,7 @@ RULES_FILE = "backbone-app.rules.yaml"
 # requests is not a 50% outage.
 MIN_REQUESTS = 10
 GIB = 1024**3
+MIB = 1024**2
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class Watched:
     """The canary's schedule in seconds, when the stack runs it."""
     job_name: str | None = None
     """The housekeeping job's `Job` dimension, when the stack runs it."""
+    failures_queue_name: pulumi.Input[str] | None = None
+    """The functions' on-failure queue: a message there is a failed run for a human to read."""
+    app_log_group: pulumi.Input[str] | None = None
+    """The app's container log group (observability), named in the runbooks of app alarms."""
+    app_namespace: str = "backbone"
+    """The app's Kubernetes namespace, for the Logs Insights query in the runbooks."""
+    error_metric: tuple[str, str] | None = None
+    """(namespace, name) of the app's error-line count (the log group's metric filter)."""
 
     @property
     def anything(self) -> bool:
@@ -86,6 +95,7 @@ class Monitoring(pulumi.ComponentResource):
         region: str,
         watched: Watched,
         rules_namespace: pulumi.Input[str] | None = None,
+        publishers: tuple[str, ...] = (),
         protect: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -96,6 +106,8 @@ class Monitoring(pulumi.ComponentResource):
         self._region = region
         self._prefix = project_stack(stack)
         self.alarms = []
+        self._publishers = publishers
+        self._watched = watched
 
         self.topic = self._topic(protect)
         self._alb_alarms(watched)
@@ -103,6 +115,8 @@ class Monitoring(pulumi.ComponentResource):
         self._function_alarms(watched)
         self._canary_alarms(watched)
         self._job_alarms(watched)
+        self._queue_alarm(watched)
+        self._log_alarm(watched)
         self._billing_alarm()
         self.dashboard = self._dashboard_resource(watched)
         self.rules = self._rules(rules_namespace)
@@ -132,7 +146,77 @@ class Monitoring(pulumi.ComponentResource):
                 endpoint=self._cfg.alert_email,
                 opts=pulumi.ResourceOptions(parent=self),
             )
+        if self._cfg.alert_https_url:
+            aws.sns.TopicSubscription(
+                f"{self._name}-alerts-https",
+                topic=topic.arn,
+                protocol="https",
+                # Such URLs usually carry an integration key: a secret in the state and the plan.
+                endpoint=pulumi.Output.secret(self._cfg.alert_https_url),
+                endpoint_auto_confirms=False,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         return topic
+
+    def _with_logs(self, text: str) -> pulumi.Input[str]:
+        """An app alarm's description, ending with the app's log group and the Logs Insights
+        query that lists its error lines (when the stack ships container logs)."""
+        w = self._watched
+        if w.app_log_group is None:
+            return text
+        return pulumi.Output.concat(
+            text,
+            " Logs: CloudWatch Logs group ",
+            w.app_log_group,
+            "; Logs Insights: ",
+            logs_insights_query(w.app_namespace),
+        )
+
+    def _queue_alarm(self, w: Watched) -> None:
+        if w.failures_queue_name is None:
+            return
+        # A message is a function run that failed after its retries: someone must read it.
+        self._alarm(
+            "fn-failures-queue",
+            "The functions' failures queue is not empty: a canary or housekeeping run failed "
+            "after its retries and its event waits there. Read the message (aws sqs "
+            "receive-message) and the function's log group (/aws/lambda/<function>, Logs "
+            "Insights: fields @timestamp, @message | filter @message like /failed/ | sort "
+            "@timestamp desc); fix the cause, then purge the queue.",
+            namespace="AWS/SQS",
+            metric="ApproximateNumberOfMessagesVisible",
+            dims={"QueueName": w.failures_queue_name},
+            stat="Maximum",
+            comparison="GreaterThanOrEqualToThreshold",
+            threshold=1,
+            # SQS reports every 5 minutes, also for an empty queue: a gap is no message.
+            missing="notBreaching",
+            period=300,
+            periods=1,
+        )
+
+    def _log_alarm(self, w: Watched) -> None:
+        if w.error_metric is None:
+            return
+        namespace, metric = w.error_metric
+        self._alarm(
+            "app-error-logs",
+            self._with_logs(
+                f"The app wrote at least {self._cfg.error_log_lines} error-level log lines in a "
+                "period. Run the Logs Insights query below over the last hour: the msg and "
+                "route fields say what fails; a database message points at the database alarms, "
+                "a deploy's first minutes at the rollout (kubectl rollout undo)."
+            ),
+            namespace=namespace,
+            metric=metric,
+            dims=None,
+            stat="Sum",
+            comparison="GreaterThanOrEqualToThreshold",
+            threshold=self._cfg.error_log_lines,
+            # The filter publishes 0 for lines that do not match; no lines at all: quiet.
+            missing="notBreaching",
+            periods=1,
+        )
 
     def _billing_alarm(self) -> None:
         usd = self._cfg.billing_alarm_usd
@@ -167,6 +251,7 @@ class Monitoring(pulumi.ComponentResource):
                 w.target_group_arn_suffix,
                 w.db_instance_identifier,
                 pulumi.Output.all(**w.function_names) if w.function_names else {},
+                pulumi.Output.all(w.failures_queue_name, w.app_log_group),
             ).apply(lambda a: json.dumps(self._dashboard(w, *a))),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -201,7 +286,7 @@ class Monitoring(pulumi.ComponentResource):
             description=f"{self._prefix}: encrypts the alerts topic; CloudWatch may use it",
             enable_key_rotation=True,
             deletion_window_in_days=7,
-            policy=caller.account_id.apply(_key_policy),
+            policy=caller.account_id.apply(lambda a: _key_policy(a, self._publishers)),
             opts=pulumi.ResourceOptions(parent=self, protect=protect, retain_on_delete=protect),
         )
         aws.kms.Alias(
@@ -215,7 +300,7 @@ class Monitoring(pulumi.ComponentResource):
     def _alarm(
         self,
         part: str,
-        description: str,
+        description: pulumi.Input[str],
         *,
         comparison: str,
         threshold: float,
@@ -240,6 +325,8 @@ class Monitoring(pulumi.ComponentResource):
             dimensions=dims,
             statistic=None if percentile else stat,
             extended_statistic=stat if percentile else None,
+            # A percentile over a handful of requests is noise: too few samples keep the state.
+            evaluate_low_sample_count_percentiles="ignore" if percentile else None,
             period=None if queries else (period or cfg.period_seconds),
             metric_queries=queries,
             comparison_operator=comparison,
@@ -271,10 +358,12 @@ class Monitoring(pulumi.ComponentResource):
         # No requests: no datapoints and no rate. Quiet is not failing (the canary sees outages).
         self._alarm(
             "alb-5xx-rate",
-            f"More than {m.alb_error_rate_percent:g}% of requests through the load balancer "
-            "ended in 5xx (from the app or the ALB itself). Check the app's logs for status >= "
-            "500 and the unhealthy-hosts and database alarms; roll back a deploy that started it "
-            "(kubectl rollout undo).",
+            self._with_logs(
+                f"More than {m.alb_error_rate_percent:g}% of requests through the load balancer "
+                "ended in 5xx (from the app or the ALB itself). Check the app's logs for status >= "
+                "500 and the unhealthy-hosts and database alarms; roll back a deploy that started it "
+                "(kubectl rollout undo)."
+            ),
             queries=[
                 aws.cloudwatch.MetricAlarmMetricQueryArgs(
                     id="rate",
@@ -310,10 +399,12 @@ class Monitoring(pulumi.ComponentResource):
         # No requests: no latency to judge.
         self._alarm(
             "alb-target-p99",
-            f"The app's p99 response time behind the load balancer is above "
-            f"{m.target_response_time_p99_seconds:g} s. Check the database CPU and "
-            "connections alarms, the pods' CPU throttling and the app's pool metrics; scale out "
-            "(raise app.minReplicas) if the pods are saturated.",
+            self._with_logs(
+                f"The app's p99 response time behind the load balancer is above "
+                f"{m.target_response_time_p99_seconds:g} s. Check the database CPU and "
+                "connections alarms, the pods' CPU throttling and the app's pool metrics; scale out "
+                "(raise app.minReplicas) if the pods are saturated."
+            ),
             namespace="AWS/ApplicationELB",
             metric="TargetResponseTime",
             dims=lb,
@@ -369,6 +460,56 @@ class Monitoring(pulumi.ComponentResource):
             comparison="GreaterThanThreshold",
             threshold=m.db_connections,
             missing="notBreaching",
+        )
+        # Memory and latency, like CPU: a gap is a reboot or failover, not a bad value.
+        self._alarm(
+            "db-freeable-memory",
+            self._db_logs(
+                w,
+                f"The database has less than {m.db_freeable_memory_mb:g} MiB of freeable "
+                "memory: it is about to swap and every query slows. Look for too many "
+                "connections (each takes work_mem), large sorts or hash joins in the slow "
+                "queries; scale the instance class (database.instanceClass).",
+            ),
+            namespace="AWS/RDS",
+            metric="FreeableMemory",
+            dims=db,
+            stat="Minimum",
+            comparison="LessThanThreshold",
+            threshold=m.db_freeable_memory_mb * MIB,
+            missing="notBreaching",
+        )
+        for what, metric, limit in (
+            ("read", "ReadLatency", m.db_read_latency_ms),
+            ("write", "WriteLatency", m.db_write_latency_ms),
+        ):
+            self._alarm(
+                f"db-{what}-latency",
+                self._db_logs(
+                    w,
+                    f"The database's average {what} latency is above {limit:g} ms per I/O: "
+                    "its storage is saturated (IOPS or throughput at the volume's limit, burst "
+                    "credits spent) or a query scans too much. Compare ReadIOPS/WriteIOPS with "
+                    "the volume's provisioned IOPS; raise them (gp3) or fix the query.",
+                ),
+                namespace="AWS/RDS",
+                metric=metric,
+                dims=db,
+                stat="Average",
+                comparison="GreaterThanThreshold",
+                threshold=limit / 1000,
+                missing="notBreaching",
+            )
+
+    def _db_logs(self, w: Watched, text: str) -> pulumi.Input[str]:
+        """A database alarm's description, ending with the instance's PostgreSQL log group and a
+        Logs Insights query for its slow statements and errors."""
+        return pulumi.Output.concat(
+            text,
+            " Logs: CloudWatch Logs group /aws/rds/instance/",
+            w.db_instance_identifier or "",
+            "/postgresql; Logs Insights: fields @timestamp, @message | filter @message like "
+            "/duration:|ERROR|FATAL/ | sort @timestamp desc | limit 100",
         )
 
     def _function_alarms(self, w: Watched) -> None:
@@ -478,7 +619,9 @@ class Monitoring(pulumi.ComponentResource):
         tg: str | None,
         db: str | None,
         functions: dict[str, str],
+        queue_and_logs: list[str | None],
     ) -> dict[str, Any]:
+        queue, log_group = queue_and_logs
         rows: list[Row] = []
         if alb:
             rows.append(_alb_row(alb, tg))
@@ -490,11 +633,17 @@ class Monitoring(pulumi.ComponentResource):
             rows.append(_functions_row(sorted(functions.values())))
             if w.job_name:
                 rows.append(_job_row(self._stack, w.job_name))
-        return {"widgets": _layout(rows, self._region, self._cfg.period_seconds)}
+        if queue or w.error_metric:
+            rows.append(_queue_and_errors_row(queue, w.error_metric))
+        widgets = _layout(rows, self._region, self._cfg.period_seconds)
+        if log_group:
+            widgets.append(_log_widget(log_group, w.app_namespace, self._region, len(rows) * 7))
+        return {"widgets": widgets}
 
 
-def _key_policy(account: str) -> str:
-    """The alerts key: the account administers it; CloudWatch alarms may use it to publish."""
+def _key_policy(account: str, publishers: tuple[str, ...] = ()) -> str:
+    """The alerts key: the account administers it; CloudWatch alarms (and each of `publishers`,
+    a service principal such as aps.amazonaws.com) may use it to publish."""
     return iam.document(
         [
             {
@@ -512,6 +661,17 @@ def _key_policy(account: str) -> str:
                 "Resource": "*",
                 "Condition": {"StringEquals": {"aws:SourceAccount": account}},
             },
+            *(
+                {
+                    "Sid": f"{svc.split('.')[0].title()}Publishes",
+                    "Effect": "Allow",
+                    "Principal": {"Service": svc},
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+                }
+                for svc in publishers
+            ),
         ]
     )
 
@@ -669,3 +829,46 @@ def _job_row(stack: str, job: str) -> Row:
             ),
         ],
     )
+
+
+def _queue_and_errors_row(queue: str | None, error_metric: tuple[str, str] | None) -> Row:
+    graphs: list[Graph] = []
+    if queue:
+        q = ["AWS/SQS", "QueueName", queue]
+        graphs.append(
+            (
+                "Errors: failed function runs waiting (failures queue)",
+                [
+                    [q[0], "ApproximateNumberOfMessagesVisible", *q[1:], {"stat": "Maximum"}],
+                    [
+                        q[0],
+                        "ApproximateAgeOfOldestMessage",
+                        *q[1:],
+                        {"stat": "Maximum", "yAxis": "right"},
+                    ],
+                ],
+                {"period": 300},
+            )
+        )
+    if error_metric:
+        graphs.append(
+            ("Errors: the app's error-level log lines", [[*error_metric, {"stat": "Sum"}]], {})
+        )
+    return ("The cluster's app and the failures queue", graphs)
+
+
+def _log_widget(log_group: str, namespace: str, region: str, y: int) -> dict[str, Any]:
+    """The app's latest error lines from its container log group (Logs Insights)."""
+    return {
+        "type": "log",
+        "x": 0,
+        "y": y,
+        "width": 24,
+        "height": 6,
+        "properties": {
+            "title": "Errors: the app's latest error lines (Logs Insights)",
+            "region": region,
+            "view": "table",
+            "query": f"SOURCE '{log_group}' | {logs_insights_query(namespace)}",
+        },
+    }

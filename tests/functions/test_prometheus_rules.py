@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.components.prometheus import ALERTS, render_rules, thresholds
+from infra.components.prometheus import (
+    ALERTS,
+    CLUSTER_ALERTS,
+    HPA_AT_MAX_MINUTES,
+    KSM_JOB,
+    render_rules,
+    thresholds,
+)
 from infra.config import MonitoringConfig
 from tests.realparts import require_tool
 
@@ -29,8 +36,10 @@ SEVERITY = {
     "BackboneAppHighErrorRatio": "critical",
     "BackboneAppHighLatency": "warning",
     "BackboneAppNotReady": "warning",
+    "BackboneAppDatabaseDown": "critical",
     "BackboneAppTargetDown": "critical",
     "BackboneAppAbsent": "critical",
+    **dict.fromkeys(CLUSTER_ALERTS, "warning"),
 }
 
 
@@ -78,7 +87,8 @@ def unit_tests(rules: dict[str, Any], **thresholds: Any) -> dict[str, Any]:
     namespace: str | None = thresholds.get("namespace")
     extra: dict[str, str] = dict(thresholds.get("labels") or {})
 
-    by_name = {r["alert"]: r for r in rules["groups"][0]["rules"]}
+    by_name = {r["alert"]: r for group in rules["groups"] for r in group["rules"]}
+    cluster_ns: str | None = thresholds.get("cluster_namespace")
     base = {"job": job, **({"namespace": namespace} if namespace else {})}
     target = {**base, "instance": INSTANCE}
     eval_minutes = for_minutes + 8  # a 5m rate window fills, then `for` elapses
@@ -95,14 +105,18 @@ def unit_tests(rules: dict[str, Any], **thresholds: Any) -> dict[str, Any]:
         }
 
     def case(
-        inputs: list[tuple[str, str]], alert: str, fires: dict[str, str] | None
+        inputs: list[tuple[str, str]],
+        alert: str,
+        fires: dict[str, str] | None,
+        at: int | None = None,
     ) -> dict[str, Any]:
+        at = eval_minutes if at is None else at
         return {
             "interval": "1m",
             "input_series": [{"series": s, "values": v} for s, v in inputs],
             "alert_rule_test": [
                 {
-                    "eval_time": f"{eval_minutes}m",
+                    "eval_time": f"{at}m",
                     "alertname": alert,
                     "exp_alerts": [expect(alert, fires)] if fires is not None else [],
                 }
@@ -172,12 +186,58 @@ def unit_tests(rules: dict[str, Any], **thresholds: Any) -> dict[str, Any]:
         ),
         case([(up, f"1x{length}")], "BackboneAppAbsent", None),
     ]
+    db = series("app_db_up", target)
+    tests += [
+        # two minutes of failed checks page at once (the 2m window is the wait)
+        case([(db, f"1x3 0x{length}")], "BackboneAppDatabaseDown", target),
+        case([(db, f"1x{length}")], "BackboneAppDatabaseDown", None),
+        # one failed check in a minute: not an outage
+        case([(db, f"1x3 0x1 1x{length}")], "BackboneAppDatabaseDown", None),
+    ]
+    if cluster_ns:
+        tests += cluster_cases(case, cluster_ns, length)
     if for_minutes >= 2:
         # a blip shorter than `for` must not page anyone
         blip = f"1x3 0x{for_minutes - 2} 1x{length}"
         tests.append(case([(ready, blip)], "BackboneAppNotReady", None))
         tests.append(case([(up, blip)], "BackboneAppTargetDown", None))
     return {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}
+
+
+def cluster_cases(case: Any, namespace: str, length: int) -> list[dict[str, Any]]:
+    """kube-state-metrics series that should and should not fire the cluster alerts."""
+    ksm = {"job": KSM_JOB, "instance": "10.0.1.9:8080"}
+    long = HPA_AT_MAX_MINUTES + 30
+    node = {**ksm, "node": "ip-10-0-1-5", "condition": "Ready", "status": "true"}
+    pod = {**ksm, "namespace": namespace, "pod": "shortener-abc"}
+    other = {**pod, "namespace": "someone-else"}
+    restarts = {**pod, "container": "app"}
+    hpa = {**ksm, "namespace": namespace, "horizontalpodautoscaler": "shortener"}
+    cur = "kube_horizontalpodautoscaler_status_current_replicas"
+    top = "kube_horizontalpodautoscaler_spec_max_replicas"
+    phase = "kube_pod_status_phase"
+    return [
+        case([(series("kube_node_status_condition", node), f"1x3 0x{length}")],
+             "BackboneNodeNotReady", node),
+        case([(series("kube_node_status_condition", node), f"1x{length}")],
+             "BackboneNodeNotReady", None),
+        case([(series(phase, {**pod, "phase": "Pending"}), f"1x{length}")],
+             "BackbonePodPending", {"namespace": namespace, "pod": "shortener-abc"}),
+        case([(series(phase, {**pod, "phase": "Pending"}), f"0x{length}"),
+              (series(phase, {**other, "phase": "Pending"}), f"1x{length}")],
+             "BackbonePodPending", None),
+        case([(series("kube_pod_container_status_restarts_total", restarts), f"0+1x{length}")],
+             "BackbonePodRestarting", restarts),
+        case([(series("kube_pod_container_status_restarts_total", restarts), f"0+0x{length}")],
+             "BackbonePodRestarting", None),
+        # at the maximum for longer than 15 minutes pages; for 10 minutes does not
+        case([(series(cur, hpa), f"4x{long}"), (series(top, hpa), f"4x{long}")],
+             "BackboneHpaAtMax", hpa, at=HPA_AT_MAX_MINUTES + 5),
+        case([(series(cur, hpa), f"2x10 4x{long}"), (series(top, hpa), f"4x{long}")],
+             "BackboneHpaAtMax", None, at=20),
+        case([(series(cur, hpa), f"3x{long}"), (series(top, hpa), f"4x{long}")],
+             "BackboneHpaAtMax", None, at=HPA_AT_MAX_MINUTES + 5),
+    ]  # fmt: skip
 
 
 def write(tmp_path: Path, rules: dict[str, Any], tests: dict[str, Any]) -> None:
@@ -194,6 +254,8 @@ CUSTOM = {
     "job": "shortener",
     "namespace": "backbone",
     "labels": {"stack": "prod", "team": "web"},
+    "cluster_namespace": "backbone",
+    "log_group": "/aws/containerinsights/backbone-prod-1a2b3c/application",
 }
 
 
@@ -205,7 +267,8 @@ def test_promtool_checks_and_unit_tests_pass(tmp_path: Path, given: dict[str, An
 
     checked = run_promtool("check", "rules", "rules.yml", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    count = len(ALERTS) + (len(CLUSTER_ALERTS) if given.get("cluster_namespace") else 0)
+    assert f"SUCCESS: {count} rules found" in checked.stdout
 
     tested = run_promtool("test", "rules", "tests.yml", cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -240,7 +303,8 @@ def test_rendered_shape() -> None:
     [group] = rules["groups"]
     assert [r["alert"] for r in group["rules"]] == list(ALERTS)
     for rule in group["rules"]:
-        assert rule["for"] == "3m"  # 3 periods of 60 s, as the alarms
+        # 3 periods of 60 s, as the alarms; the database check's own 2-minute window is its wait
+        assert rule["for"] == ("0m" if rule["alert"] == "BackboneAppDatabaseDown" else "3m")
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["labels"]["stack"] == "dev"
         assert set(rule["annotations"]) == {"summary", "description", "runbook", "runbook_url"}
@@ -261,7 +325,7 @@ def test_thresholds_move_the_rules() -> None:
     assert exprs["BackboneAppHighErrorRatio"]["expr"].endswith("> 0.1")
     assert exprs["BackboneAppHighLatency"]["expr"].endswith("> 1.5")
     assert "1.5s" in exprs["BackboneAppHighLatency"]["annotations"]["summary"]
-    assert {r["for"] for r in exprs.values()} == {"10m"}
+    assert {r["for"] for n, r in exprs.items() if n != "BackboneAppDatabaseDown"} == {"10m"}
 
 
 @pytest.mark.parametrize(
@@ -283,5 +347,21 @@ def test_bad_thresholds_are_refused(kwargs: dict[str, Any], message: str) -> Non
 
 def test_label_values_are_quoted() -> None:
     rules = render_rules(**DEFAULTS, job='we"ird\\job')
-    expr = rules["groups"][0]["rules"][2]["expr"]
+    expr = rules["groups"][0]["rules"][2]["expr"]  # BackboneAppNotReady
     assert expr == 'app_ready{job="we\\"ird\\\\job"} == 0'
+
+
+def test_runbooks_name_the_log_group_and_a_logs_insights_query() -> None:
+    group = "/aws/containerinsights/backbone-dev-1a2b3c/application"
+    rules = render_rules(**DEFAULTS, log_group=group, cluster_namespace="backbone")
+    alerts = [r for g in rules["groups"] for r in g["rules"]]
+    assert [r["alert"] for r in alerts] == [*ALERTS, *CLUSTER_ALERTS]
+    for rule in alerts:
+        runbook = rule["annotations"]["runbook"]
+        assert f"CloudWatch Logs group {group}" in runbook, rule["alert"]
+        assert 'filter kubernetes.namespace_name = "backbone"' in runbook
+        assert 'log_processed.level = "error"' in runbook
+    # without container logs (a Prometheus of one's own), no promise of a log group
+    plain = render_rules(**DEFAULTS)
+    assert all("Logs:" not in r["annotations"]["runbook"] for r in plain["groups"][0]["rules"])
+    assert len(plain["groups"]) == 1
