@@ -479,6 +479,7 @@ _FREE_AWS = {
     "aws:ecr/lifecyclePolicy:LifecyclePolicy": "no charge (it limits the priced storage)",
     "aws:ecr/repositoryPolicy:RepositoryPolicy": "no charge",
     "aws:secretsmanager/secretVersion:SecretVersion": "no charge (the secret is priced)",
+    "aws:wafv2/webAclAssociation:WebAclAssociation": "no charge (the web ACL is priced)",
     "aws:budgets/budget:Budget": "the first two action-less budgets have no charge",
     "aws:amp/ruleGroupNamespace:RuleGroupNamespace": "no charge itself: rule evaluation is "
     "billed as the workspace's query samples",
@@ -1094,6 +1095,16 @@ def _secret(ctx: _Context, r: Resource) -> None:
     ctx.line(r, "secretsmanager/api", n, f"API requests: {n:,.0f} (usage)")
 
 
+def _web_acl(ctx: _Context, r: Resource) -> None:
+    """A WAFv2 web ACL: the ACL, each rule (a managed rule group counts as one), the requests it
+    inspects (usage)."""
+    ctx.line(r, "waf/web-acl", 1, "web ACL")
+    rules = len(r.inputs.get("rules") or [])
+    ctx.line(r, "waf/rule", rules, f"rules: {rules} (managed rule groups count one each)")
+    n = float(ctx.use("waf", "requests_per_month"))
+    ctx.line(r, "waf/requests", n, f"requests inspected: {n:,.0f} (usage)")
+
+
 def _kms_key(ctx: _Context, r: Resource) -> None:
     ctx.line(r, "kms/key", 1, "customer managed key")
     n = float(ctx.use("kms", "requests_per_month"))
@@ -1195,6 +1206,7 @@ _PRICERS = {
     "aws:cloudwatch/logGroup:LogGroup": _log_group,
     "aws:ecr/repository:Repository": _ecr_repository,
     "aws:secretsmanager/secret:Secret": _secret,
+    "aws:wafv2/webAcl:WebAcl": _web_acl,
     "aws:kms/key:Key": _kms_key,
     "aws:ec2/vpcEndpoint:VpcEndpoint": _vpc_endpoint,
     "aws:sqs/queue:Queue": _sqs_queue,
