@@ -929,7 +929,8 @@ class StackConfig(_Section):
     def _local_problems(self) -> list[Problem]:
         """target docker: AWS pieces have no meaning; the images must be pinned."""
         out = list[Problem]()
-        for what in ("cluster", "database", "loadbalancer", "functions", "monitoring", "host"):
+        for what in ("cluster", "database", "loadbalancer", "functions", "monitoring", "host",
+                     "observability"):  # fmt: skip
             if getattr(self, what).enabled:
                 out.append(
                     Problem(

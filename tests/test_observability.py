@@ -282,3 +282,30 @@ def test_backbone_dashboards_bad_input(backbone_cli, tmp_path):
     result = backbone_cli("dashboards", "dev", "-o", str(blocker))
     assert result.returncode == 2 and "cannot write" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"backbone:target": "docker", "backbone:observability": '{"enabled": true}'},
+            "backbone:observability.enabled: true has no meaning when target is docker",
+        ),
+        (
+            {"aws:region": "us-east-1", "backbone:observability": '{"enabled": true}'},
+            "backbone:observability.enabled: true needs backbone:cluster.enabled: true",
+        ),
+        (
+            {
+                "aws:region": "us-east-1",
+                "backbone:observability": '{"enabled": true, "logRetentionDays": 10}',
+            },
+            "backbone:observability.logRetentionDays: 10 is not a CloudWatch retention period",
+        ),
+    ],
+)
+def test_observability_settings_that_cannot_work_are_refused(settings, message):
+    from infra.config import ConfigError, parse
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        parse(settings, source="Pulumi.x.yaml", stack="x")
