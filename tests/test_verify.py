@@ -556,7 +556,7 @@ def test_wait_until_the_stack_comes_up(aws: str, dev: dict[str, Any]) -> None:
 def test_wait_gives_up_at_the_deadline(aws: str, dev: dict[str, Any]) -> None:
     client("ec2").stop_instances(InstanceIds=[dev["_nodes"][0]])
     run = verify(
-        aws, "dev", dev["_file"], "--format", "json", "--wait", "1s", "--interval", "300ms"
+        aws, "dev", dev["_file"], "--format", "json", "--wait", "4s", "--interval", "100ms"
     )
     assert run.code == 1
     report = run.json()

@@ -159,14 +159,6 @@ def test_the_migration_reads_the_master_secret_and_re_reads_it_after_a_refusal(
     )
     stale = {"username": rds.MASTER, "password": "Not-the-password-anymore-0"}
     arn = sm.create_secret(Name=f"rds/master-{rds.name}", SecretString=json.dumps(stale))["ARN"]
-    # the right value lands 1 s after the run starts (a rotation finishing)
-    timer = threading.Timer(
-        1.0,
-        lambda: sm.put_secret_value(
-            SecretId=arn,
-            SecretString=json.dumps({"username": rds.MASTER, "password": rds.MASTER_PASSWORD}),
-        ),
-    )
     env = {
         **os.environ,
         **aws_env(moto_endpoint),
@@ -175,18 +167,32 @@ def test_the_migration_reads_the_master_secret_and_re_reads_it_after_a_refusal(
         "DB_SECRET_ARN": arn,
         "STARTUP_DB_TIMEOUT_SECONDS": "15",
     }
-    timer.start()
-    done = subprocess.run(
+    # The right value lands once the migration has been refused (a rotation finishing): no
+    # timing guess, so a slow start cannot make the refusal vanish.
+    proc = subprocess.Popen(
         [sys.executable, "-m", "shortener.migrate"],
         cwd=APP_DIR,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=60,
-        check=False,
     )
-    timer.join()
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
+    lines: list[str] = []
+    rotated = False
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if not rotated and "password authentication failed" in line:
+                right = {"username": rds.MASTER, "password": rds.MASTER_PASSWORD}
+                sm.put_secret_value(SecretId=arn, SecretString=json.dumps(right))
+                rotated = True
+        returncode = proc.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+    out = "".join(lines)
+    assert rotated and returncode == 0, out
     assert "password authentication failed" in out and '"msg": "schema migrated"' in out
     assert rds.MASTER_PASSWORD not in out and "Not-the-password-anymore-0" not in out
