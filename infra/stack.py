@@ -367,4 +367,9 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             outputs["prometheusWorkspaceId"] = observability.metrics.workspace.id
             outputs["prometheusEndpoint"] = observability.metrics.workspace.prometheus_endpoint
 
+    if host:
+        # The host's own alarms: EC2 heals it, and the alerts topic (when there is one) is told.
+        host.heal(outputs.get("alertsTopicArn"))
+        outputs["alarmNames"] = [*outputs.get("alarmNames", []), *(a.name for a in host.alarms)]
+
     return outputs

@@ -226,7 +226,8 @@ class Host(pulumi.ComponentResource):
             )
         )
         self.instance = self._instance(cfg, subnet_id, identity, boot)
-        self.alarms = self._healing(region)
+        self._region = region
+        self.alarms: list[aws.cloudwatch.MetricAlarm] = []
         self.address = aws.ec2.Eip(
             f"{name}-ip", domain="vpc", instance=self.instance.id, opts=self._child
         )
@@ -360,14 +361,15 @@ class Host(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _healing(self, region: str) -> list[aws.cloudwatch.MetricAlarm]:
-        """EC2's own actions on its status checks: recover (system), reboot (instance)."""
-        alarms = []
+    def heal(self, topic_arn: pulumi.Input[str] | None = None) -> list[aws.cloudwatch.MetricAlarm]:
+        """EC2's own actions on its status checks: recover (system), reboot (instance); the
+        alerts topic, when the stack has one, is told as well."""
+        tell = [topic_arn] if topic_arn is not None else []
         for check, action, what in (
             ("System", "recover", "recover the host onto healthy hardware"),
             ("Instance", "reboot", "reboot the host"),
         ):
-            alarms.append(
+            self.alarms.append(
                 aws.cloudwatch.MetricAlarm(
                     f"{self._name}-{action}",
                     name=f"{project_stack()}-host-{action}",
@@ -381,11 +383,12 @@ class Host(pulumi.ComponentResource):
                     threshold=1,
                     comparison_operator="GreaterThanOrEqualToThreshold",
                     treat_missing_data="missing",
-                    alarm_actions=[f"arn:aws:automate:{region}:ec2:{action}"],
+                    alarm_actions=[f"arn:aws:automate:{self._region}:ec2:{action}", *tell],
+                    ok_actions=tell or None,
                     opts=self._child,
                 )
             )
-        return alarms
+        return self.alarms
 
     def attach(self, target_group_arn: pulumi.Input[str]) -> aws.lb.TargetGroupAttachment:
         """Register the host in a load balancer's target group (on HTTP_PORT)."""
