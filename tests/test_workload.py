@@ -65,14 +65,14 @@ class Case:
     harness: bool = False
 
     def k8s(self) -> list[Resource]:
-        # The workload's objects: not the monitoring component's Prometheus rules ConfigMap
-        # (tests/test_monitoring.py checks that one).
+        # The workload's objects (its component's children), not other components' (the
+        # monitoring rules ConfigMap, the node autoscaler's objects, the observability
+        # collector's ClusterRole and binding: their own tests check those).
+        (workload,) = self.plan.of_type(WORKLOAD)
         return [
             r
             for r in self.plan
-            if r.package == "kubernetes"
-            and not r.is_provider
-            and r.name != "monitoring-prometheus-rules"
+            if r.package == "kubernetes" and not r.is_provider and r.parent == workload.urn
         ]
 
     def obj(self, kind: str, name: str = "shortener") -> dict[str, Any]:
