@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 INSTANCE = "aws:rds/instance:Instance"
 
 
-def _variant(tmp_path: Path, stack: str = "dev", **changes: Any) -> Path:
+def _variant(tmp_path: Path, stack: str = "dev", /, **changes: Any) -> Path:
     """A shipped stack file under another name with some settings changed (None deletes a key)."""
     data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text())
     for key, value in changes.items():
