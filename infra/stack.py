@@ -210,7 +210,8 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             region=cfg.region,
             targets=Targets(
                 port=HTTP_PORT if host else cfg.app.node_port,
-                health_check_port=cfg.app.health_check_node_port,
+                # the host serves the app itself: its own /readyz on the traffic port
+                health_check_port=None if host else cfg.app.health_check_node_port,
                 asg_names=[cluster.autoscaling_group_name] if cluster else [],
                 security_group_ids=app_clients,
             ),
