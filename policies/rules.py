@@ -845,7 +845,13 @@ def cost_max_alarms(resources: list[Res], ctx: Context) -> Iterator[tuple[Res | 
 def cost_budget(resources: list[Res], ctx: Context) -> Iterator[tuple[Res | None, str]]:
     if ctx.budget is None or ctx.monthly_cost is None:
         return
-    total = ctx.monthly_cost()
+    from backbone.cost import CostError
+
+    try:
+        total = ctx.monthly_cost()
+    except CostError as exc:  # e.g. a region the price table does not know: say so, never crash
+        yield None, f"the budget cannot be checked: {exc}"
+        return
     if total > ctx.budget:
         yield None, f"estimated ${total:,.2f} a month, over the budget of ${ctx.budget:,.2f}"
 

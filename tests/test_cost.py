@@ -573,9 +573,14 @@ def test_cost_command_formats_and_budget(backbone_cli, tmp_path):
     assert "monitoring: $0.00 a month" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1].startswith("estimated monthly cost: $0.00")
     as_json = backbone_cli("cost", "free-tier", "--format", "json", "--free-tier", "none")
-    assert as_json.returncode == 0, as_json.stderr
+    # Without the 12-month offers the host, its disk and address, the database and the images
+    # bill: t3.micro 730 h x $0.0104 = 7.59, 16 GB gp3 x $0.08 = 1.28, one IPv4 730 h x $0.005 =
+    # 3.65, db.t4g.micro 730 h x $0.016 = 11.68, 20 GB gp2 x $0.115 = 2.30, 0.3 GB ECR x $0.10 =
+    # 0.03: $26.53, over the stack's budget of 0 (exit 1); the alarms stay always-free.
+    assert as_json.returncode == 1, as_json.stderr
+    assert "over budget: 26.53 USD" in as_json.stderr
     data = json.loads(as_json.stdout)
-    assert data["freeTier"] == "none" and data["totalUsd"] == 0.0  # one alarm: always free
+    assert data["freeTier"] == "none" and data["totalUsd"] == 26.53
     assert data["lines"][0]["price"]["source"] and data["lines"][0]["price"]["date"]
     markdown = backbone_cli("cost", "free-tier", "--format", "markdown")
     assert "| **total** | **$0.00** |" in markdown.stdout

@@ -812,3 +812,22 @@ def test_every_setting_a_fix_names_is_a_real_setting():
     }
     assert named, "no fix names a setting"
     assert sorted(n for n in named if n not in keys and n not in sections) == []
+
+
+def test_a_budget_in_a_region_without_prices_is_a_finding_not_a_crash(tmp_path, backbone_cli):
+    import yaml as _yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    data = _yaml.safe_load((repo / "stacks" / "Pulumi.dev.yaml").read_text())
+    data["config"]["aws:region"] = "eu-west-1"
+    data["config"]["backbone:budget"] = 500
+    path = tmp_path / "Pulumi.eu.yaml"
+    path.write_text(_yaml.safe_dump(data))
+    done = backbone_cli("check", str(path), "--no-scan")
+    assert "Traceback" not in done.stderr
+    # cost rules are advisory outside a free-tier stack: said, not fatal
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "[advisory] cost-budget: the budget cannot be checked: no prices for region 'eu-west-1'"
+        in done.stdout
+    )

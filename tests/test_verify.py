@@ -789,5 +789,8 @@ def test_plans_export_what_verify_reads(plan_of: Any, stack: str) -> None:
     assert all(name.startswith(f"backbone-{stack}-") for name in o["alarmNames"])
 
 
-def test_free_tier_plan_exports_its_alarm(plan_of: Any) -> None:
-    assert plan_of("free-tier").outputs["alarmNames"] == ["backbone-free-tier-billing"]
+def test_free_tier_plan_exports_its_alarms(plan_of: Any) -> None:
+    plan = plan_of("free-tier")
+    alarms = [r.outputs["name"] for r in plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")]
+    assert sorted(plan.outputs["alarmNames"]) == sorted(alarms)
+    assert {"backbone-free-tier-billing", "backbone-free-tier-host-recover"} <= set(alarms)
