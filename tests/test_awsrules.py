@@ -313,22 +313,20 @@ def test_backbone_plan_prints_the_summary_line(backbone_cli):
     assert "values checked against AWS's published constraints" in as_json.stderr
 
 
-def test_a_copied_stack_with_a_long_name_fails_the_plan(backbone_cli, tmp_path):
-    """Names built from the stack name outgrow Lambda's 64 characters: exit 1, one line each."""
+def test_a_copied_stack_with_a_long_name_is_refused_and_the_lambda_name_rule_holds(
+    backbone_cli, tmp_path, plan_of
+):
+    """Names built from the stack name outgrow Lambda's 64 characters. The config refuses such a
+    stack name first (exit 2, the limit named); the published-constraints check catches the same
+    name when it reaches a plan anyway (planted)."""
     repo = Path(__file__).resolve().parent.parent
     stack = tmp_path / "Pulumi.team-sandbox-for-the-quarterly-load-test-2027.yaml"
     shutil.copy(repo / "stacks" / "Pulumi.dev.yaml", stack)
     result = backbone_cli("plan", str(stack))
-    assert result.returncode == 1, result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.strip().startswith("violation:")]
-    assert lines, result.stdout[-2000:]
-    assert any(
-        "functions-housekeeping name='backbone-team-sandbox-for-the-quarterly-load-test-2027-"
-        "housekeeping': pattern"
-        in line
-        and "AWS::Lambda::Function.FunctionName" in line
-        for line in lines
-    )
-    assert re.search(
-        r"values checked against AWS's published constraints, [1-9]\d* violation", result.stdout
-    )
+    assert result.returncode == 2, result.stderr
+    assert "(Lambda names are at most 64)" in result.stderr
+    long_name = "backbone-team-sandbox-for-the-quarterly-load-test-2027-housekeeping"
+    plan = planted(plan_of("dev"), "functions-housekeeping", name=long_name)
+    [finding] = findings_for(awsrules.check_plan(plan), "functions-housekeeping", "name")
+    assert finding.rule == "pattern" and finding.value == long_name
+    assert "AWS::Lambda::Function.FunctionName" in finding.source
