@@ -130,8 +130,8 @@ def test_every_alarm_watches_a_real_metric_and_notifies_the_topic(plan):
             assert metric in known, (alarm.name, metric)
         i = alarm.inputs
         if any(a.startswith("arn:aws:automate:") for a in i["alarmActions"]):
-            # the free-tier host's own EC2 actions (reboot, recover): the host component's
-            # alarms, which tell no one today (reported to the lead)
+            # the free-tier host's own EC2 actions (reboot, recover) come first: the host
+            # component's alarms, whose actions its own tests check
             continue
         assert i["alarmActions"] == [topic] and i["okActions"] == [topic], alarm.name
         assert i["name"].startswith(f"backbone-{plan.stack}-")
