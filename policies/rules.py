@@ -486,8 +486,21 @@ def _lb_groups(resources: list[Res]) -> set[str]:
     return urns
 
 
-def sg_no_public_ingress(resources: list[Res], ctx: Context) -> Iterator[tuple[Res | None, str]]:
+def _entry_groups(resources: list[Res]) -> set[str]:
+    """The groups of the stack's web entry point: its load balancers' or, in a stack with no load
+    balancer, its single web instance's (the free-tier host serves from its own address)."""
     lb_groups = _lb_groups(resources)
+    if lb_groups:
+        return lb_groups
+    groups = _of(resources, "aws:ec2/securityGroup:SecurityGroup")
+    instances = _of(resources, "aws:ec2/instance:Instance")
+    if len(instances) != 1:
+        return set()
+    return {g.urn for g in refs(instances[0], "vpcSecurityGroupIds", groups)}
+
+
+def sg_no_public_ingress(resources: list[Res], ctx: Context) -> Iterator[tuple[Res | None, str]]:
+    lb_groups = _entry_groups(resources)
     groups = _of(resources, "aws:ec2/securityGroup:SecurityGroup")
     for r in resources:
         for ing in _ingresses(r):
@@ -873,7 +886,7 @@ RULES: tuple[Rule, ...] = (
     Rule("s3-public-access-blocked", "data", "S3 buckets block public access", "add an aws.s3.BucketPublicAccessBlock with all four settings true", stack=s3_public_access_blocked),
     Rule("s3-encrypted", "data", "S3 buckets are encrypted", "add an aws.s3.BucketServerSideEncryptionConfiguration (AES256 or aws:kms)", stack=s3_encrypted),
     Rule("kms-key-rotation", "data", "Symmetric KMS keys rotate", "set enableKeyRotation: true", resource=kms_key_rotation),
-    Rule("sg-no-public-ingress", "network", "No ingress from 0.0.0.0/0 or ::/0, except the load balancer on 80/443", "allow a named security group or your own CIDR instead of the internet", stack=sg_no_public_ingress),
+    Rule("sg-no-public-ingress", "network", "No ingress from 0.0.0.0/0 or ::/0, except the web entry point on 80/443 (the load balancer; with none, the one web instance)", "allow a named security group or your own CIDR instead of the internet", stack=sg_no_public_ingress),
     Rule("sg-no-ssh-rdp-from-internet", "network", "No SSH or RDP from the internet", "remove the rule; reach instances through SSM Session Manager or a bastion on your own CIDR", resource=sg_no_ssh_rdp_from_internet),
     Rule("db-ingress-named-groups", "network", "The database is reachable only from named security groups", "allow the clients' security groups (referencedSecurityGroupId), not CIDRs", stack=db_ingress_named_groups),
     Rule("vpc-flow-logs", "network", "Production VPCs have flow logs", "set backbone:network.flowLogs: true", stack=vpc_flow_logs),

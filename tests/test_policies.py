@@ -831,3 +831,25 @@ def test_a_budget_in_a_region_without_prices_is_a_finding_not_a_crash(tmp_path, 
         "[advisory] cost-budget: the budget cannot be checked: no prices for region 'eu-west-1'"
         in done.stdout
     )
+
+
+def test_the_free_tier_host_is_the_web_entry_point_and_nothing_else_is(plan_of):
+    """With no load balancer, the one web instance may take 80 from the internet, enforced
+    (mandatory): the shipped free-tier passes; the database's group opened to the world fails."""
+    plan = copy.deepcopy(plan_of("free-tier"))
+    cfg = load_config(resolve("free-tier", cwd=REPO))
+    assert cfg.policies.get("sg-no-public-ingress") in (None, "mandatory")
+    assert not [v for v in offline.evaluate(plan, cfg) if v.rule == "sg-no-public-ingress"]
+    db_sg = next(
+        r
+        for r in plan.of_type("aws:ec2/securityGroup:SecurityGroup")
+        if r.name.startswith("database")
+    )
+    host_in = next(
+        r
+        for r in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs.get("cidrIpv4") == "0.0.0.0/0"
+    )
+    host_in.inputs["securityGroupId"] = db_sg.id
+    found = [v for v in offline.evaluate(plan, cfg) if v.rule == "sg-no-public-ingress"]
+    assert [(v.resource, v.level) for v in found] == [(host_in.name, "mandatory")]
