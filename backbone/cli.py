@@ -1,7 +1,9 @@
-"""The `backbone` command: plan and inspect the kit's stacks offline.
+"""The `backbone` command: plan, price, check and review the kit's stacks offline; verify a
+deployed stack and bootstrap a state backend on AWS.
 
-Every command reads a Plan made by the offline engine (backbone.synth): the real Pulumi program,
-run in-process under mocks. No cloud account, no credentials, no Pulumi CLI, no network.
+The offline commands read a Plan made by the offline engine (backbone.synth): the real Pulumi
+program, run in-process under mocks, with no cloud account, credentials, Pulumi CLI or network.
+`verify` and `bootstrap` are the two that call AWS (boto3's standard configuration).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ STACK_HELP = (
 app = typer.Typer(
     name="backbone",
     help=(
-        "Plan and review the backbone Pulumi stacks offline, and write their Kubernetes manifests: no cloud account, "
-        "no credentials, no Pulumi CLI.\n\n"
+        "Plan, price, check and review the backbone Pulumi stacks offline (no cloud account, no "
+        "credentials, no Pulumi CLI), and write their Kubernetes manifests; verify a deployed "
+        "stack and bootstrap a state backend on AWS (verify, bootstrap).\n\n"
         "Example: backbone plan dev"
     ),
     no_args_is_help=True,
@@ -56,8 +59,9 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """Plan and review the backbone Pulumi stacks offline, and write their Kubernetes manifests:
-    no cloud account, no credentials, no Pulumi CLI.
+    """Plan, price, check and review the backbone Pulumi stacks offline (no cloud account, no
+    credentials, no Pulumi CLI), and write their Kubernetes manifests; verify a deployed stack
+    and bootstrap a state backend on AWS (verify, bootstrap).
 
     Example: backbone plan dev
     """
