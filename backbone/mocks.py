@@ -550,6 +550,26 @@ def _ssm_parameter(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _addon_version(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
+    name, k8s = str(a.get("addonName", "")), str(a.get("kubernetesVersion", ""))
+    return {
+        "addonName": name,
+        "kubernetesVersion": k8s,
+        "mostRecent": bool(a.get("mostRecent")),
+        "version": f"v{k8s}.0-offline-eksbuild.1",
+        "id": name,
+    }
+
+
+def _eks_ami_release(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
+    """AWS's public EKS AMI parameters: /aws/service/eks/optimized-ami/<k8s>/.../release_version."""
+    name = str(a.get("name", ""))
+    version = name.split("/")[5]
+    value = f"{version}.0-20261120" if name.endswith("/release_version") else "ami-0offline"
+    return {"name": name, "value": value, "type": "String", "version": 1, "arn": "", "id": name,
+            "insecureValue": value, "withDecryption": bool(a.get("withDecryption", True))}  # fmt: skip
+
+
 CALLS: dict[str, Callable[[BackboneMocks, dict[str, Any]], dict[str, Any]]] = {
     "aws:ssm/getParameter:getParameter": _ssm_parameter,
     "aws:acm/getCertificate:getCertificate": _acm_certificate,
@@ -590,4 +610,30 @@ CALLS: dict[str, Callable[[BackboneMocks, dict[str, Any]], dict[str, Any]]] = {
         "expiresAt": "2099-01-01T00:00:00Z",
         "id": m.region,
     },
+    # EKS lookups the cluster makes at deploy time (infra/components/cluster.py): as on a first
+    # deploy, no node group exists yet; add-on and AMI versions follow the Kubernetes version
+    # asked for (offline stand-ins in AWS's formats, not AWS's real build numbers).
+    "aws:eks/getNodeGroups:getNodeGroups": lambda m, a: {
+        "clusterName": a.get("clusterName", ""),
+        "names": [],
+        "id": a.get("clusterName", ""),
+    },
+    "aws:eks/getAddonVersion:getAddonVersion": _addon_version,
 }
+
+
+def _ssm_or_eks(fallback: Callable[[BackboneMocks, dict[str, Any]], dict[str, Any]] | None) -> Any:
+    def answer(m: BackboneMocks, a: dict[str, Any]) -> dict[str, Any]:
+        if str(a.get("name", "")).startswith("/aws/service/eks/optimized-ami/"):
+            return _eks_ami_release(m, a)
+        if fallback is None:
+            raise NotImplementedError(f"the offline engine has no SSM parameter {a.get('name')!r}")
+        return fallback(m, a)
+
+    return answer
+
+
+# SSM: the EKS AMI release parameters here, any other parameter as answered above.
+CALLS["aws:ssm/getParameter:getParameter"] = _ssm_or_eks(
+    CALLS.get("aws:ssm/getParameter:getParameter")
+)

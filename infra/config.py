@@ -11,6 +11,7 @@ Every setting is documented here, once, with its default. ``docs()`` renders tha
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import ipaddress
 import json
@@ -21,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+
+from infra import capacity, catalogue
 
 NAMESPACE = "backbone"
 
@@ -125,6 +128,11 @@ class NetworkConfig(_Section):
     flow_logs_retention_days: int = 30
     """How long flow logs are kept, in days (a CloudWatch Logs retention value)."""
 
+    interface_endpoints: list[Literal["ecr.api", "ecr.dkr", "sts"]] = Field(default_factory=list)
+    """Interface VPC endpoints in the private subnets, so image pulls and pods' STS calls skip the
+    NAT gateway: about $7.30/month per endpoint per zone plus $0.01/GB. The S3 gateway endpoint
+    (image layers come from S3) is always there: it is free."""
+
     def problems(self) -> list[Problem]:
         """What AWS (or sound practice) would refuse in this section."""
         out: list[Problem] = []
@@ -188,9 +196,9 @@ class NetworkConfig(_Section):
         return {"none": 0, "single": 1, "per-az": self.az_count}[self.nat]
 
 
-# Kubernetes versions EKS offers under standard support on 2026-11-24 (EKS release calendar):
-# a version past its standard support costs $0.60/h instead of $0.10/h (extended support).
-EKS_VERSIONS = {"1.34": "2026-12-02", "1.35": "2027-03-27", "1.36": "2027-08-01"}
+# Kubernetes versions EKS offers, with the end of their standard support (infra.catalogue: the
+# EKS release calendar, dated): a version past it costs $0.60/h instead of $0.10/h.
+EKS_VERSIONS = {v: str(r.standard_support_end) for v, r in catalogue.EKS_RELEASES.items()}
 
 # PostgreSQL majors RDS supports under standard support (RDS release calendar, 2026-11): 13 left
 # standard support on 2026-02-28 and would be billed as Extended Support.
@@ -284,7 +292,8 @@ class RegistryConfig(_Section):
     """The ECR repository the app's image is pushed to."""
 
     keep_images: int = Field(default=10, ge=1, le=1000)
-    """How many images the lifecycle policy keeps; older ones are expired."""
+    """How many images the lifecycle policy keeps; older ones are expired. At least the running
+    image plus the Deployment's revision history (6), so `kubectl rollout undo` finds its image."""
 
     scan_on_push: bool = True
     """Scan every pushed image for known vulnerabilities (ECR basic scanning)."""
@@ -297,7 +306,22 @@ class ClusterConfig(_Section):
     """Create the cluster. EKS is never free: about $73/month for the control plane alone."""
 
     version: str = "1.35"
-    """Kubernetes minor version, one under EKS standard support: 1.34, 1.35 or 1.36."""
+    """Kubernetes minor version, one under EKS standard support (1.34, 1.35 or 1.36). The node
+    group, its AMI, the add-ons and the autoscaler follow it; raise it one minor at a time (see the
+    README's upgrade runbook)."""
+
+    upgrade_from: str | None = None
+    """While upgrading: the minor the cluster runs now. Config refuses a `version` that is not the
+    same or the next minor (EKS upgrades one minor at a time and never downgrades)."""
+
+    allow_extended_support: bool = False
+    """Accept a version past its standard support: billed at the extended-support rate ($0.60/h
+    instead of $0.10/h) and kept there (upgrade policy EXTENDED) instead of auto-upgraded."""
+
+    ami_release_version: str | None = None
+    """The EKS AL2023 AMI release the nodes run, e.g. 1.35.0-20251120 (it must match `version`).
+    Unset: the release AWS recommends for `version` (its public SSM parameter), read at every
+    deploy, so a `pulumi up` after AWS publishes one rolls the nodes onto it."""
 
     instance_types: list[str] = Field(default_factory=lambda: ["t3.medium"])
     """EC2 instance types of the node group (all of the one architecture below)."""
@@ -306,13 +330,16 @@ class ClusterConfig(_Section):
     """CPU architecture of the nodes; the image is built for it (linux/amd64 or linux/arm64)."""
 
     min_nodes: int = Field(default=2, ge=1, le=100)
-    """Fewest nodes the node group scales to."""
+    """Fewest nodes the autoscaler keeps; raising it above the live count adds nodes at the next
+    `pulumi up`."""
 
     desired_nodes: int = Field(default=2, ge=1, le=100)
-    """Nodes at creation (later changes are left to scaling: ignored on update)."""
+    """Nodes at creation. Afterwards the autoscaler owns the count; changing this setting sets the
+    count once at the next `pulumi up` (then the autoscaler owns it again)."""
 
     max_nodes: int = Field(default=3, ge=1, le=100)
-    """Most nodes the node group scales to."""
+    """Most nodes the autoscaler scales to; the app's maxReplicas (and a rollout's surge) must fit
+    in this many nodes of the smallest instance type."""
 
     disk_size_gb: int = Field(default=20, ge=20, le=1000)
     """Root volume of each node, in GiB."""
@@ -335,8 +362,10 @@ class ClusterConfig(_Section):
     """Private networks (a VPN, a peered CI runner's VPC) admitted on 443 to the private API
     endpoint, through the cluster security group. Nodes and pods always reach it."""
 
-    admin_principal_arns: list[str] = Field(default_factory=list)
-    """Extra IAM role or user ARNs given cluster-admin access (the deploying identity always is)."""
+    admin_role_arns: list[str] = Field(default_factory=list)
+    """IAM role ARNs given cluster-admin (access entries), whoever runs `pulumi up`; at least one.
+    The program talks to Kubernetes as the first (`aws eks get-token --role-arn`), so whoever
+    deploys (an engineer, CI) must be allowed to assume it. Duplicates are merged."""
 
 
 class DatabaseConfig(_Section):
@@ -828,6 +857,97 @@ def _policy_problems(levels: Mapping[str, str]) -> list[Problem]:
     ]
 
 
+def _version_problems(c: ClusterConfig, key: str, today: dt.date | None = None) -> list[Problem]:
+    """A version EKS offers, under standard support unless accepted, one minor at a time."""
+    # "Today" is the calendar's date, so a plan never changes by itself overnight: refreshing
+    # infra/catalogue.py is what moves a version out of standard support here.
+    releases, out = catalogue.EKS_RELEASES, list[Problem]()
+    today = today or catalogue.EKS_CALENDAR_DATE
+    current = [v for v, r in releases.items() if r.standard_support_end > today]
+    release = releases.get(c.version)
+    if release is None:
+        return [
+            Problem(
+                f"{key}.version",
+                f"{c.version!r} is not under EKS standard support; allowed: {', '.join(current)} "
+                f"(infra/catalogue.py knows {', '.join(releases)}, from the EKS release calendar)",
+            )
+        ]
+    if release.standard_support_end <= today and not c.allow_extended_support:
+        out.append(
+            Problem(
+                f"{key}.version",
+                f"{c.version!r} is not under EKS standard support (it ended on "
+                f"{release.standard_support_end}; extended support bills six times the rate); "
+                f"allowed: {', '.join(current)}, or allowExtendedSupport: true",
+            )
+        )
+    if c.upgrade_from is not None:
+        if c.upgrade_from not in releases:
+            out.append(
+                Problem(
+                    f"{key}.upgradeFrom",
+                    f"{c.upgrade_from!r} is not a version EKS offers; allowed: "
+                    f"{', '.join(releases)}",
+                )
+            )
+        elif catalogue.minor(c.version) - catalogue.minor(c.upgrade_from) not in (0, 1):
+            nxt = f"1.{catalogue.minor(c.upgrade_from) + 1}"
+            out.append(
+                Problem(
+                    f"{key}.version",
+                    f"{c.version!r} from {c.upgrade_from} skips or reverses a minor version (EKS "
+                    f"upgrades one minor at a time and never downgrades); allowed: "
+                    f"{c.upgrade_from} or {nxt}, then the next minor in a later change",
+                )
+            )
+    ami = c.ami_release_version
+    if ami is not None and not re.fullmatch(rf"{re.escape(c.version)}\.[0-9]+-[0-9]{{8}}", ami):
+        out.append(
+            Problem(
+                f"{key}.amiReleaseVersion",
+                f"{ami!r} is not an AL2023 EKS AMI release of Kubernetes {c.version}; allowed: "
+                f"{c.version}.<patch>-<yyyymmdd> (aws ssm get-parameter --name "
+                f"{catalogue.ami_release_parameter(c.version, c.architecture)}), or leave it out",
+            )
+        )
+    return out
+
+
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$")
+
+
+def _admin_problems(c: ClusterConfig, key: str) -> list[Problem]:
+    """Administrators are IAM roles; a user or a session where a role is expected is refused."""
+    out = list[Problem]()
+    if not c.admin_role_arns:
+        out.append(
+            Problem(
+                f"{key}.adminRoleArns",
+                "empty: nobody could administer the cluster, and the program could not create its "
+                "Kubernetes objects; allowed: IAM role ARNs such as "
+                "arn:aws:iam::123456789012:role/platform-admin (whoever deploys assumes one)",
+            )
+        )
+    for arn in c.admin_role_arns:
+        if _ROLE_ARN.match(arn):
+            continue
+        if ":user/" in arn:
+            why = "is an IAM user; a user's access would follow one person"
+        elif ":assumed-role/" in arn:
+            why = "is a role session (sts assumed-role), not the role"
+        else:
+            why = "is not an IAM role ARN"
+        out.append(
+            Problem(
+                f"{key}.adminRoleArns",
+                f"{arn!r} {why}; allowed: a role ARN such as "
+                "arn:aws:iam::123456789012:role/platform-admin (people and CI assume it)",
+            )
+        )
+    return out
+
+
 class StackConfig(_Section):
     """Every setting of one stack. Keys live under `backbone:` in stacks/Pulumi.<stack>.yaml."""
 
@@ -919,12 +1039,26 @@ class StackConfig(_Section):
                         )
                     )
             out += self._cluster_problems() + self._database_problems() + self._app_problems()
+            out += self._capacity_problems() + self._registry_problems()
             out += self._loadbalancer_problems() + self._naming_problems()
             out += self._functions_problems() + self._monitoring_problems()
             out += self._host_problems() + self._free_tier_problems()
         else:
             out += self._local_problems()
         return out
+
+    def _registry_problems(self) -> list[Problem]:
+        keep = capacity.APP_REVISION_HISTORY_LIMIT + 1
+        if not self.cluster.enabled or self.registry.keep_images >= keep:
+            return []
+        return [
+            Problem(
+                f"{NAMESPACE}:registry.keepImages",
+                f"{self.registry.keep_images} would expire images the Deployment can still roll "
+                f"back to (the running one plus a revision history of "
+                f"{capacity.APP_REVISION_HISTORY_LIMIT}); allowed: {keep} to 1000",
+            )
+        ]
 
     def _local_problems(self) -> list[Problem]:
         """target docker: AWS pieces have no meaning; the images must be pinned."""
@@ -1077,15 +1211,8 @@ class StackConfig(_Section):
         key = f"{NAMESPACE}:cluster"
         if not c.enabled:
             return out
-        if c.version not in EKS_VERSIONS:
-            out.append(
-                Problem(
-                    f"{key}.version",
-                    f"{c.version!r} is not under EKS standard "
-                    f"support; allowed: {', '.join(EKS_VERSIONS)} (older versions "
-                    "cost six times as much in extended support)",
-                )
-            )
+        out += _version_problems(c, key)
+        out += _admin_problems(c, key)
         if not c.min_nodes <= c.desired_nodes <= c.max_nodes:
             out.append(
                 Problem(
@@ -1118,6 +1245,15 @@ class StackConfig(_Section):
                         f"{t!r} does not run {c.architecture} "
                         "nodes; allowed: Graviton types (t4g, m7g, ...) for arm64, "
                         "others for x86_64",
+                    )
+                )
+            elif t not in catalogue.INSTANCE_TYPES:
+                out.append(
+                    Problem(
+                        f"{key}.instanceTypes",
+                        f"{t!r} has no allocatable figures in infra/catalogue.py (the capacity "
+                        f"rule needs them); allowed: {', '.join(catalogue.INSTANCE_TYPES)}, or add "
+                        "the type to INSTANCE_TYPES with its source",
                     )
                 )
         if not self.database.enabled:
@@ -1182,6 +1318,44 @@ class StackConfig(_Section):
                     "production stack (backbone:tier: production); allowed: your own networks "
                     "(for example [203.0.113.0/24]), or publicEndpoint: false to reach it from "
                     "inside the VPC only (privateAccessCidrs admits a VPN or a CI runner)",
+                )
+            )
+        return out
+
+    def _capacity_problems(self) -> list[Problem]:
+        """The app at maxReplicas, and a rollout's surge beside it, fit in maxNodes."""
+        c, a = self.cluster, self.app
+        types = [catalogue.INSTANCE_TYPES.get(t) for t in c.instance_types]
+        if not c.enabled or not types or None in types:
+            return []  # no cluster, or an instance type _instance_problems refuses
+        smallest = min(
+            (t for t in types if t is not None),
+            key=lambda t: (t.allocatable_cpu_m, t.allocatable_memory_mib),
+        )
+        out = list[Problem]()
+        held = capacity.fit(smallest, c.max_nodes, a.cpu, a.memory)
+        for what, pods in (
+            (f"{a.max_replicas} app pods (app.maxReplicas)", a.max_replicas),
+            (
+                f"a rolling update at maxReplicas runs {a.max_replicas + capacity.APP_MAX_SURGE} "
+                f"app pods (maxReplicas {a.max_replicas} + maxSurge {capacity.APP_MAX_SURGE}), "
+                "which",
+                a.max_replicas + capacity.APP_MAX_SURGE,
+            ),
+        ):
+            if held.app_pods >= pods:
+                continue
+            need = capacity.nodes_needed(smallest, pods, a.cpu, a.memory, 100)
+            fewer = held.app_pods - (pods - a.max_replicas)
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:cluster.maxNodes",
+                    f"{what} of {a.cpu} CPU and {a.memory} do not fit in maxNodes {c.max_nodes} x "
+                    f"{smallest.name}: they hold {held.app_pods} beside the system pods "
+                    f"({held.per_node} a node; {held.limit} runs out first); change "
+                    + (f"cluster.maxNodes to {need} or more, or " if need <= 100 else "")
+                    + (f"app.maxReplicas to {fewer} or fewer" if fewer >= 1 else "app.cpu")
+                    + " (or app.cpu/app.memory, or a larger cluster.instanceTypes)",
                 )
             )
         return out

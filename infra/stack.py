@@ -11,6 +11,7 @@ import pulumi_random as random
 
 from infra import packaging
 from infra.components import project_stack
+from infra.components.autoscaler import Autoscaler
 from infra.components.cluster import Cluster
 from infra.components.database import Database
 from infra.components.functions import CanaryLink, Functions, JobNetwork, Packager
@@ -124,7 +125,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
     assert cfg.region is not None  # config guarantees it for target aws
     provider = aws_provider(cfg)
     opts = pulumi.ResourceOptions(providers={"aws": provider})
-    network = Network("network", cfg.network, opts=opts)
+    network = Network("network", cfg.network, region=cfg.region, opts=opts)
     outputs: dict[str, Any] = {
         "region": cfg.region,
         "vpcId": network.vpc_id,
@@ -157,7 +158,16 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             name_prefix=project_stack(cfg.stack),
             region=cfg.region,
             network=network,
+            protect=cfg.protect,
             opts=opts,
+        )
+        Autoscaler(
+            "autoscaler",
+            cluster,
+            region=cfg.region,
+            opts=pulumi.ResourceOptions(
+                providers={"aws": provider, "kubernetes": cluster.provider}
+            ),
         )
         outputs |= {
             "clusterName": cluster.cluster_name,

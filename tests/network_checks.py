@@ -13,6 +13,7 @@ ASSOC = "aws:ec2/routeTableAssociation:RouteTableAssociation"
 NAT = "aws:ec2/natGateway:NatGateway"
 VPC = "aws:ec2/vpc:Vpc"
 IGW = "aws:ec2/internetGateway:InternetGateway"
+ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
 
 
 def subnets(plan: Plan, kind: str) -> list[Resource]:
@@ -85,3 +86,14 @@ def check_network(plan: Plan, *, azs: int, nat: int, cidr: str) -> None:
             assert nat_zone[target] == s.inputs["availabilityZone"]
         else:
             assert target in nat_zone
+
+    # With a NAT gateway, S3 through a gateway endpoint on every private route table (free;
+    # ECR's image layers skip the NAT's processing charge). Without one, nothing goes out.
+    gateways = [e for e in plan.of_type(ENDPOINT) if e.inputs["vpcEndpointType"] == "Gateway"]
+    if nat == 0:
+        assert gateways == []
+        return
+    (s3,) = gateways
+    assert s3.inputs["serviceName"] == "com.amazonaws.us-east-1.s3"
+    assert s3.inputs["vpcId"] == vpc.id
+    assert sorted(s3.inputs["routeTableIds"]) == sorted(private_tables)

@@ -111,7 +111,7 @@ def test_kubernetes_objects_wait_for_coredns(plan_of, stack):
     )
     provider = plan.one("pulumi:providers:kubernetes")
     assert coredns.urn in provider.dependencies
-    deployment = plan.one("kubernetes:apps/v1:Deployment")
+    deployment = plan.one("kubernetes:apps/v1:Deployment", "app-deployment")
     assert deployment.provider and deployment.provider.startswith(provider.urn)
 
 

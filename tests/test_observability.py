@@ -57,7 +57,7 @@ def test_the_collector_scrapes_the_app_into_the_workspace(plan):
         r["source_labels"][0]: r["regex"] for r in app["relabel_configs"] if r["action"] == "keep"
     }
     # what the rendered Deployment's pods carry (obs-interface.md)
-    (dep,) = plan.of_type("kubernetes:apps/v1:Deployment")
+    dep = plan.one("kubernetes:apps/v1:Deployment", "app-deployment")
     labels = dep.inputs["spec"]["template"]["metadata"]["labels"]
     assert (
         keeps["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
@@ -92,13 +92,18 @@ def test_the_collector_gets_the_cluster_access_aws_documents(plan):
     assert entry.inputs["principalArn"] == f"arn:aws:iam::123456789012:role/{name}"
     assert entry.inputs["userName"] == "aps-collector-user"
     assert entry.inputs["type"] == "STANDARD"
-    role = plan.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    role = plan.one(
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", "observability-collector-role"
+    )
     rules = role.inputs["rules"]
     resources = {r for rule in rules for r in rule.get("resources", [])}
     assert {"pods", "endpoints", "services", "nodes"} <= resources
     assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in rules)
     assert {"nonResourceURLs": ["/metrics"], "verbs": ["get"]} in rules
-    binding = plan.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
+    binding = plan.one(
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding",
+        "observability-collector-binding",
+    )
     assert binding.inputs["roleRef"]["name"] == role.inputs["metadata"]["name"]
     assert binding.inputs["subjects"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "aps-collector-user"}

@@ -1,14 +1,19 @@
 """The cluster: EKS with a managed node group, add-ons, IAM access entries and a kubeconfig.
 
-- The control plane runs a Kubernetes version under standard support, and its upgrade policy is
-  STANDARD, so AWS upgrades it rather than billing extended support.
-- Authentication mode API: access entries (not the aws-auth ConfigMap) grant the deploying
-  identity, and any extra admin principals, cluster-admin.
-- Nodes: a managed node group of AL2023 in the private subnets; its role has the AWS managed
-  policies nodes need (worker, ECR pull-only). The VPC CNI's policy goes to the add-on's own role
-  through the cluster's OIDC provider (IRSA), not to every node.
-- The kubeconfig (a secret output) authenticates with `aws eks get-token --cluster-name`, and one
-  pulumi-kubernetes Provider built from it serves every Kubernetes resource.
+- The control plane runs a Kubernetes version under standard support (upgrade policy STANDARD,
+  EXTENDED only when the stack accepts it), its network interfaces in the private subnets only,
+  and Kubernetes Secrets envelope-encrypted with its own rotating KMS key.
+- Authentication mode API: access entries (not the aws-auth ConfigMap) grant the configured admin
+  roles cluster-admin, whoever runs `pulumi up`.
+- Nodes: a managed node group of AL2023 in the private subnets at the control plane's version and
+  a pinned (or recommended) AMI release; its role has the AWS managed policies nodes need (worker,
+  ECR pull-only, Session Manager). No SSH. The VPC CNI's policy goes to the add-on's own role
+  through the cluster's OIDC provider (IRSA), not to every node. The node count is the
+  autoscaler's after creation (node_count).
+- Add-ons at the default version for the cluster's Kubernetes version; after the nodes, except
+  the VPC CNI, which the nodes need.
+- The kubeconfig (a secret output) authenticates with `aws eks get-token --role-arn <first admin
+  role>`, and one pulumi-kubernetes Provider built from it serves every Kubernetes resource.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from infra import catalogue
 from infra.components import iam
 from infra.components.network import Network
 from infra.config import ClusterConfig
@@ -34,8 +40,11 @@ def _managed(policy: str) -> str:
     return f"arn:aws:iam::aws:policy/{policy}"
 
 
-def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> str:
-    """A kubeconfig that authenticates with the AWS CLI (`aws eks get-token`)."""
+def kubeconfig(
+    cluster_name: str, endpoint: str, ca_data: str, region: str, role_arn: str | None = None
+) -> str:
+    """A kubeconfig that authenticates with the AWS CLI (`aws eks get-token`), as `role_arn` when
+    given (the first admin role: the same identity whoever runs the program)."""
     return json.dumps(
         {
             "apiVersion": "v1",
@@ -64,6 +73,7 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
                                 cluster_name,
                                 "--region",
                                 region,
+                                *(["--role-arn", role_arn] if role_arn else []),
                                 "--output",
                                 "json",
                             ],
@@ -88,10 +98,33 @@ class NodeRole:
     attachments: list[aws.iam.RolePolicyAttachment]
 
 
+# The node group's tag recording the desiredNodes setting it was last given (see node_count).
+DESIRED_TAG = "backbone:desired-nodes"
+
+
 @dataclass(frozen=True)
-class Addons:
-    vpc_cni: aws.eks.Addon
-    kube_proxy: aws.eks.Addon
+class LiveScaling:
+    desired: int
+    """The node group's desired size now (the autoscaler's count)."""
+    desired_setting: str | None
+    """The desiredNodes setting recorded on it (DESIRED_TAG) when last applied."""
+
+
+def node_count(min_nodes: int, desired_nodes: int, max_nodes: int, live: LiveScaling | None) -> int:
+    """The desired size to send EKS. EKS refuses a scaling config outside min <= desired <= max:
+    CreateNodegroup/UpdateNodegroupConfig answer InvalidParameterException "Minimum capacity N
+    can't be greater than desired size M" (as reported in terraform-aws-modules/terraform-aws-eks
+    #835 and #3306), and botocore's NodegroupScalingConfig.desiredSize says the cluster
+    autoscaler alters desiredSize but never below minSize or above maxSize. So:
+    - no node group yet: desiredNodes;
+    - desiredNodes changed since it was last applied (DESIRED_TAG): the new setting, once;
+    - otherwise the live count (the autoscaler's: a `pulumi up` never undoes it),
+    each raised to minNodes or lowered to maxNodes."""
+    if live is None or live.desired_setting != str(desired_nodes):
+        wanted = desired_nodes
+    else:
+        wanted = live.desired
+    return max(min_nodes, min(wanted, max_nodes))
 
 
 class Cluster(pulumi.ComponentResource):
@@ -106,10 +139,14 @@ class Cluster(pulumi.ComponentResource):
         name_prefix: str,
         region: str,
         network: Network,
+        protect: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:cluster:Cluster", name, None, opts)
         self._name, self._cfg, self._network = name, cfg, network
+        self.version = cfg.version
+        self.admin_role_arns = list(dict.fromkeys(cfg.admin_role_arns))
+        self.secrets_key = self._secrets_key(protect)
         plane = self._control_plane(name_prefix)
         self.cluster = plane.cluster
         self.cluster_name = self.cluster.name
@@ -123,13 +160,15 @@ class Cluster(pulumi.ComponentResource):
             client_id_lists=["sts.amazonaws.com"],
             opts=self._child(),
         )
-        addons = self._network_addons()
-        self.node_group = self._node_group(self._node_role(), addons)
-        # These run as pods, so they wait for nodes. The HorizontalPodAutoscaler reads pod CPU
-        # from the metrics API, which EKS does not serve until metrics-server (an EKS community
-        # add-on) runs.
+        vpc_cni = self._vpc_cni()
+        self.node_group = self._node_group(self._node_role(), vpc_cni)
+        # After the nodes: a version bump upgrades the control plane, then the node group, then
+        # these (kube-proxy must not be newer than the nodes' kubelet). CoreDNS and
+        # metrics-server run as pods, so they wait for nodes anyway; the HorizontalPodAutoscaler
+        # reads pod CPU from the metrics API, which EKS serves once metrics-server runs.
+        self.kube_proxy = self._addon("kube-proxy", [self.node_group])
         self.coredns = self._addon("coredns", [self.node_group])
-        self._addon("metrics-server", [self.node_group])
+        self.metrics_server = self._addon("metrics-server", [self.node_group])
         self.autoscaling_group_name = self.node_group.resources.apply(
             lambda rs: rs[0].autoscaling_groups[0].name  # type: ignore[index]
         )
@@ -137,7 +176,7 @@ class Cluster(pulumi.ComponentResource):
         self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.all(
                 self.cluster.name, self.cluster.endpoint, self.cluster.certificate_authority.data
-            ).apply(lambda a: kubeconfig(a[0], a[1], a[2], region))
+            ).apply(lambda a: kubeconfig(a[0], a[1], a[2], region, self.admin_role_arns[0]))
         )
         self.provider = k8s.Provider(
             f"{name}-k8s",
@@ -146,7 +185,7 @@ class Cluster(pulumi.ComponentResource):
             # Every Kubernetes object waits for the nodes, the access grants and CoreDNS (the add-on
             # is created once its pods are ACTIVE): the app's migration init container resolves
             # the database's DNS name first thing, and would crash-loop without it.
-            opts=self._child(depends_on=[self.node_group, self.coredns, *grants]),
+            opts=self._child(depends_on=[self.node_group, self.coredns, self.kube_proxy, *grants]),
         )
         self.register_outputs(
             {
@@ -195,8 +234,9 @@ class Cluster(pulumi.ComponentResource):
             name=cluster_name,
             version=cfg.version,
             role_arn=role.arn,
+            # The control plane's network interfaces go in the private subnets only.
             vpc_config=aws.eks.ClusterVpcConfigArgs(
-                subnet_ids=[*network.private_subnet_ids, *network.public_subnet_ids],
+                subnet_ids=network.private_subnet_ids,
                 endpoint_private_access=True,
                 endpoint_public_access=cfg.public_endpoint,
                 public_access_cidrs=cfg.public_access_cidrs if cfg.public_endpoint else None,
@@ -206,10 +246,28 @@ class Cluster(pulumi.ComponentResource):
                 bootstrap_cluster_creator_admin_permissions=False,
             ),
             enabled_cluster_log_types=list(cfg.log_types),
-            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
+            # Kubernetes Secrets are envelope-encrypted with the cluster's own KMS key.
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=self.secrets_key.arn),
+                resources=["secrets"],
+            ),
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(
+                support_type="EXTENDED" if cfg.allow_extended_support else "STANDARD"
+            ),
             opts=self._child(depends_on=[log_group, policy]),
         )
         return ControlPlane(cluster=cluster, log_group=log_group)
+
+    def _secrets_key(self, protect: bool) -> aws.kms.Key:
+        """The KMS key EKS envelope-encrypts Kubernetes Secrets with: rotated yearly, and
+        protected with the stack (losing it loses every Secret)."""
+        return aws.kms.Key(
+            f"{self._name}-secrets",
+            description="EKS envelope encryption of Kubernetes Secrets",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect),
+        )
 
     def _api_ingress(self) -> None:
         """Private networks admitted on 443 to the API endpoint through the cluster SG."""
@@ -225,44 +283,59 @@ class Cluster(pulumi.ComponentResource):
                 opts=self._child(),
             )
 
-    def _irsa_role(self, part: str, namespace: str, service_account: str) -> aws.iam.Role:
+    def irsa_role(
+        self,
+        resource_name: str,
+        namespace: str,
+        service_account: str,
+        parent: pulumi.Resource | None = None,
+    ) -> aws.iam.Role:
         """A role one Kubernetes service account assumes through the cluster's OIDC provider."""
         return aws.iam.Role(
-            f"{self._name}-{part}",
+            resource_name,
             assume_role_policy=pulumi.Output.all(self.oidc_provider.arn, self.issuer).apply(
                 lambda a: irsa_trust(a[0], a[1], namespace, service_account)
             ),
-            opts=self._child(),
+            opts=pulumi.ResourceOptions(parent=parent or self),
         )
 
     def _addon(self, addon_name: str, after: list[pulumi.Resource], **extra: Any) -> aws.eks.Addon:
+        """An EKS add-on at the default version EKS gives it for the cluster's Kubernetes version
+        (so a version bump moves it too), looked up at deploy time."""
+        version = aws.eks.get_addon_version_output(
+            addon_name=addon_name,
+            kubernetes_version=self.cluster.version,
+            most_recent=False,
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        ).version
         return aws.eks.Addon(
             f"{self._name}-{addon_name}",
             cluster_name=self.cluster.name,
             addon_name=addon_name,
+            addon_version=version,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=self._child(depends_on=after),
             **extra,
         )
 
-    def _network_addons(self) -> Addons:
-        """The VPC CNI (its policy on its own IRSA role, not on every node) and kube-proxy."""
-        cni_role = self._irsa_role("vpc-cni", "kube-system", "aws-node")
+    def _vpc_cni(self) -> aws.eks.Addon:
+        """The VPC CNI, before the nodes (they need their network; its versions span every
+        supported minor), its policy on its own IRSA role, not on every node."""
+        cni_role = self.irsa_role(f"{self._name}-vpc-cni", "kube-system", "aws-node")
         cni_policy = aws.iam.RolePolicyAttachment(
             f"{self._name}-vpc-cni",
             role=cni_role.name,
             policy_arn=_managed("AmazonEKS_CNI_Policy"),
             opts=self._child(),
         )
-        vpc_cni = self._addon(
+        return self._addon(
             "vpc-cni",
             [cni_policy],
             service_account_role_arn=cni_role.arn,
             # NetworkPolicy objects are enforced only with the CNI's network policy agent on.
             configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
         )
-        return Addons(vpc_cni=vpc_cni, kube_proxy=self._addon("kube-proxy", []))
 
     def _node_role(self) -> NodeRole:
         """Only what a node needs (no CNI policy: that goes to the add-on's own role)."""
@@ -281,15 +354,21 @@ class Cluster(pulumi.ComponentResource):
             for short, policy in (
                 ("worker", "AmazonEKSWorkerNodePolicy"),
                 ("ecr-pull", "AmazonEC2ContainerRegistryPullOnly"),
+                # Session Manager: a shell on a node without SSH, keys or an open port.
+                ("ssm", "AmazonSSMManagedInstanceCore"),
             )
         ]
         return NodeRole(role=role, attachments=attachments)
 
-    def _node_group(self, node_role: NodeRole, addons: Addons) -> aws.eks.NodeGroup:
+    def _node_group(self, node_role: NodeRole, vpc_cni: aws.eks.Addon) -> aws.eks.NodeGroup:
+        """Follows the control plane's version (an Output of the cluster, so a bump upgrades the
+        control plane first), on a pinned or recommended AMI release; no SSH (no remoteAccess)."""
         cfg = self._cfg
         return aws.eks.NodeGroup(
             f"{self._name}-nodes",
             cluster_name=self.cluster.name,
+            version=self.cluster.version,
+            release_version=self._ami_release(),
             node_role_arn=node_role.role.arn,
             subnet_ids=self._network.private_subnet_ids,
             instance_types=cfg.instance_types,
@@ -297,29 +376,61 @@ class Cluster(pulumi.ComponentResource):
             capacity_type="ON_DEMAND",
             disk_size=cfg.disk_size_gb,
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
-                min_size=cfg.min_nodes, desired_size=cfg.desired_nodes, max_size=cfg.max_nodes
+                min_size=cfg.min_nodes, desired_size=self._desired_size(), max_size=cfg.max_nodes
             ),
             update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
             labels={"backbone/pool": "app"},
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[*node_role.attachments, addons.vpc_cni, addons.kube_proxy],
-                # Scaling changes the live count; a later `pulumi up` must not undo it.
-                ignore_changes=["scalingConfig.desiredSize"],
-            ),
+            tags={DESIRED_TAG: str(cfg.desired_nodes)},
+            opts=self._child(depends_on=[*node_role.attachments, vpc_cni]),
         )
 
+    def _ami_release(self) -> pulumi.Input[str]:
+        """The pinned release, or the one AWS recommends for the version (public SSM parameter)."""
+        cfg = self._cfg
+        if cfg.ami_release_version:
+            return cfg.ami_release_version
+        return aws.ssm.get_parameter_output(
+            name=catalogue.ami_release_parameter(cfg.version, cfg.architecture),
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        ).value
+
+    def _desired_size(self) -> pulumi.Output[int]:
+        """The count to send EKS (node_count), from the live node group when there is one."""
+        cfg, prefix = self._cfg, f"{self._name}-nodes-"
+        listed = aws.eks.get_node_groups_output(
+            cluster_name=self.cluster.name, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+
+        def from_live(a: list[Any]) -> Any:
+            cluster_name, names = a
+            ours = sorted(n for n in names or [] if n.startswith(prefix))
+            if not ours:
+                return node_count(cfg.min_nodes, cfg.desired_nodes, cfg.max_nodes, None)
+            live = aws.eks.get_node_group_output(
+                cluster_name=cluster_name,
+                node_group_name=ours[-1],
+                opts=pulumi.InvokeOutputOptions(parent=self),
+            )
+            return pulumi.Output.all(live.scaling_configs, live.tags).apply(
+                lambda b: node_count(
+                    cfg.min_nodes,
+                    cfg.desired_nodes,
+                    cfg.max_nodes,
+                    LiveScaling(
+                        desired=_desired_of(b[0][0]),
+                        desired_setting=(b[1] or {}).get(DESIRED_TAG),
+                    ),
+                )
+            )
+
+        return pulumi.Output.all(self.cluster.name, listed.names).apply(from_live)
+
     def _access(self) -> list[aws.eks.AccessPolicyAssociation]:
-        """The identity running `pulumi up` (an assumed role's session resolved to the role
-        itself) and any configured admins get cluster-admin through access entries."""
-        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        deployer = aws.iam.get_session_context_output(
-            arn=caller.arn, opts=pulumi.InvokeOutputOptions(parent=self)
-        ).issuer_arn
+        """The configured admin roles get cluster-admin through access entries: the same entries
+        whoever runs `pulumi up` (no caller lookup), one per role (duplicates merged)."""
         grants = []
-        principals: list[pulumi.Input[str]] = [deployer, *self._cfg.admin_principal_arns]
-        for i, principal in enumerate(principals):
-            part = "deployer" if i == 0 else f"admin-{i}"
+        for i, principal in enumerate(self.admin_role_arns):
+            part = f"admin-{i + 1}"
             entry = aws.eks.AccessEntry(
                 f"{self._name}-{part}",
                 cluster_name=self.cluster.name,
@@ -338,6 +449,16 @@ class Cluster(pulumi.ComponentResource):
                 )
             )
         return grants
+
+
+def _desired_of(scaling: Any) -> int:
+    """desiredSize of a node group's scaling config, as the SDK's typed result or as the plain
+    mapping an engine may hand back for an invoke's nested object."""
+    if isinstance(scaling, dict):
+        value = scaling.get("desired_size", scaling.get("desiredSize"))
+    else:
+        value = scaling.desired_size
+    return int(value or 0)
 
 
 def irsa_trust(provider_arn: str, issuer: str, namespace: str, service_account: str) -> str:

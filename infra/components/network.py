@@ -5,6 +5,10 @@ they reach the internet is the NAT strategy: `none` (no route out: isolated, fre
 zones through one NAT gateway in the first zone) or `per-az` (a NAT gateway in each zone, so a zone
 outage does not cut the others off). Zones are looked up in the region, never hard-coded; subnet
 CIDRs are carved from the VPC range with the standard library (NetworkConfig.subnets).
+
+With a NAT gateway, an S3 gateway endpoint sits on every private route table (free; ECR serves
+image layers from S3, so pulls skip the NAT gateway's processing charge). Interface endpoints for ECR and STS are optional
+(`interfaceEndpoints`), priced per zone-hour and per GB.
 """
 
 from __future__ import annotations
@@ -38,10 +42,15 @@ class Network(pulumi.ComponentResource):
     private_route_tables: list[aws.ec2.RouteTable]
 
     def __init__(
-        self, name: str, cfg: NetworkConfig, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        cfg: NetworkConfig,
+        *,
+        region: str,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:network:Network", name, None, opts)
-        self._name, self._cfg = name, cfg
+        self._name, self._cfg, self._region = name, cfg, region
         self.availability_zones = self._zones()
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
@@ -59,6 +68,8 @@ class Network(pulumi.ComponentResource):
         self.public_subnets, self.private_subnets = subnets.public, subnets.private
         self.nat_gateways = self._nat_gateways(igw)
         self.private_route_tables = self._private_route_tables()
+        self.s3_endpoint = self._s3_endpoint()
+        self.interface_endpoints = self._interface_endpoints()
         if cfg.flow_logs:
             self._flow_logs()
 
@@ -208,6 +219,59 @@ class Network(pulumi.ComponentResource):
             )
             out.append(rt)
         return out
+
+    def _s3_endpoint(self) -> aws.ec2.VpcEndpoint | None:
+        """S3 through the private route tables: free, and image layers skip NAT processing
+        (with no NAT gateway nothing in the private subnets goes out, so none is made)."""
+        if not self.nat_gateways:
+            return None
+        return aws.ec2.VpcEndpoint(
+            f"{self._name}-s3",
+            vpc_id=self.vpc.id,
+            service_name=f"com.amazonaws.{self._region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[rt.id for rt in self.private_route_tables],
+            tags={"Name": f"{self._name}-s3"},
+            opts=self._child(),
+        )
+
+    def _interface_endpoints(self) -> list[aws.ec2.VpcEndpoint]:
+        """ECR and STS inside the VPC (private DNS), reachable on 443 from the VPC only."""
+        services = self._cfg.interface_endpoints
+        if not services:
+            return []
+        name = self._name
+        group = aws.ec2.SecurityGroup(
+            f"{name}-endpoints",
+            vpc_id=self.vpc.id,
+            description="Interface VPC endpoints: HTTPS from inside the VPC",
+            tags={"Name": f"{name}-endpoints"},
+            opts=self._child(),
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-endpoints-https",
+            security_group_id=group.id,
+            cidr_ipv4=self._cfg.cidr,
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            description="HTTPS from the VPC",
+            opts=self._child(),
+        )
+        return [
+            aws.ec2.VpcEndpoint(
+                f"{name}-{service.replace('.', '-')}",
+                vpc_id=self.vpc.id,
+                service_name=f"com.amazonaws.{self._region}.{service}",
+                vpc_endpoint_type="Interface",
+                private_dns_enabled=True,
+                subnet_ids=[s.id for s in self.private_subnets],
+                security_group_ids=[group.id],
+                tags={"Name": f"{name}-{service}"},
+                opts=self._child(),
+            )
+            for service in services
+        ]
 
     def _flow_logs(self) -> None:
         name = self._name
