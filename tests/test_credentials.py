@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _pod(plan: Plan) -> dict[str, Any]:
-    deployment = plan.one("kubernetes:apps/v1:Deployment").inputs
+    deployment = plan.one("kubernetes:apps/v1:Deployment", "app-deployment").inputs
     return dict(deployment["spec"]["template"]["spec"])
 
 
@@ -80,7 +80,9 @@ def test_the_pods_role_is_assumed_by_their_service_account_only_and_reads_one_se
         "aud": AWS_TOKEN_AUDIENCE,
         "sub": f"system:serviceaccount:{namespace}:shortener",
     }
-    account = plan.one("kubernetes:core/v1:ServiceAccount").inputs["metadata"]["name"]
+    account = plan.one("kubernetes:core/v1:ServiceAccount", "app-serviceaccount").inputs[
+        "metadata"
+    ]["name"]
     assert _pod(plan)["serviceAccountName"] == account == "shortener"
     policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy", "app-role").inputs["policy"])
     secret = plan.one("aws:secretsmanager/secret:Secret", "database-app-credentials")

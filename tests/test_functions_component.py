@@ -203,7 +203,7 @@ def test_canary_probes_the_load_balancer_from_outside_the_vpc(plan):
 
 
 def test_the_canary_follows_the_link_the_migration_creates(plan):
-    deployment = next(r.inputs for r in plan.of_type("kubernetes:apps/v1:Deployment"))
+    deployment = plan.one("kubernetes:apps/v1:Deployment", "app-deployment").inputs
     (migrate,) = deployment["spec"]["template"]["spec"]["initContainers"]
     made = {e["name"]: e["value"] for e in migrate["env"] if e["name"].startswith("CANARY_")}
     env = functions(plan)["canary"].inputs["environment"]["variables"]

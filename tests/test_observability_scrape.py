@@ -182,7 +182,7 @@ def swap_discovery(config: dict[str, Any], folder: Path, groups: dict[str, list[
 
 
 def deployment_of(plan: Any) -> dict[str, Any]:
-    (dep,) = plan.of_type("kubernetes:apps/v1:Deployment")
+    dep = plan.one("kubernetes:apps/v1:Deployment", "app-deployment")
     data: dict[str, Any] = dep.inputs
     return data
 
