@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from tests.realparts import REPO, missing
+from tests.realparts import REPO
+from tests.realparts import moto_server as running_moto
 
 REGION = "us-east-1"
 
@@ -42,17 +43,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[str]:
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        missing("moto[server]", "pip install 'moto[server]'")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with running_moto() as endpoint:
+        yield endpoint
 
 
 def _post(url: str, body: dict[str, Any] | None = None) -> None:

@@ -5,8 +5,10 @@ DESIGN.md: in CI a missing real part is a failure, never a silent skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,28 @@ def shared_fixture(*parts: str) -> Path:
     if not path.exists():
         missing(str(path), "the shared fixtures folder sits beside the repository in CI")
     return path
+
+
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's AWS emulation in server mode (real HTTP on loopback); yields its endpoint URL."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        missing("moto[server]", "pip install 'moto[server]'")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -332,19 +332,10 @@ def live_server_factory() -> Iterator[type[LiveServer]]:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's AWS emulation in server mode (HTTP on loopback), for Secrets Manager."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        from tests.realparts import missing
+    from tests.realparts import moto_server
 
-        missing("moto[server]", "pip install 'moto[server]'")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def aws_env(endpoint: str) -> dict[str, str]:

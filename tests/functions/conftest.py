@@ -24,7 +24,7 @@ import boto3
 import psycopg
 import pytest
 
-from tests.realparts import REPO, missing, require_tool
+from tests.realparts import REPO, moto_server, require_tool
 
 FUNCTIONS = REPO / "app" / "functions"
 REGION = "us-east-1"
@@ -52,17 +52,8 @@ def load_function(name: str) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        missing("moto[server]", "pip install 'moto[server]'")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
