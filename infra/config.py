@@ -292,8 +292,9 @@ class RegistryConfig(_Section):
     """The ECR repository the app's image is pushed to."""
 
     keep_images: int = Field(default=10, ge=1, le=1000)
-    """How many images the lifecycle policy keeps; older ones are expired. At least the running
-    image plus the Deployment's revision history (6), so `kubectl rollout undo` finds its image."""
+    """How many images the lifecycle policy keeps; older ones are expired. With a cluster, at
+    least the running image plus the Deployment's revision history (6), so `kubectl rollout undo`
+    finds its image; a stack without one (free-tier) may keep fewer."""
 
     scan_on_push: bool = True
     """Scan every pushed image for known vulnerabilities (ECR basic scanning)."""

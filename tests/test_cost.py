@@ -619,3 +619,48 @@ def test_plan_ends_with_the_monthly_cost(backbone_cli):
     assert dev.stdout.rstrip().splitlines()[-1].startswith("estimated monthly cost: $")
     as_json = backbone_cli("plan", "dev", "--format", "json")
     assert json.loads(as_json.stdout)["stack"] == "dev"  # stdout stays the Plan alone
+
+
+def test_the_readme_estimates_are_what_backbone_cost_computes(plan_of, tmp_path):
+    """Every dollar figure of the README's estimates table, recomputed by the cost model."""
+    import re as _re
+
+    import yaml as _yaml
+
+    from backbone.synth import synth
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("Estimates today") :].split("\n\n")[1]
+    rows = {
+        line.split("|")[1].strip(): [
+            float(m.group(1).replace(",", ""))
+            for cell in line.split("|")[2:5]
+            if (m := _re.search(r"\$([0-9,]+\.[0-9]{2})", cell))
+        ]
+        for line in table.splitlines()
+        if line.startswith("| ") and "$" in line
+    }
+    with_lb = _yaml.safe_load((REPO / "stacks" / "Pulumi.free-tier.yaml").read_text())
+    with_lb["config"].setdefault("backbone:loadbalancer", {})["enabled"] = True
+    lb_file = tmp_path / "Pulumi.free-tier.yaml"
+    lb_file.write_text(_yaml.safe_dump(with_lb))
+    template = Plan.from_json(
+        json.loads((FIXTURES / "kubernetes-aws-python.plan.json").read_text())
+    )
+    cases = {
+        "free-tier": (plan_of("free-tier"), None),
+        "free-tier with `loadbalancer.enabled: true`": (synth(str(lb_file), cwd=REPO), None),
+        "dev": (plan_of("dev"), None),
+        "prod": (plan_of("prod"), None),
+        "Pulumi's `kubernetes-aws-python` template, its defaults": (
+            template,
+            FIXTURES / "kubernetes-aws-python.usage.yaml",
+        ),
+    }
+    assert set(rows) == set(cases)
+    for label, (plan, usage) in cases.items():
+        got = [
+            round(estimate(plan, free_tier=mode, usage=usage).total_usd, 2)
+            for mode in ("12-month", "free-plan", "none")
+        ]
+        assert rows[label] == got, label
