@@ -711,12 +711,12 @@ class Verifier:
             name,
             url,
             lambda s: s == 200,
-            "readiness fails when the app cannot serve (its database pool): the database "
-            "check above and the app's logs for 'not ready'",
+            "readiness no longer follows the database: a 503 means the pod is starting (its "
+            "schema not seen yet) or stopping; `kubectl -n backbone get pods` and the app's logs",
         )
 
     def http_read(self, name: str, url: str) -> Check:
-        # The kit creates no link: 404 is the app's answer after a lookup in the database.
+        # 404 is still the app's answer after a lookup in the database (a read path naming no link).
         return self._http(
             name,
             url,
