@@ -53,10 +53,12 @@ class BridgePg(PgCluster):
 
     def start(self) -> None:
         hba = self.data / "pg_hba.conf"
-        line = "host all all 172.16.0.0/12 trust\n"
-        if line not in hba.read_text():
-            with hba.open("a") as f:
-                f.write(line)
+        # Containers reach it from Docker's networks: the default address pools are
+        # 172.17.0.0/16-172.31.0.0/16, then 192.168.0.0/16 in /20s once those are in use.
+        for line in ("host all all 172.16.0.0/12 trust\n", "host all all 192.168.0.0/16 trust\n"):
+            if line not in hba.read_text():
+                with hba.open("a") as f:
+                    f.write(line)
         opts = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1,{self.gateway} "
             "-c fsync=off -c max_connections=100"

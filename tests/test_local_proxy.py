@@ -82,7 +82,7 @@ def balanced(image: str, tmp_path: Path) -> Iterator[dict]:  # noqa: F811
                 "-e", f"PORT={APP_PORT}", "-e", f"MIGRATE_ON_STARTUP={'true' if n == 0 else 'false'}",
                 image,
             )  # fmt: skip
-            wait_for(lambda name=name: healthy(name), f"{name} healthy")
+            wait_for(lambda name=name: healthy(name), f"{name} healthy", container=name)
         docker(
             "run", "-d", "--name", proxy, "--network", network, *hardening,
             "-v", f"{config}:/etc/backbone/haproxy.cfg:ro",
@@ -102,10 +102,16 @@ def healthy(name: str) -> bool:
     return state.stdout.strip() == "healthy"
 
 
-def wait_for(check, what: str, seconds: float = 60) -> None:
+def wait_for(check, what: str, seconds: float = 60, container: str | None = None) -> None:
     deadline = time.monotonic() + seconds
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            why = ""
+            if container:  # say what the container said: its state, health log and output
+                state = docker("inspect", "-f", "{{json .State}}", container, check=False)
+                logs = docker("logs", "--tail", "30", container, check=False)
+                why = f"\nstate: {state.stdout.strip()}\nlogs:\n{logs.stdout}{logs.stderr}"
+            raise AssertionError(f"timed out waiting for {what}{why}")
         time.sleep(0.2)
 
 
