@@ -37,6 +37,9 @@ class Section(BaseModel):
         populate_by_name=True,
         frozen=True,
         use_attribute_docstrings=True,
+        # The schema is built at the first validation, not at import: `backbone --help` and
+        # every command that loads no stack do not pay for it.
+        defer_build=True,
     )
 
     SECTION: ClassVar[str] = ""
