@@ -66,6 +66,9 @@ def test_functions_and_monitoring_are_wired(plan_of):
     # app's error-level log lines
     assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 20
     assert len(plan.of_type("aws:cloudwatch/dashboard:Dashboard")) == 1
+    # the alerts topic's key is kept with the stack (what the key admits: test_component_monitoring)
+    key = plan.one("aws:kms/key:Key", "monitoring-alerts-key")
+    assert key.protect and key.retain_on_delete
 
 
 def _variant(tmp_path, **changes):
