@@ -204,11 +204,7 @@ def render_rules(
     """
     _check(error_ratio, latency_p99_seconds, latency_quantile, for_minutes, rate_window)
     extra = dict(labels or {})
-    for name in [*extra, *group_by]:
-        if not _LABEL_NAME.match(name) or name.startswith("__"):
-            raise ValueError(f"{name!r} is not a valid Prometheus label name")
-    if "severity" in extra or "alertname" in extra:
-        raise ValueError("labels must not set severity or alertname: each alert sets its own")
+    _check_labels(extra, group_by)
     logs = ""
     if log_group:
         query = logs_insights_query(cluster_namespace or namespace or "backbone")
@@ -228,6 +224,14 @@ def render_rules(
             {"name": "backbone-cluster", "rules": _cluster_alerts(ctx, cluster_namespace)}
         )
     return {"groups": groups}
+
+
+def _check_labels(extra: Mapping[str, str], group_by: Sequence[str]) -> None:
+    for name in [*extra, *group_by]:
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            raise ValueError(f"{name!r} is not a valid Prometheus label name")
+    if "severity" in extra or "alertname" in extra:
+        raise ValueError("labels must not set severity or alertname: each alert sets its own")
 
 
 def _check(
@@ -534,27 +538,25 @@ def scrape_config(
             *(_copy(source, target) for source, target in POD_LABELS),
         ],
     }
-    jobs = [app]
-    if cluster_signals:
-        jobs.append(
-            {
-                "job_name": KSM_JOB,
-                "honor_labels": True,
-                "kubernetes_sd_configs": _pod_discovery(KSM_NAMESPACE),
-                "relabel_configs": [
-                    _keep(
-                        f"__meta_kubernetes_pod_label_{_label('app.kubernetes.io/name')}",
-                        KSM_JOB,
-                    ),
-                    _keep("__meta_kubernetes_pod_container_port_name", KSM_PORT_NAME),
-                ],
-                "metric_relabel_configs": [_keep("__name__", "|".join(KSM_KEPT))],
-            }
-        )
+    jobs = [app, _ksm_job()] if cluster_signals else [app]
     interval = f"{interval_seconds}s"
     return {
         "global": {"scrape_interval": interval, "scrape_timeout": f"{min(interval_seconds, 10)}s"},
         "scrape_configs": jobs,
+    }
+
+
+def _ksm_job() -> dict[str, Any]:
+    """kube-state-metrics, keeping only KSM_KEPT (its own labels win: `honor_labels`)."""
+    return {
+        "job_name": KSM_JOB,
+        "honor_labels": True,
+        "kubernetes_sd_configs": _pod_discovery(KSM_NAMESPACE),
+        "relabel_configs": [
+            _keep(f"__meta_kubernetes_pod_label_{_label('app.kubernetes.io/name')}", KSM_JOB),
+            _keep("__meta_kubernetes_pod_container_port_name", KSM_PORT_NAME),
+        ],
+        "metric_relabel_configs": [_keep("__name__", "|".join(KSM_KEPT))],
     }
 
 
