@@ -28,7 +28,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from infra import catalogue
-from infra.components import iam
+from infra.components import iam, sg
 from infra.components.network import Network
 from infra.config import ClusterConfig
 
@@ -305,14 +305,12 @@ class Cluster(pulumi.ComponentResource):
     def _api_ingress(self) -> None:
         """Private networks admitted on 443 to the API endpoint through the cluster SG."""
         for i, cidr in enumerate(self._cfg.private_access_cidrs):
-            aws.vpc.SecurityGroupIngressRule(
+            sg.allow_in(
                 f"{self._name}-api-from-{i}",
-                security_group_id=self.node_security_group_id,
-                cidr_ipv4=cidr,
-                ip_protocol="tcp",
-                from_port=443,
-                to_port=443,
-                description=f"Kubernetes API from {cidr}",
+                self.node_security_group_id,
+                443,
+                f"Kubernetes API from {cidr}",
+                cidr=cidr,
                 opts=self._child(),
             )
 
