@@ -771,6 +771,11 @@ class ObservabilityConfig(_Section):
     """Keep the add-on's Container Insights metrics (billed as CloudWatch custom metrics, a few
     hundred per cluster) besides the logs. Off: the add-on ships logs only."""
 
+    managed_grafana: bool = False
+    """An Amazon Managed Grafana workspace (AWS IAM Identity Center sign-in, which must be enabled
+    in the account) whose role may query this stack's Prometheus workspace (and read CloudWatch):
+    its data sources. Billed per active editor/viewer user a month. Needs enabled."""
+
 
 # The free tier's EC2 and RDS sizes (12-month offers, accounts opened before 2025-07-15; AWS free
 # tier page, 2025-07): 750 hours of t2.micro or t3.micro (t2.micro only where a region has no t3),
@@ -818,6 +823,14 @@ class LocalConfig(_Section):
     prometheus_port: int = Field(default=9090, ge=1024, le=65535)
     """The port on 127.0.0.1 of the Prometheus UI (http://localhost:<prometheusPort>)."""
 
+    alertmanager_port: int = Field(default=9093, ge=1024, le=65535)
+    """The port on 127.0.0.1 of the local Alertmanager (http://localhost:<alertmanagerPort>): the
+    kit's routing, with a receiver that sends nowhere (alerts are shown, not delivered)."""
+
+    grafana_port: int = Field(default=3000, ge=1024, le=65535)
+    """The port on 127.0.0.1 of the local Grafana (http://localhost:<grafanaPort>), provisioned
+    with the local Prometheus as data source and the kit's dashboards."""
+
     postgres_image: str = Field(default="postgres:17-bookworm", pattern=_IMAGE)
     """The PostgreSQL image, pinned by tag or digest (never `latest`)."""
 
@@ -826,6 +839,13 @@ class LocalConfig(_Section):
 
     prometheus_image: str = Field(default="prom/prometheus:v2.53.0", pattern=_IMAGE)
     """The Prometheus image, pinned by tag or digest."""
+
+    alertmanager_image: str = Field(default="prom/alertmanager:v0.27.0", pattern=_IMAGE)
+    """The Alertmanager image, pinned by tag or digest."""
+
+    grafana_image: str = Field(default="grafana/grafana:11.6.0", pattern=_IMAGE)
+    """The Grafana image, pinned by tag or digest (11.6: the dashboards' schema, the version of
+    grafana-foundation-sdk that builds them)."""
 
     base_image: str | None = None
     """Build argument BASE_IMAGE for app/Dockerfile; unset keeps the Dockerfile's default
@@ -1078,6 +1098,8 @@ class StackConfig(_Section):
             ("postgresImage", self.local.postgres_image),
             ("proxyImage", self.local.proxy_image),
             ("prometheusImage", self.local.prometheus_image),
+            ("alertmanagerImage", self.local.alertmanager_image),
+            ("grafanaImage", self.local.grafana_image),
         )
         for key, image in images:
             tag = image.split("@")[0].rsplit("/", 1)[-1].partition(":")[2]
@@ -1089,14 +1111,22 @@ class StackConfig(_Section):
                         "or a digest (latest changes under you)",
                     )
                 )
-        ports = {"appPort": self.local.app_port, "prometheusPort": self.local.prometheus_port}
-        if len(set(ports.values())) < len(ports):
-            out.append(
-                Problem(
-                    f"{NAMESPACE}:local.prometheusPort",
-                    f"{self.local.prometheus_port} is also appPort; allowed: another port",
+        ports = {
+            "appPort": self.local.app_port,
+            "prometheusPort": self.local.prometheus_port,
+            "alertmanagerPort": self.local.alertmanager_port,
+            "grafanaPort": self.local.grafana_port,
+        }
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port in seen:
+                out.append(
+                    Problem(
+                        f"{NAMESPACE}:local.{key}",
+                        f"{port} is also {seen[port]}; allowed: another port",
+                    )
                 )
-            )
+            seen.setdefault(port, key)
         return out
 
     def _host_problems(self) -> list[Problem]:
@@ -1720,6 +1750,14 @@ class StackConfig(_Section):
         o, out = self.observability, list[Problem]()
         key = f"{NAMESPACE}:observability"
         if not o.enabled:
+            if o.managed_grafana:
+                out.append(
+                    Problem(
+                        f"{key}.managedGrafana",
+                        "true needs observability.enabled: true (its data source is the "
+                        "stack's Prometheus workspace); allowed: false, or enable observability",
+                    )
+                )
             return out
         for what, section in (("cluster", self.cluster), ("monitoring", self.monitoring)):
             if not section.enabled:
