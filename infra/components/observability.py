@@ -9,7 +9,9 @@ evaluated (Amazon Managed Service for Prometheus), alerts that reach the alerts 
   `aws-service-role/scraper.aps.amazonaws.com/` path) with user name `aps-collector-user`, and a
   ClusterRole and ClusterRoleBinding for that user (read pods, endpoints, services, nodes).
 - kube-state-metrics as an EKS community add-on (cluster signals); the collector keeps only the
-  series the rules read.
+  series the rules read. Both add-ons here, like the cluster's own, run at the version EKS gives
+  them for the cluster's Kubernetes version (`aws.eks.get_addon_version`, looked up at deploy
+  time), after the node group: a `cluster.version` bump moves them after the nodes.
 - The kit's rules as a rule group namespace (the same `render_rules` the ConfigMap and
   `backbone dashboards` use; one APP_JOB for the scrape and the rules); an Alertmanager
   definition whose only receiver is the alerts topic (SNS, SigV4). The topic's policy admits
@@ -53,6 +55,17 @@ AGENT_ACCOUNT = "cloudwatch-agent"
 # into `log_processed`, Kubernetes metadata under `kubernetes`).
 ERROR_LEVELS = ("error", "critical")
 ERROR_METRIC_NAMESPACE = "Backbone/Logs"
+
+
+def addon_version(cluster: Cluster, addon_name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+    """The version EKS gives `addon_name` for the cluster's Kubernetes version (EKS's default for
+    it, as the cluster's own add-ons are pinned), so a version bump moves it too."""
+    return aws.eks.get_addon_version_output(
+        addon_name=addon_name,
+        kubernetes_version=cluster.cluster.version,
+        most_recent=False,
+        opts=pulumi.InvokeOutputOptions(parent=parent),
+    ).version
 
 
 def log_group_name(cluster_name: str, kind: str) -> str:
@@ -182,6 +195,7 @@ class Observability(pulumi.ComponentResource):
                     f"{self._name}-kube-state-metrics",
                     cluster_name=cluster.cluster_name,
                     addon_name="kube-state-metrics",
+                    addon_version=addon_version(cluster, "kube-state-metrics", self),
                     resolve_conflicts_on_create="OVERWRITE",
                     resolve_conflicts_on_update="OVERWRITE",
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster.node_group]),
@@ -302,6 +316,7 @@ class Observability(pulumi.ComponentResource):
             f"{self._name}-cloudwatch-observability",
             cluster_name=cluster.cluster_name,
             addon_name="amazon-cloudwatch-observability",
+            addon_version=addon_version(cluster, "amazon-cloudwatch-observability", self),
             service_account_role_arn=role.arn,
             configuration_values=json.dumps(addon_configuration(self._cfg)),
             resolve_conflicts_on_create="OVERWRITE",
