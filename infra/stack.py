@@ -380,6 +380,8 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             )
             outputs["prometheusWorkspaceId"] = observability.metrics.workspace.id
             outputs["prometheusEndpoint"] = observability.metrics.workspace.prometheus_endpoint
+            if observability.grafana:
+                outputs["grafanaEndpoint"] = observability.grafana.workspace.endpoint
 
     if host:
         # The host's own alarms: EC2 heals it, and the alerts topic (when there is one) is told.
