@@ -80,6 +80,10 @@ def test_the_workspace_signs_in_through_identity_center_and_reads_prometheus_and
     role = plan.one("aws:iam/role:Role", "observability-grafana-role")
     assert i["roleArn"] == mocked(plan, role)["arn"]
     assert "grafanaEndpoint" in plan.outputs
+    # the names the engine receives are the SDK's own (a misspelt one would be dropped)
+    from tests.test_wire_format import sdk_input_names
+
+    assert set(i) <= sdk_input_names(WORKSPACE)
 
 
 def test_the_workspace_role_may_only_query_this_stacks_data(on):

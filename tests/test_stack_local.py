@@ -292,6 +292,24 @@ def test_prometheus_config_and_rules_pass_promtool(plan_of, tmp_path):
 
 
 @pytest.mark.realpart
+def test_promtool_parses_every_query_of_the_provisioned_dashboards(plan_of, tmp_path):
+    from infra.components.dashboards import panel_queries
+
+    promtool = require_tool("promtool", HOW_PROMTOOL)
+    files = uploads(plan_of("local"), "local-grafana")
+    boards = [json.loads(t) for f, t in files.items() if f.startswith("dashboards/")]
+    exprs = [expr for board in boards for _, expr in panel_queries(board)]
+    assert len(boards) == 2 and len(exprs) > 20
+    rules = [{"record": f"dashboard:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
+    (tmp_path / "exprs.yml").write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": rules}]}))
+    done = subprocess.run(
+        [promtool, "check", "rules", "exprs.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in done.stdout
+
+
+@pytest.mark.realpart
 def test_alertmanager_config_passes_amtool(plan_of, tmp_path):
     amtool = require_tool("amtool", HOW_AMTOOL)
     folder = written(plan_of("local"), "local-alertmanager", tmp_path)
