@@ -1094,6 +1094,14 @@ class StackConfig(_Section):
                         f"allowed: false, or {NAMESPACE}:target: aws",
                     )
                 )
+        if self.observability.managed_grafana:
+            out.append(
+                Problem(
+                    f"{NAMESPACE}:observability.managedGrafana",
+                    "true has no meaning when target is docker (the local stack runs its own "
+                    f"Grafana, on local.grafanaPort); allowed: false, or {NAMESPACE}:target: aws",
+                )
+            )
         images = (
             ("postgresImage", self.local.postgres_image),
             ("proxyImage", self.local.proxy_image),
