@@ -367,6 +367,10 @@ def test_replicas_setting(backbone_cli, tmp_path):
             "backbone:local.grafanaImage: 'grafana/grafana:latest' is not pinned",
         ),
         (
+            {"backbone:observability": {"managedGrafana": True}},
+            "backbone:observability.managedGrafana: true has no meaning when target is docker",
+        ),
+        (
             {"backbone:local": {"alertmanagerImage": "prom/alertmanager"}},
             "backbone:local.alertmanagerImage: 'prom/alertmanager' is not pinned",
         ),
