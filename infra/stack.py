@@ -119,7 +119,10 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             "target": "docker",
             "url": local.url,
             "prometheusUrl": local.prometheus_url,
+            "alertmanagerUrl": local.alertmanager_url,
+            "grafanaUrl": local.grafana_url,
             "appApiToken": local.api_token,
+            "grafanaAdminPassword": local.grafana_password,
         }
 
     assert cfg.region is not None  # config guarantees it for target aws
@@ -377,6 +380,8 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             )
             outputs["prometheusWorkspaceId"] = observability.metrics.workspace.id
             outputs["prometheusEndpoint"] = observability.metrics.workspace.prometheus_endpoint
+            if observability.grafana:
+                outputs["grafanaEndpoint"] = observability.grafana.workspace.endpoint
 
     if host:
         # The host's own alarms: EC2 heals it, and the alerts topic (when there is one) is told.

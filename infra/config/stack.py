@@ -537,4 +537,14 @@ class StackConfig(Section):
             )
             for what in AWS_PIECES
             if getattr(self, what).enabled
-        ]
+        ] + (
+            [
+                Problem(
+                    self.observability.key("managedGrafana"),
+                    "true has no meaning when target is docker (the local stack runs its own "
+                    f"Grafana, on local.grafanaPort); allowed: false, or {NAMESPACE}:target: aws",
+                )
+            ]
+            if self.observability.managed_grafana
+            else []
+        )
