@@ -582,9 +582,20 @@ class FunctionsConfig(_Section):
     load balancer, and a nightly housekeeping job on the app's database."""
 
     enabled: bool = False
-    """Create the functions. They need the load balancer (the canary's URL), the database (the
-    job's data) and a NAT gateway (the job, inside the VPC, reaches Secrets Manager and CloudWatch
-    through it)."""
+    """Create the functions. They need the load balancer or the host (the canary's URL), the
+    database (the job's data) and, for the job, a NAT gateway (inside the VPC, it reaches Secrets
+    Manager and CloudWatch through it)."""
+
+    housekeeping: bool = True
+    """Create the housekeeping job besides the canary. false: the canary only (the free-tier
+    stack: the job reads its credentials from a Secrets Manager secret through a NAT gateway or
+    an interface endpoint, and none of the three is free)."""
+
+    alarms: Literal["all", "availability"] = "all"
+    """The functions' alarms: `all` (per probe availability and latency, per function errors and
+    throttles, the job's run, the failures queue), or `availability`: one alarm, the canary's read
+    probe (missing data breaching, so a canary that fails or stops running fires it too), for a
+    stack within the 10 free alarm metrics (free-tier)."""
 
     canary_schedule: str = "rate(5 minutes)"
     """How often the canary probes the app: `rate(1 minute)` to `rate(60 minutes)`. Its alarms
@@ -1599,25 +1610,36 @@ class StackConfig(_Section):
         out += self._housekeeping_window_problems()
         out += _retention_problems(f"{key}.logRetentionDays", f.log_retention_days)
         needs = (
-            ("loadbalancer", self.loadbalancer.enabled, "the canary probes the app through it"),
-            ("database", self.database.enabled, "the housekeeping job works on its data"),
+            (
+                "loadbalancer",
+                self.loadbalancer.enabled or self.host.enabled,
+                "the canary probes the app through it",
+                f" (or {NAMESPACE}:host.enabled: true)",
+            ),
+            (
+                "database",
+                self.database.enabled or not f.housekeeping,
+                "the housekeeping job works on its data",
+                "",
+            ),
         )
-        for what, present, why in needs:
+        for what, present, why, other in needs:
             if not present:
                 out.append(
                     Problem(
                         f"{NAMESPACE}:{what}.enabled",
                         f"false, but functions.enabled is true and {why}; allowed: "
-                        f"{NAMESPACE}:{what}.enabled: true, or {key}.enabled: false",
+                        f"{NAMESPACE}:{what}.enabled: true{other}, or {key}.enabled: false",
                     )
                 )
-        if self.network.nat == "none":
+        if f.housekeeping and self.network.nat == "none":
             out.append(
                 Problem(
                     f"{NAMESPACE}:network.nat",
                     "'none' leaves the housekeeping job (in the private subnets) with no route "
                     "to Secrets Manager and CloudWatch; allowed: single or per-az when "
-                    "functions.enabled is true",
+                    "functions.enabled is true, or functions.housekeeping: false (the canary "
+                    "only)",
                 )
             )
         return out
