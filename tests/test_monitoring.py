@@ -295,7 +295,8 @@ def free_tier_usage(plan):
 def test_free_tier_monitoring_fits_the_always_free_allowances(plan_of):
     usage = free_tier_usage(plan_of("free-tier"))
     assert all(usage[k] <= FREE[k] for k in FREE), usage
-    assert usage["custom_metrics"] == 0
+    # the canary's (tests/test_stack_free_tier.py counts its 6, the redirect probe's included)
+    assert usage["custom_metrics"] > 0
 
 
 def test_the_functions_custom_metrics_alone_fit_the_free_allowance(plan_of):
