@@ -45,7 +45,9 @@ def test_image_is_tagged_by_content_pushed_with_ecr_token_and_run_by_digest(plan
     name, tag = image.inputs["imageName"].rsplit(":", 1)
     assert name == repo_url
     assert re.fullmatch(r"[0-9a-f]{16}-(amd64|arm64)", tag)
-    assert image.inputs["build"]["platform"] == "linux/amd64"
+    # built for the nodes' architecture: dev's Graviton, prod's x86_64
+    arm = plan.stack == "dev"
+    assert image.inputs["build"]["platform"] == ("linux/arm64" if arm else "linux/amd64")
     assert image.inputs["build"]["dockerfile"].endswith("app/Dockerfile")
     registry = image.inputs["registry"]
     assert registry["server"] == repo_url.split("/")[0]
