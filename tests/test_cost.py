@@ -543,6 +543,14 @@ def test_template_fixture_hand_checked():
     # + 3 x 10 GB processed 1.35 + 3 Elastic IPs 10.95
     assert est.total_usd == 279.75
     assert sum(x.quantity for x in est.lines if x.item == "ipv4/hour") == 3 * H
+    # the template's defaults (pulumi/templates kubernetes-aws-python, awsx and pulumi-eks): 3
+    # zones, one NAT gateway each, 3 desired t3.medium nodes, API authentication
+    plan = Plan.from_json(data)
+    zones = {r.inputs["availabilityZone"] for r in plan.of_type("aws:ec2/subnet:Subnet")}
+    assert len(zones) == 3 and len(plan.of_type("aws:ec2/natGateway:NatGateway")) == 3
+    assert plan.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["instanceType"] == "t3.medium"
+    assert plan.one("aws:autoscaling/group:Group").inputs["desiredCapacity"] == 3
+    assert plan.one("aws:eks/accessEntry:AccessEntry").inputs["type"] == "EC2_LINUX"
 
 
 def test_dev_against_half_the_template(plan_of):
