@@ -17,10 +17,10 @@ from backbone import mocks
 from backbone.manifests import render
 from backbone.plan import Plan
 from backbone.synth import read_config, resolve, synth
-from infra import capacity, catalogue
 from infra.components import autoscaler as ca
 from infra.components.cluster import LiveScaling, kubeconfig, node_count
-from infra.config import ConfigError, parse
+from infra.config import ConfigError, capacity, parse
+from infra.config import catalogues as catalogue
 from tests.network_checks import subnets
 from tests.realparts import REPO, require_tool
 

@@ -27,10 +27,10 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra import catalogue
 from infra.components import iam, sg
 from infra.components.network import Network
 from infra.config import ClusterConfig
+from infra.config import catalogues as catalogue
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 AMI_TYPES = {"x86_64": "AL2023_x86_64_STANDARD", "arm64": "AL2023_ARM_64_STANDARD"}

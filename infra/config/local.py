@@ -1,0 +1,72 @@
+"""backbone:local: the local stack on your own Docker (target docker)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from infra.config.base import Problem, Section
+
+_IMAGE = r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$"
+REPLICAS = (1, 9)  # the proxy's backends are app1 to app9
+
+
+class LocalConfig(Section):
+    """The local stack (target docker): the whole shape on your own Docker: PostgreSQL, the app's
+    replicas behind a reverse proxy (HAProxy, the load balancer), Prometheus with the kit's
+    alert rules."""
+
+    SECTION = "local"
+
+    app_port: int = Field(default=8000, ge=1024, le=65535)
+    """The port on 127.0.0.1 where the app answers, through the proxy (http://localhost:<appPort>)."""
+
+    replicas: int = Field(
+        default=2,
+        ge=REPLICAS[0],
+        le=REPLICAS[1],
+        description=f"How many app containers the proxy balances over ({REPLICAS[0]} to "
+        f"{REPLICAS[1]}).",
+    )
+
+    prometheus_port: int = Field(default=9090, ge=1024, le=65535)
+    """The port on 127.0.0.1 of the Prometheus UI (http://localhost:<prometheusPort>)."""
+
+    postgres_image: str = Field(default="postgres:17-bookworm", pattern=_IMAGE)
+    """The PostgreSQL image, pinned by tag or digest (never `latest`)."""
+
+    proxy_image: str = Field(default="haproxy:3.0-bookworm", pattern=_IMAGE)
+    """The reverse proxy's image (HAProxy: active health checks of every replica), pinned."""
+
+    prometheus_image: str = Field(default="prom/prometheus:v2.53.0", pattern=_IMAGE)
+    """The Prometheus image, pinned by tag or digest."""
+
+    base_image: str | None = None
+    """Build argument BASE_IMAGE for app/Dockerfile; unset keeps the Dockerfile's default
+    (python:3.12-slim). Set it when Docker Hub is out of reach and you built a base yourself."""
+
+    def problems(self) -> list[Problem]:
+        """The images pinned, the two ports apart."""
+        out = list[Problem]()
+        images = (
+            ("postgresImage", self.postgres_image),
+            ("proxyImage", self.proxy_image),
+            ("prometheusImage", self.prometheus_image),
+        )
+        for key, image in images:
+            tag = image.split("@")[0].rsplit("/", 1)[-1].partition(":")[2]
+            if "@" not in image and tag in ("", "latest"):
+                out.append(
+                    Problem(
+                        self.key(key),
+                        f"{image!r} is not pinned; allowed: a tag such as postgres:17-bookworm "
+                        "or a digest (latest changes under you)",
+                    )
+                )
+        if self.app_port == self.prometheus_port:
+            out.append(
+                Problem(
+                    self.key("prometheusPort"),
+                    f"{self.prometheus_port} is also appPort; allowed: another port",
+                )
+            )
+        return out
