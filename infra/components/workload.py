@@ -247,6 +247,46 @@ def _env_from(config: CORE.ConfigMap, secret: CORE.Secret) -> list[CORE.EnvFromS
     ]
 
 
+def _egress(
+    database_cidrs: Sequence[str], aws_apis: bool
+) -> list[k8s.networking.v1.NetworkPolicyEgressRuleArgs]:
+    """Where the app's (and the migration's) pods may connect: cluster DNS, the database's
+    subnets on 5432, and with AWS credentials, HTTPS to STS and Secrets Manager."""
+    net = k8s.networking.v1
+    dns = net.NetworkPolicyPeerArgs(
+        namespace_selector=META.LabelSelectorArgs(
+            match_labels={"kubernetes.io/metadata.name": "kube-system"}
+        ),
+        pod_selector=META.LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}),
+    )
+    rules = [
+        net.NetworkPolicyEgressRuleArgs(
+            to=[dns],
+            ports=[
+                net.NetworkPolicyPortArgs(protocol="UDP", port=53),
+                net.NetworkPolicyPortArgs(protocol="TCP", port=53),
+            ],
+        ),
+        net.NetworkPolicyEgressRuleArgs(
+            to=[
+                net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr))
+                for cidr in database_cidrs
+            ],
+            ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=5432)],
+        ),
+    ]
+    if aws_apis:
+        # STS and Secrets Manager (the credentials) over HTTPS, through the NAT gateway: their
+        # public endpoints have no fixed addresses to name here.
+        rules.append(
+            net.NetworkPolicyEgressRuleArgs(
+                to=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr="0.0.0.0/0"))],
+                ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=443)],
+            )
+        )
+    return rules
+
+
 class Workload(pulumi.ComponentResource):
     """The app on Kubernetes from its config section. The image, the database's URLs, the API
     token and the networks it talks to are wiring; the Kubernetes provider comes in `opts`."""
@@ -285,22 +325,9 @@ class Workload(pulumi.ComponentResource):
         }
         self.namespace = self._namespace(namespace)
         data = settings(upstream)
-        config = CORE.ConfigMap(
-            f"{name}-config", metadata=self._meta(f"{APP_NAME}-config"), data=data, opts=self._child
+        env_from, migrate_env_from = self._environment(
+            data, database_url=database_url, api_token=api_token, migration_env=migration_env
         )
-        secret = self._secret(
-            f"{name}-secret",
-            f"{APP_NAME}-secrets",
-            {"DATABASE_URL": database_url, "API_TOKEN": api_token},
-        )
-        env_from = _env_from(config, secret)
-        migrate_env_from = env_from
-        if migration_env is not None:
-            migration = self._secret(
-                f"{name}-migration-secret", f"{APP_NAME}-migration", migration_env
-            )
-            # The ConfigMap, then the migration's Secret (its DATABASE_URL wins over the app's).
-            migrate_env_from = [env_from[0], _env_from(config, migration)[1]]
         checked = pulumi.Output.from_input(image).apply(check_image)
         self._aws = self._aws_identity(namespace, credentials) if credentials else None
         deployment = self._deployment(checked, env_from, migrate_env_from, data)
@@ -358,6 +385,31 @@ class Workload(pulumi.ComponentResource):
             string_data={k: pulumi.Output.secret(v) for k, v in values.items()},
             opts=self._child,
         )
+
+    def _environment(
+        self,
+        data: dict[str, str],
+        *,
+        database_url: pulumi.Input[str],
+        api_token: pulumi.Input[str],
+        migration_env: Mapping[str, pulumi.Input[str]] | None,
+    ) -> tuple[list[CORE.EnvFromSourceArgs], list[CORE.EnvFromSourceArgs]]:
+        """The ConfigMap and the Secrets: the app's envFrom, and the migration's."""
+        name = self._name
+        config = CORE.ConfigMap(
+            f"{name}-config", metadata=self._meta(f"{APP_NAME}-config"), data=data, opts=self._child
+        )
+        secret = self._secret(
+            f"{name}-secret",
+            f"{APP_NAME}-secrets",
+            {"DATABASE_URL": database_url, "API_TOKEN": api_token},
+        )
+        env_from = _env_from(config, secret)
+        if migration_env is None:
+            return env_from, env_from
+        migration = self._secret(f"{name}-migration-secret", f"{APP_NAME}-migration", migration_env)
+        # The ConfigMap, then the migration's Secret (its DATABASE_URL wins over the app's).
+        return env_from, [env_from[0], _env_from(config, migration)[1]]
 
     def _containers(
         self,
@@ -455,38 +507,42 @@ class Workload(pulumi.ComponentResource):
                         labels=self._labels,
                         annotations={"backbone.dev/config-sha256": config_hash},
                     ),
-                    spec=CORE.PodSpecArgs(
-                        service_account_name=account.metadata.apply(_name),
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        termination_grace_period_seconds=grace_seconds(
-                            self._upstream.drain_seconds
-                        ),
-                        security_context=CORE.PodSecurityContextArgs(
-                            run_as_non_root=True,
-                            run_as_user=APP_UID,
-                            run_as_group=APP_UID,
-                            fs_group=APP_UID,
-                            seccomp_profile=CORE.SeccompProfileArgs(type="RuntimeDefault"),
-                        ),
-                        init_containers=[migrate],
-                        containers=[app],
-                        volumes=[
-                            CORE.VolumeArgs(
-                                name="tmp",
-                                empty_dir=CORE.EmptyDirVolumeSourceArgs(size_limit="64Mi"),
-                            ),
-                            *self._aws_volumes(),
-                        ],
-                        topology_spread_constraints=[
-                            _spread("topology.kubernetes.io/zone", selector),
-                            _spread("kubernetes.io/hostname", selector),
-                        ],
-                    ),
+                    spec=self._pod_spec(account, migrate, app),
                 ),
             ),
             # The autoscaler owns the replica count after creation.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"]),
+        )
+
+    def _pod_spec(
+        self, account: CORE.ServiceAccount, migrate: CORE.ContainerArgs, app: CORE.ContainerArgs
+    ) -> CORE.PodSpecArgs:
+        """The app's pod: its account, the containers, the volumes, the spread."""
+        selector = self._selector
+        return CORE.PodSpecArgs(
+            service_account_name=account.metadata.apply(_name),
+            automount_service_account_token=False,
+            enable_service_links=False,
+            termination_grace_period_seconds=grace_seconds(self._upstream.drain_seconds),
+            security_context=CORE.PodSecurityContextArgs(
+                run_as_non_root=True,
+                run_as_user=APP_UID,
+                run_as_group=APP_UID,
+                fs_group=APP_UID,
+                seccomp_profile=CORE.SeccompProfileArgs(type="RuntimeDefault"),
+            ),
+            init_containers=[migrate],
+            containers=[app],
+            volumes=[
+                CORE.VolumeArgs(
+                    name="tmp", empty_dir=CORE.EmptyDirVolumeSourceArgs(size_limit="64Mi")
+                ),
+                *self._aws_volumes(),
+            ],
+            topology_spread_constraints=[
+                _spread("topology.kubernetes.io/zone", selector),
+                _spread("kubernetes.io/hostname", selector),
+            ],
         )
 
     def _aws_identity(self, namespace: str, creds: SecretCredentials) -> AwsIdentity:
@@ -641,12 +697,6 @@ class Workload(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
-        dns = net.NetworkPolicyPeerArgs(
-            namespace_selector=META.LabelSelectorArgs(
-                match_labels={"kubernetes.io/metadata.name": "kube-system"}
-            ),
-            pod_selector=META.LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}),
-        )
         net.NetworkPolicy(
             f"{self._name}-netpol",
             metadata=self._meta(APP_NAME),
@@ -665,38 +715,7 @@ class Workload(pulumi.ComponentResource):
                         ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=METRICS_PORT)],
                     ),
                 ],
-                egress=[
-                    net.NetworkPolicyEgressRuleArgs(
-                        to=[dns],
-                        ports=[
-                            net.NetworkPolicyPortArgs(protocol="UDP", port=53),
-                            net.NetworkPolicyPortArgs(protocol="TCP", port=53),
-                        ],
-                    ),
-                    net.NetworkPolicyEgressRuleArgs(
-                        to=[
-                            net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr))
-                            for cidr in database_cidrs
-                        ],
-                        ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=5432)],
-                    ),
-                    # STS and Secrets Manager (the credentials) over HTTPS, through the NAT
-                    # gateway: their public endpoints have no fixed addresses to name here.
-                    *(
-                        [
-                            net.NetworkPolicyEgressRuleArgs(
-                                to=[
-                                    net.NetworkPolicyPeerArgs(
-                                        ip_block=net.IPBlockArgs(cidr="0.0.0.0/0")
-                                    )
-                                ],
-                                ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=443)],
-                            )
-                        ]
-                        if aws_apis
-                        else []
-                    ),
-                ],
+                egress=_egress(database_cidrs, aws_apis),
             ),
             opts=self._child,
         )
