@@ -22,6 +22,7 @@ from infra.components.monitoring import Monitoring, Watched
 from infra.components.network import Network
 from infra.components.observability import AppTarget, Observability
 from infra.components.registry import Registry
+from infra.components.rotation import PasswordRotation, RotatedSecret
 from infra.components.workload import APP_NAME, SecretCredentials, Upstream, Workload
 from infra.config import StackConfig, rate_seconds
 
@@ -237,6 +238,36 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
         if host:
             host.attach(balancer.target_group.arn)
 
+    functions = None
+    if cfg.functions.enabled and database and balancer:
+        functions = Functions(
+            "functions",
+            cfg.functions,
+            source_root=APP_DIR / "functions",
+            package=package,
+            stack_name=cfg.stack,
+            base_url=balancer.url,
+            network=JobNetwork(
+                vpc_id=network.vpc_id,
+                private_subnet_ids=network.private_subnet_ids,
+                parking_security_group_id=network.default_security_group_id,
+            ),
+            # The job logs in as its own role (SELECT/DELETE on links, its stats table).
+            database=database,
+            # The cluster's migration creates the canary's link (the host's does not).
+            canary_link=(
+                CanaryLink(code=cfg.app.canary_link_code, url=cfg.app.canary_link_url)
+                if cluster
+                else None
+            ),
+            opts=opts,
+        )
+        database.admit("housekeeping", functions.job_security_group.id, "PostgreSQL from the job")
+        outputs |= {
+            "canaryFunction": functions.canary.name,
+            "housekeepingFunction": functions.housekeeping.name,
+        }
+
     workload: Workload | None = None
     if cluster:
         # config refuses a cluster without a database: the app needs both.
@@ -257,10 +288,10 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                     if cfg.database.manage_password
                     else database.connection_url
                 ),
+                # The roles' passwords: from their secrets (which rotate), read by the migration.
                 "APP_DB_USER": database.app_username,
-                "APP_DB_PASSWORD": database.app_password,
                 "JOB_DB_USER": database.job_username,
-                "JOB_DB_PASSWORD": database.job_password,
+                **({} if functions else {"JOB_DB_PASSWORD": database.job_password}),
             },
             api_token=api_token.result,
             vpc_cidr=cfg.network.cidr,
@@ -277,6 +308,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                 oidc_issuer=cluster.issuer,
                 app_secret_arn=database.app_secret_arn(),
                 master_secret_arn=database.master_secret_arn,
+                job_secret_arn=functions.secret_arn if functions else None,
             ),
             opts=pulumi.ResourceOptions(
                 providers={"kubernetes": cluster.provider, "aws": provider}
@@ -286,36 +318,28 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             "appNamespace": workload.namespace,
             "appApiToken": api_token.result,
         }
-
-    functions = None
-    if cfg.functions.enabled and database and balancer:
-        functions = Functions(
-            "functions",
-            cfg.functions,
-            source_root=APP_DIR / "functions",
-            package=package,
-            stack_name=cfg.stack,
-            base_url=balancer.url,
+        # The roles' passwords rotate (the migration follows their secrets): after it has run.
+        rotated = [RotatedSecret("app", database.app_secret_arn(), database.app_username)]
+        if functions:
+            rotated.append(RotatedSecret("job", functions.secret_arn, database.job_username))
+        rotation = PasswordRotation(
+            "rotation",
+            days=cfg.database.app_password_rotation_days,
+            secrets=rotated,
+            database=database,
             network=JobNetwork(
                 vpc_id=network.vpc_id,
                 private_subnet_ids=network.private_subnet_ids,
                 parking_security_group_id=network.default_security_group_id,
             ),
-            # The job logs in as its own role (SELECT/DELETE on links, its stats table).
-            database=database,
-            # The cluster's migration creates the canary's link (the host's does not).
-            canary_link=(
-                CanaryLink(code=cfg.app.canary_link_code, url=cfg.app.canary_link_url)
-                if workload
-                else None
-            ),
+            runtime=cfg.functions,
+            source_dir=APP_DIR / "functions" / "rotation",
+            package=package,
+            stack_name=cfg.stack,
+            after=[workload.migration],
             opts=opts,
         )
-        database.admit("housekeeping", functions.job_security_group.id, "PostgreSQL from the job")
-        outputs |= {
-            "canaryFunction": functions.canary.name,
-            "housekeepingFunction": functions.housekeeping.name,
-        }
+        outputs |= {"rotationFunctions": {k: f.name for k, f in rotation.functions.items()}}
 
     # The app as the collector and the container logs see it (config: observability needs the
     # cluster, hence the app, and monitoring, whose topic its Alertmanager publishes to).
