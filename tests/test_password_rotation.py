@@ -169,6 +169,9 @@ def test_the_migration_job_exists_in_every_stack_with_a_cluster(plan_of: Any, st
         r for r in plan.of_type("kubernetes:apps/v1:Deployment") if r.name == "app-deployment"
     ]
     assert job.urn in deployment.dependencies
+    # the Job runs once its role may read the secrets (no AccessDenied burning its retries)
+    migration_policy = plan.one("aws:iam/rolePolicy:RolePolicy", "app-migration-role")
+    assert migration_policy.urn in job.dependencies
     # the app's pods can assume only the app's role, which reads the app's secret only
     app_policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy", "app-role").inputs["policy"])
     assert app_policy["Statement"][0]["Resource"] == [_secret(plan, "app").outputs["arn"]]

@@ -5,11 +5,14 @@ Objects, all in one namespace and all through the Kubernetes provider given in `
 - Namespace, labelled for the Pod Security Admission ``restricted`` profile (the pods comply).
 - ConfigMap (non-secret settings) and Secret (DATABASE_URL, API_TOKEN, as secret stringData).
 - ServiceAccount with no API token mounted (the app never talks to the Kubernetes API).
+- Job (batch/v1): the idempotent migration (`python -m shortener.migrate`) with its own
+  ServiceAccount (and, with AWS credentials, its own IAM role: the only one that reads RDS's master
+  secret), named by a hash of what it runs; the Deployment depends on it, and Pulumi awaits its
+  Complete condition, so the pods roll after the migration (MIGRATE_ON_STARTUP is false).
 - Deployment: the image by digest; requests and limits; startup, liveness (/healthz) and readiness
-  (/readyz: the database answers) probes; non-root UID 10001, read-only root filesystem with an
-  emptyDir at /tmp, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp; an
-  init container that runs the idempotent migration (`python -m shortener.migrate`) before the app
-  container starts, so MIGRATE_ON_STARTUP is false; spread over zones and nodes; a preStop sleep so
+  (/readyz: started, schema current, not draining) probes; non-root UID 10001, read-only root
+  filesystem with an emptyDir at /tmp, no privilege escalation, all capabilities dropped,
+  RuntimeDefault seccomp (the migration's pod too); spread over zones and nodes; a preStop sleep so
   every node's kube-proxy drops the pod from the Service before the app gets SIGTERM, and a grace
   period longer than that sleep plus the app's own drain timeout. The replica count is only the
   count at creation: the HorizontalPodAutoscaler owns it afterwards (ignore_changes).
@@ -19,7 +22,8 @@ Objects, all in one namespace and all through the Kubernetes provider given in `
   drain always proceeds, one pod at a time, and with two or more replicas one keeps serving).
 - NetworkPolicy: default deny in and out for the namespace; the app admits its port from the VPC
   (the ALB reaches pods through the node port, so traffic arrives from node addresses) and may
-  reach only cluster DNS and the database's subnets on 5432.
+  reach only cluster DNS and the database's subnets on 5432 (and HTTPS for STS and Secrets
+  Manager); the migration's pods admit nothing and may reach the same.
 """
 
 from __future__ import annotations
@@ -166,6 +170,8 @@ class AwsIdentity:
     role_arn: pulumi.Output[str]
     migration_role_arn: pulumi.Output[str]
     creds: SecretCredentials
+    policies: tuple[aws.iam.RolePolicy, ...] = ()
+    """The roles' policies: the migration's Job waits for them (no AccessDenied at first run)."""
 
 
 @dataclass(frozen=True)
@@ -621,6 +627,7 @@ class Workload(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
+                depends_on=list(self._aws.policies) if self._aws else None,
                 custom_timeouts=pulumi.CustomTimeouts(
                     create=f"{MIGRATION_DEADLINE_SECONDS // 60 + 1}m",
                     update=f"{MIGRATION_DEADLINE_SECONDS // 60 + 1}m",
@@ -689,7 +696,12 @@ class Workload(pulumi.ComponentResource):
             "the migration's Job: the database roles' and the master user's secrets, nothing else",
             creds,
         )
-        return AwsIdentity(role_arn=app.arn, migration_role_arn=migration.arn, creds=creds)
+        return AwsIdentity(
+            role_arn=app[0].arn,
+            migration_role_arn=migration[0].arn,
+            creds=creds,
+            policies=(app[1], migration[1]),
+        )
 
     def _irsa_role(
         self,
@@ -699,7 +711,7 @@ class Workload(pulumi.ComponentResource):
         secrets: Sequence[pulumi.Input[str]],
         description: str,
         creds: SecretCredentials,
-    ) -> aws.iam.Role:
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         role = aws.iam.Role(
             f"{self._name}-{part}",
             description=description,
@@ -708,7 +720,7 @@ class Workload(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
-        aws.iam.RolePolicy(
+        policy = aws.iam.RolePolicy(
             f"{self._name}-{part}",
             role=role.id,
             policy=pulumi.Output.all(*secrets).apply(
@@ -725,7 +737,7 @@ class Workload(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
-        return role
+        return role, policy
 
     def _aws_env(self, migration: bool) -> list[CORE.EnvVarArgs]:
         """What boto3 needs to assume the container's role with the projected token, and the
