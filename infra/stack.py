@@ -310,6 +310,10 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                 master_secret_arn=database.master_secret_arn,
                 job_secret_arn=functions.secret_arn if functions else None,
             ),
+            # A restored instance is a new address: the migration runs again (schema, roles). It
+            # waits for the job's secret to hold its first value (the functions' SecretVersion).
+            migration_inputs=[database.address],
+            migration_after=[functions] if functions else [],
             opts=pulumi.ResourceOptions(
                 providers={"kubernetes": cluster.provider, "aws": provider}
             ),

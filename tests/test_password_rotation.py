@@ -47,6 +47,9 @@ def test_each_role_secret_rotates_on_the_schedule_after_the_migration(
         # after the migration has made the role with the secret's password, and after the
         # permission that lets Secrets Manager invoke the function
         assert job.urn in rotation.dependencies
+        if part == "app":
+            version = "aws:secretsmanager/secretVersion:SecretVersion"
+            assert plan.one(version, SECRETS[part]).urn in rotation.dependencies
         permission = plan.one("aws:lambda/permission:Permission", f"rotation-{part}-invoke")
         assert permission.urn in rotation.dependencies
         assert permission.inputs == {
@@ -172,6 +175,11 @@ def test_the_migration_job_exists_in_every_stack_with_a_cluster(plan_of: Any, st
     # the Job runs once its role may read the secrets (no AccessDenied burning its retries)
     migration_policy = plan.one("aws:iam/rolePolicy:RolePolicy", "app-migration-role")
     assert migration_policy.urn in job.dependencies
+    # ...and once the roles' secrets hold their first values (it reads them at once)
+    version = "aws:secretsmanager/secretVersion:SecretVersion"
+    assert plan.one(version, "database-app-credentials").urn in job.dependencies
+    if plan.of_type("backbone:functions:Functions"):
+        assert plan.one(version, "functions-db-credentials").urn in job.dependencies
     # the app's pods can assume only the app's role, which reads the app's secret only
     app_policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy", "app-role").inputs["policy"])
     assert app_policy["Statement"][0]["Resource"] == [_secret(plan, "app").outputs["arn"]]

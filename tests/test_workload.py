@@ -299,11 +299,13 @@ def test_a_new_image_or_migration_makes_a_new_job() -> None:
         migration_job_name("r@sha256:" + "b" * 64, {"PORT": "8000"}, cfg, ["arn:s"]),
         migration_job_name(image, {"PORT": "8001"}, cfg, ["arn:s"]),
         migration_job_name(image, {"PORT": "8000"}, cfg, ["arn:t"]),
+        # the database's address (a restore: a new instance) is one of the inputs stack.py gives
+        migration_job_name(image, {"PORT": "8000"}, cfg, ["arn:s", "db2.example"]),
         migration_job_name(
             image, {"PORT": "8000"}, cfg.model_copy(update={"canary_link_code": "other"}), ["arn:s"]
         ),
     }
-    assert base not in changed and len(changed) == 4
+    assert base not in changed and len(changed) == 5
     assert all(n.startswith("shortener-migrate-") and len(n) <= 63 for n in {base, *changed})
 
 

@@ -392,7 +392,7 @@ class Database(pulumi.ComponentResource):
             recovery_window_in_days=7,
             opts=child,
         )
-        aws.secretsmanager.SecretVersion(
+        version = aws.secretsmanager.SecretVersion(
             f"{name}-app-credentials",
             secret_id=secret.id,
             secret_string=self.app_password.apply(
@@ -400,8 +400,11 @@ class Database(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["secretString"]),
         )
-        self._app_secret_arn = secret.arn
-        return secret.arn
+        # The ARN once the secret has its first value: whatever reads it (the migration, the
+        # rotation's first check) waits for the version, not only for the empty secret.
+        arn: pulumi.Output[str] = pulumi.Output.all(secret.arn, version.id).apply(lambda a: a[0])
+        self._app_secret_arn = arn
+        return arn
 
     def admit(self, key: str, security_group_id: pulumi.Input[str], description: str) -> None:
         """Open 5432 to one more client security group (e.g. a function's, made after this)."""

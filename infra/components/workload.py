@@ -358,12 +358,20 @@ class Workload(pulumi.ComponentResource):
         upstream: Upstream,
         migration_env: Mapping[str, pulumi.Input[str]] | None = None,
         credentials: SecretCredentials | None = None,
+        migration_inputs: Sequence[pulumi.Input[str]] = (),
+        migration_after: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:workload:Workload", name, None, opts)
         if not database_cidrs:
             raise ValueError("workload database_cidrs is empty: the app could reach no database")
         self._name, self._cfg, self._upstream = name, cfg, upstream
+        # Not secret: what else re-runs the migration when it changes (the database's address,
+        # after a restore), and what it waits for (the secrets' first values).
+        self._migration_inputs, self._migration_after = (
+            list(migration_inputs),
+            list(migration_after),
+        )
         self._selector = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
         self._labels = {
             **self._selector,
@@ -606,7 +614,7 @@ class Workload(pulumi.ComponentResource):
             opts=self._child,
         )
         container = self._migrate_container(image, migrate_env_from)
-        arns = _secret_arns(self._aws.creds) if self._aws else []
+        arns = [*(_secret_arns(self._aws.creds) if self._aws else []), *self._migration_inputs]
         job_name = pulumi.Output.all(image, *arns).apply(
             lambda values: migration_job_name(str(values[0]), data, self._cfg, values[1:])
         )
@@ -627,7 +635,10 @@ class Workload(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=list(self._aws.policies) if self._aws else None,
+                depends_on=[
+                    *(self._aws.policies if self._aws else ()),
+                    *self._migration_after,
+                ],
                 custom_timeouts=pulumi.CustomTimeouts(
                     create=f"{MIGRATION_DEADLINE_SECONDS // 60 + 1}m",
                     update=f"{MIGRATION_DEADLINE_SECONDS // 60 + 1}m",
