@@ -479,6 +479,8 @@ _FREE_AWS = {
     "aws:ecr/lifecyclePolicy:LifecyclePolicy": "no charge (it limits the priced storage)",
     "aws:ecr/repositoryPolicy:RepositoryPolicy": "no charge",
     "aws:secretsmanager/secretVersion:SecretVersion": "no charge (the secret is priced)",
+    "aws:secretsmanager/secretRotation:SecretRotation": "no charge (its function's invocations "
+    "are priced on the function, its API calls on the secret)",
     "aws:wafv2/webAclAssociation:WebAclAssociation": "no charge (the web ACL is priced)",
     "aws:budgets/budget:Budget": "the first two action-less budgets have no charge",
     "aws:amp/ruleGroupNamespace:RuleGroupNamespace": "no charge itself: rule evaluation is "
@@ -975,6 +977,13 @@ def _lambda_requests(ctx: _Context, r: Resource) -> tuple[float, str]:
                 continue
             total += n
             found.append(str(expr))
+    for rotation in ctx.plan.of_type("aws:secretsmanager/secretRotation:SecretRotation"):
+        # a rotation function: Secrets Manager invokes it 4 times (its steps) per rotation
+        arn = str(rotation.inputs.get("rotationLambdaArn") or "")
+        days = (rotation.inputs.get("rotationRules") or {}).get("automaticallyAfterDays")
+        if (arn.endswith(f":function:{fname}") or ctx.ref(arn) is r) and days:
+            total += 4 * ctx.hours / 24 / float(days)
+            found.append(f"4 steps every {days} days (Secrets Manager rotation)")
     if found:
         return total, f"on {', '.join(found)}"
     n = float(ctx.use("lambda", "unscheduled_requests_per_month"))

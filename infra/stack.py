@@ -28,6 +28,7 @@ from infra.components.monitoring import Monitoring, Watched
 from infra.components.network import Network
 from infra.components.observability import AppTarget, Observability
 from infra.components.registry import Registry
+from infra.components.rotation import PasswordRotation, RotatedSecret
 from infra.components.workload import APP_NAME, SecretCredentials, Upstream, Workload
 from infra.config import StackConfig, rate_seconds
 
@@ -251,56 +252,6 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
         if host:
             host.attach(balancer.target_group.arn)
 
-    workload: Workload | None = None
-    if cluster:
-        # config refuses a cluster without a database: the app needs both.
-        assert registry is not None and database is not None
-        # The app's write token: generated once, kept in state as a secret, given to the pods.
-        api_token = random.RandomPassword("app-api-token", length=48, special=False)
-        workload = Workload(
-            "app",
-            cfg.app,
-            namespace="backbone",
-            image=registry.image_ref,
-            # No credentials in the URLs: the pods read them from Secrets Manager (they rotate).
-            database_url=database.endpoint_url,
-            migration_env={
-                # The master password: RDS's managed secret (DB_SECRET_ARN), else the generated one.
-                "DATABASE_URL": (
-                    database.endpoint_url
-                    if cfg.database.manage_password
-                    else database.connection_url
-                ),
-                "APP_DB_USER": database.app_username,
-                "APP_DB_PASSWORD": database.app_password,
-                "JOB_DB_USER": database.job_username,
-                "JOB_DB_PASSWORD": database.job_password,
-            },
-            api_token=api_token.result,
-            vpc_cidr=cfg.network.cidr,
-            database_cidrs=cfg.network.subnets()[1],
-            upstream=Upstream(
-                idle_timeout_seconds=cfg.loadbalancer.idle_timeout_seconds,
-                drain_seconds=balancer.drain_seconds if balancer else 0,
-                # The ALB's and the nodes' addresses: X-Forwarded-* from nowhere else.
-                forwarded_allow_cidrs=[cfg.network.cidr],
-            ),
-            credentials=SecretCredentials(
-                region=cfg.region,
-                oidc_provider_arn=cluster.oidc_provider.arn,
-                oidc_issuer=cluster.issuer,
-                app_secret_arn=database.app_secret_arn(),
-                master_secret_arn=database.master_secret_arn,
-            ),
-            opts=pulumi.ResourceOptions(
-                providers={"kubernetes": cluster.provider, "aws": provider}
-            ),
-        )
-        outputs |= {
-            "appNamespace": workload.namespace,
-            "appApiToken": api_token.result,
-        }
-
     functions = None
     # The canary probes the load balancer, else the host's own address (its Elastic IP: the
     # same across stop/start and replacements; a new one, if ever, updates the canary with it).
@@ -323,7 +274,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             # The cluster's and the host's migrations create the canary's link.
             canary_link=(
                 CanaryLink(code=cfg.app.canary_link_code, url=cfg.app.canary_link_url)
-                if workload or host
+                if cluster or host
                 else None
             ),
             opts=opts,
@@ -334,6 +285,85 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                 "housekeeping", functions.job_security_group.id, "PostgreSQL from the job"
             )
             outputs["housekeepingFunction"] = functions.housekeeping.name
+
+    # The job's own secret (when there is a job): the migration sets its role's password from it.
+    job_secret = functions.secret_arn if functions else None
+    workload: Workload | None = None
+    if cluster:
+        # config refuses a cluster without a database: the app needs both.
+        assert registry is not None and database is not None
+        # The app's write token: generated once, kept in state as a secret, given to the pods.
+        api_token = random.RandomPassword("app-api-token", length=48, special=False)
+        workload = Workload(
+            "app",
+            cfg.app,
+            namespace="backbone",
+            image=registry.image_ref,
+            # No credentials in the URLs: the pods read them from Secrets Manager (they rotate).
+            database_url=database.endpoint_url,
+            migration_env={
+                # The master password: RDS's managed secret (DB_SECRET_ARN), else the generated one.
+                "DATABASE_URL": (
+                    database.endpoint_url
+                    if cfg.database.manage_password
+                    else database.connection_url
+                ),
+                # The roles' passwords: from their secrets (which rotate), read by the migration.
+                "APP_DB_USER": database.app_username,
+                "JOB_DB_USER": database.job_username,
+                **({} if job_secret else {"JOB_DB_PASSWORD": database.job_password}),
+            },
+            api_token=api_token.result,
+            vpc_cidr=cfg.network.cidr,
+            database_cidrs=cfg.network.subnets()[1],
+            upstream=Upstream(
+                idle_timeout_seconds=cfg.loadbalancer.idle_timeout_seconds,
+                drain_seconds=balancer.drain_seconds if balancer else 0,
+                # The ALB's and the nodes' addresses: X-Forwarded-* from nowhere else.
+                forwarded_allow_cidrs=[cfg.network.cidr],
+            ),
+            credentials=SecretCredentials(
+                region=cfg.region,
+                oidc_provider_arn=cluster.oidc_provider.arn,
+                oidc_issuer=cluster.issuer,
+                app_secret_arn=database.app_secret_arn(),
+                master_secret_arn=database.master_secret_arn,
+                job_secret_arn=job_secret,
+            ),
+            # A restored instance is a new address: the migration runs again (schema, roles). It
+            # waits for the job's secret to hold its first value (the functions' SecretVersion).
+            migration_inputs=[database.address],
+            migration_after=[functions] if functions else [],
+            opts=pulumi.ResourceOptions(
+                providers={"kubernetes": cluster.provider, "aws": provider}
+            ),
+        )
+        outputs |= {
+            "appNamespace": workload.namespace,
+            "appApiToken": api_token.result,
+        }
+        # The roles' passwords rotate (the migration follows their secrets): after it has run.
+        rotated = [RotatedSecret("app", database.app_secret_arn(), database.app_username)]
+        if job_secret:
+            rotated.append(RotatedSecret("job", job_secret, database.job_username))
+        rotation = PasswordRotation(
+            "rotation",
+            days=cfg.database.app_password_rotation_days,
+            secrets=rotated,
+            database=database,
+            network=JobNetwork(
+                vpc_id=network.vpc_id,
+                private_subnet_ids=network.private_subnet_ids,
+                parking_security_group_id=network.default_security_group_id,
+            ),
+            runtime=cfg.functions,
+            source_dir=APP_DIR / "functions" / "rotation",
+            package=package,
+            stack_name=cfg.stack,
+            after=[workload.migration],
+            opts=opts,
+        )
+        outputs |= {"rotationFunctions": {k: f.name for k, f in rotation.functions.items()}}
 
     # The app as the collector and the container logs see it (config: observability needs the
     # cluster, hence the app, and monitoring, whose topic its Alertmanager publishes to).

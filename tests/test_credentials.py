@@ -24,6 +24,12 @@ def _pod(plan: Plan) -> dict[str, Any]:
     return dict(deployment["spec"]["template"]["spec"])
 
 
+def _job_pod(plan: Plan) -> dict[str, Any]:
+    """The migration's pod: its own Job (kubernetes:batch/v1:Job app-migration)."""
+    job = plan.one("kubernetes:batch/v1:Job", "app-migration").inputs
+    return dict(job["spec"]["template"]["spec"])
+
+
 def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e["value"] for e in container.get("env", [])}
 
@@ -54,7 +60,7 @@ def test_the_app_reads_its_roles_secret_as_its_own_iam_role(plan_of: Any, stack:
     (source,) = volume["projected"]["sources"]
     assert source["serviceAccountToken"]["audience"] == AWS_TOKEN_AUDIENCE
     assert source["serviceAccountToken"]["expirationSeconds"] <= 86400
-    for container in (app, *pod["initContainers"]):
+    for container in (app, *_job_pod(plan)["containers"]):
         mounts = {m["name"]: m for m in container["volumeMounts"]}
         assert mounts["aws-token"]["mountPath"] == AWS_TOKEN_DIR and mounts["aws-token"]["readOnly"]
     # the secret holds the app role's name and password, and is a secret in the plan
@@ -102,16 +108,40 @@ def test_managed_master_password_works_with_the_cluster(tmp_path: Path) -> None:
     plan = _managed(tmp_path)
     db = plan.one("aws:rds/instance:Instance")
     assert db.inputs["manageMasterUserPassword"] is True and "password" not in db.inputs
-    pod = _pod(plan)
-    (migrate,) = pod["initContainers"]
-    (app,) = pod["containers"]
+    (app,) = _pod(plan)["containers"]
+    job = _job_pod(plan)
+    (migrate,) = job["containers"]
     master = db.outputs["masterUserSecrets"][0]["secretArn"]
     # the migration reads RDS's own secret at every run (and after a refused login): a rotation
     # every 7 days reaches it; the app keeps reading its own role's secret
     assert _env(migrate)["DB_SECRET_ARN"] == master
     assert _env(app)["DB_SECRET_ARN"] != master
-    policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy", "app-role").inputs["policy"])
-    assert master in policy["Statement"][0]["Resource"]
+    # ...as an IAM role of its own, assumed by its own service account: the app's role (which
+    # the app's pods can assume) cannot read the master secret, the migration's can
+    app_policy = json.loads(plan.one("aws:iam/rolePolicy:RolePolicy", "app-role").inputs["policy"])
+    assert master not in json.dumps(app_policy)
+    migration_role = plan.one("aws:iam/role:Role", "app-migration-role")
+    assert (
+        _env(migrate)["AWS_ROLE_ARN"] == migration_role.outputs["arn"] != _env(app)["AWS_ROLE_ARN"]
+    )
+    (trust,) = json.loads(migration_role.inputs["assumeRolePolicy"])["Statement"]
+    (conditions,) = trust["Condition"].values()
+    assert {k.rsplit(":", 1)[1]: v for k, v in conditions.items()}["sub"] == (
+        "system:serviceaccount:backbone:shortener-migrate"
+    )
+    assert job["serviceAccountName"] == "shortener-migrate"
+    policy = json.loads(
+        plan.one("aws:iam/rolePolicy:RolePolicy", "app-migration-role").inputs["policy"]
+    )
+    (statement,) = policy["Statement"]
+    app_secret = plan.one("aws:secretsmanager/secret:Secret", "database-app-credentials")
+    job_secret = plan.one("aws:secretsmanager/secret:Secret", "functions-db-credentials")
+    assert statement["Action"] == "secretsmanager:GetSecretValue"
+    assert statement["Resource"] == [
+        app_secret.outputs["arn"],
+        job_secret.outputs["arn"],
+        master,
+    ]
     # the migration's URL needs no password then: nothing reads the master password at deploy
     migration = plan.one("kubernetes:core/v1:Secret", "app-migration-secret")
     names = {plan.by_urn(u).name for u in migration.dependencies}
@@ -119,5 +149,18 @@ def test_managed_master_password_works_with_the_cluster(tmp_path: Path) -> None:
 
 
 def test_without_a_managed_password_the_migration_reads_no_secret(plan_of: Any) -> None:
-    (migrate,) = _pod(plan_of("dev"))["initContainers"]
+    plan = plan_of("dev")
+    (migrate,) = _job_pod(plan)["containers"]
     assert "DB_SECRET_ARN" not in _env(migrate)
+    # the roles' passwords still come from their secrets; the app's role reads only its own
+    app_secret = plan.one("aws:secretsmanager/secret:Secret", "database-app-credentials")
+    job_secret = plan.one("aws:secretsmanager/secret:Secret", "functions-db-credentials")
+    assert _env(migrate)["APP_DB_SECRET_ARN"] == app_secret.outputs["arn"]
+    assert _env(migrate)["JOB_DB_SECRET_ARN"] == job_secret.outputs["arn"]
+    policy = json.loads(
+        plan.one("aws:iam/rolePolicy:RolePolicy", "app-migration-role").inputs["policy"]
+    )
+    assert policy["Statement"][0]["Resource"] == [
+        app_secret.outputs["arn"],
+        job_secret.outputs["arn"],
+    ]

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,27 @@ CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'check
 APPLY_ORDER = [
     "01-namespace-shortener.yaml",
     "02-networkpolicy-default-deny.yaml",
-    "03-networkpolicy-shortener.yaml",
-    "04-poddisruptionbudget-shortener.yaml",
-    "05-serviceaccount-shortener.yaml",
-    "06-secret-shortener-secrets.yaml",
-    "07-configmap-shortener-config.yaml",
-    "08-service-shortener.yaml",
-    "09-deployment-shortener.yaml",
-    "10-horizontalpodautoscaler-shortener.yaml",
+    "03-networkpolicy-shortener-migrate.yaml",
+    "04-networkpolicy-shortener.yaml",
+    "05-poddisruptionbudget-shortener.yaml",
+    "06-serviceaccount-shortener-migrate.yaml",
+    "07-serviceaccount-shortener.yaml",
+    "08-secret-shortener-secrets.yaml",
+    "09-configmap-shortener-config.yaml",
+    "10-service-shortener.yaml",
+    "11-deployment-shortener.yaml",
+    "12-horizontalpodautoscaler-shortener.yaml",
+    # the migration's Job, named by a hash of what it runs (tests/test_workload.py)
+    "13-job-shortener-migrate-HASH.yaml",
 ]
+_JOB_HASH = re.compile(r"(job-shortener-migrate-)[0-9a-f]{10}(\.yaml)$")
+
+
+def _names(paths: Any) -> list[str]:
+    """File names (or paths) with the migration Job's hash replaced by HASH."""
+    return [_JOB_HASH.sub(r"\1HASH\2", str(getattr(p, "name", p))) for p in paths]
+
+
 # checkov findings we accept, each with its reason written on the object (checkov.io/skipN).
 ACCEPTED_SKIPS = {"CKV_K8S_35"}
 # ...and on the node autoscaler's Deployment only: its image by release tag (tests/test_cluster.py).
@@ -89,7 +102,7 @@ def _objects(folder: Path) -> list[dict[str, Any]]:
 
 
 def test_files_in_apply_order(written: Path) -> None:
-    assert sorted(p.name for p in written.iterdir()) == APPLY_ORDER
+    assert sorted(_names(written.iterdir())) == APPLY_ORDER
 
 
 def test_objects_are_the_plan_inputs(harness_plan: Plan, written: Path) -> None:
@@ -106,7 +119,7 @@ def test_objects_are_the_plan_inputs(harness_plan: Plan, written: Path) -> None:
 
 
 def test_secret_values_redacted(written: Path) -> None:
-    secret = yaml.safe_load((written / "06-secret-shortener-secrets.yaml").read_text())
+    secret = yaml.safe_load((written / "08-secret-shortener-secrets.yaml").read_text())
     # The plan masked stringData as a whole; its keys come from the annotation.
     assert secret["stringData"] == {"API_TOKEN": REDACTED, "DATABASE_URL": REDACTED}
     text = "".join(p.read_text() for p in written.iterdir())
@@ -219,7 +232,7 @@ def test_objects_validate_on_every_supported_eks_version(written: Path, cluster:
 
 def test_strict_validation_catches_an_unknown_field(written: Path) -> None:
     """A control: strict mode really refuses what the API server would drop or refuse."""
-    deployment = yaml.safe_load((written / "09-deployment-shortener.yaml").read_text())
+    deployment = yaml.safe_load((written / "11-deployment-shortener.yaml").read_text())
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, schema_version(H.K8S_VERSION), strict=True)
@@ -259,9 +272,9 @@ def test_cli_writes_the_files(backbone_cli: Any, tmp_path: Path) -> None:
         "manifests", str(project / "stacks" / "Pulumi.providers.yaml"), "-o", str(out)
     )
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in out.iterdir()) == APPLY_ORDER
-    assert done.stdout.split() == [str(out / name) for name in APPLY_ORDER]
-    assert "10 objects" in done.stderr
+    assert sorted(_names(out.iterdir())) == APPLY_ORDER
+    assert _names(done.stdout.split()) == [str(out / name) for name in APPLY_ORDER]
+    assert "13 objects" in done.stderr
     # No secret value anywhere in the folder; the only placeholders are the redacted ones.
     text = "".join(p.read_text() for p in out.iterdir())
     for value in (H.DATABASE_URL, H.API_TOKEN, "Harness-Db-Pa55word"):
@@ -297,13 +310,8 @@ def test_cli_dev_stack(backbone_cli: Any, tmp_path: Path) -> None:
     assert secret["stringData"] == {"API_TOKEN": REDACTED, "DATABASE_URL": REDACTED}
     migration = yaml.safe_load(next(out.glob("*-secret-shortener-migration.yaml")).read_text())
     assert set(migration["stringData"].values()) == {REDACTED}
-    assert set(migration["stringData"]) == {
-        "DATABASE_URL",
-        "APP_DB_USER",
-        "APP_DB_PASSWORD",
-        "JOB_DB_USER",
-        "JOB_DB_PASSWORD",
-    }
+    # the roles' passwords are no longer here: the migration reads them from their secrets
+    assert set(migration["stringData"]) == {"DATABASE_URL", "APP_DB_USER", "JOB_DB_USER"}
 
 
 def test_cli_stream_to_stdout(backbone_cli: Any, tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from infra.components.workload import (
     DRAIN_SECONDS,
     ENDPOINT_PROPAGATION_SECONDS,
     METRICS_PORT,
+    MIGRATION_BACKOFF_LIMIT,
+    MIGRATION_DEADLINE_SECONDS,
     check_image,
     cpu_limit,
 )
@@ -34,12 +36,14 @@ OBJECTS = {
     ("ConfigMap", "shortener-config"),
     ("Secret", "shortener-secrets"),
     ("ServiceAccount", "shortener"),
+    ("ServiceAccount", "shortener-migrate"),
     ("Deployment", "shortener"),
     ("Service", "shortener"),
     ("HorizontalPodAutoscaler", "shortener"),
     ("PodDisruptionBudget", "shortener"),
     ("NetworkPolicy", "default-deny"),
     ("NetworkPolicy", "shortener"),
+    ("NetworkPolicy", "shortener-migrate"),
 }
 
 
@@ -87,6 +91,18 @@ class Case:
     def pod(self) -> dict[str, Any]:
         spec: dict[str, Any] = self.obj("Deployment")["spec"]["template"]["spec"]
         return spec
+
+    def job(self) -> Resource:
+        (job,) = [r for r in self.k8s() if r.inputs.get("kind") == "Job"]
+        return job
+
+    def job_pod(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.job().inputs["spec"]["template"]["spec"]
+        return spec
+
+    def containers(self) -> list[dict[str, Any]]:
+        """The app's container and the migration's."""
+        return [*self.pod()["containers"], *self.job_pod()["containers"]]
 
 
 @pytest.fixture(scope="session")
@@ -163,8 +179,11 @@ def test_objects(case: Case) -> None:
     # The project's stacks give the migration its own Secret (the master user's URL and the
     # roles it creates); the harness gives none, and the migration reads the app's.
     extra = set() if case.harness else {("Secret", "shortener-migration")}
-    assert got == {("Namespace", case.namespace), *OBJECTS, *extra}
-    assert len(case.k8s()) == len(OBJECTS) + 1 + len(extra)
+    # the migration's Job, named by a hash of what it runs (tests below)
+    (job,) = [k for k in got if k[0] == "Job"]
+    assert job[1].startswith("shortener-migrate-") and len(job[1]) == len("shortener-migrate-") + 10
+    assert got - {job} == {("Namespace", case.namespace), *OBJECTS, *extra}
+    assert len(case.k8s()) == len(OBJECTS) + 2 + len(extra)
 
 
 def test_every_kubernetes_resource_uses_the_given_provider(case: Case) -> None:
@@ -215,34 +234,79 @@ def test_deployment_replicas_strategy_and_hpa_ownership(case: Case) -> None:
 
 
 def test_containers_image_by_digest(case: Case) -> None:
-    pod = case.pod()
-    containers = pod["initContainers"] + pod["containers"]
-    assert [c["name"] for c in containers] == ["migrate", "shortener"]
+    containers = case.containers()
+    assert [c["name"] for c in containers] == ["shortener", "migrate"]
+    assert "initContainers" not in case.pod()
     for c in containers:
         assert c["image"] == case.image
         assert "@sha256:" in c["image"] and not c["image"].endswith(":latest")
         assert c["imagePullPolicy"] in {"IfNotPresent", "Always"}
 
 
-def test_migration_runs_in_an_init_container(case: Case) -> None:
-    pod = case.pod()
-    (migrate,) = pod["initContainers"]
+def test_migration_runs_in_its_own_job_before_the_pods_roll(case: Case) -> None:
+    job = case.job()
+    spec = job.inputs["spec"]
+    pod = case.job_pod()
+    (migrate,) = pod["containers"]
+    assert job.inputs["apiVersion"] == "batch/v1"
     assert migrate["command"] == ["python", "-m", "shortener.migrate"]
+    # runs once: the Job retries a failed pod (twice), within a deadline Pulumi waits out
+    assert pod["restartPolicy"] == "Never"
+    assert spec["backoffLimit"] == MIGRATION_BACKOFF_LIMIT
+    assert spec["activeDeadlineSeconds"] == MIGRATION_DEADLINE_SECONDS
+    assert job.custom_timeouts and job.custom_timeouts["create"] == "11m"
+    # kept after it completes (no TTL: a Job deleted behind Pulumi's back would be re-created
+    # and re-run by the next refresh and up); a failed one is replaced at the next `pulumi up`
+    assert "ttlSecondsAfterFinished" not in spec
+    assert job.inputs["metadata"]["annotations"]["pulumi.com/replaceUnready"] == "true"
+    # the Deployment waits for it: Pulumi creates the Deployment's new revision only after the
+    # Job's Complete condition (pulumi-kubernetes' Job await)
+    deployment = next(r for r in case.k8s() if r.inputs["kind"] == "Deployment")
+    assert job.urn in deployment.dependencies
+    # its pods are not the app's: no Service, PDB or app NetworkPolicy selects them
+    labels = job.inputs["spec"]["template"]["metadata"]["labels"]
+    app_selector = case.obj("Deployment")["spec"]["selector"]["matchLabels"]
+    assert not app_selector.items() <= labels.items()
+    assert labels["app.kubernetes.io/name"] == "shortener-migrate"
     if case.harness:
-        assert migrate["envFrom"] == pod["containers"][0]["envFrom"]
+        # no migration Secret given: the migration reads the app's
+        assert migrate["envFrom"] == case.pod()["containers"][0]["envFrom"]
     else:
-        # The master user's URL reaches the init container only, never the app's container.
+        # The master user's URL reaches the migration only, never the app's container.
         assert migrate["envFrom"] == [
             {"configMapRef": {"name": "shortener-config"}},
             {"secretRef": {"name": "shortener-migration"}},
         ]
         secret = case.obj("Secret", "shortener-migration")
         assert secret["stringData"] == SECRET
+        # the roles' passwords come from their secrets (JOB_DB_SECRET_ARN, APP_DB_SECRET_ARN)
         assert (
             secret["metadata"]["annotations"]["backbone.dev/secret-keys"]
-            == "APP_DB_PASSWORD,APP_DB_USER,DATABASE_URL,JOB_DB_PASSWORD,JOB_DB_USER"
+            == "APP_DB_USER,DATABASE_URL,JOB_DB_USER"
         )
     assert case.obj("ConfigMap", "shortener-config")["data"]["MIGRATE_ON_STARTUP"] == "false"
+
+
+def test_a_new_image_or_migration_makes_a_new_job() -> None:
+    from infra.components.workload import migration_job_name
+    from infra.config import AppConfig
+
+    cfg = AppConfig()
+    image = "r@sha256:" + "a" * 64
+    base = migration_job_name(image, {"PORT": "8000"}, cfg, ["arn:s"])
+    assert base == migration_job_name(image, {"PORT": "8000"}, cfg, ["arn:s"])
+    changed = {
+        migration_job_name("r@sha256:" + "b" * 64, {"PORT": "8000"}, cfg, ["arn:s"]),
+        migration_job_name(image, {"PORT": "8001"}, cfg, ["arn:s"]),
+        migration_job_name(image, {"PORT": "8000"}, cfg, ["arn:t"]),
+        # the database's address (a restore: a new instance) is one of the inputs stack.py gives
+        migration_job_name(image, {"PORT": "8000"}, cfg, ["arn:s", "db2.example"]),
+        migration_job_name(
+            image, {"PORT": "8000"}, cfg.model_copy(update={"canary_link_code": "other"}), ["arn:s"]
+        ),
+    }
+    assert base not in changed and len(changed) == 5
+    assert all(n.startswith("shortener-migrate-") and len(n) <= 63 for n in {base, *changed})
 
 
 def test_probes(case: Case) -> None:
@@ -268,8 +332,7 @@ def test_resources(case: Case) -> None:
         "requests": {"cpu": case.cpu, "memory": case.memory},
         "limits": {"cpu": cpu_limit(case.cpu), "memory": case.memory},
     }
-    pod = case.pod()
-    for c in pod["initContainers"] + pod["containers"]:
+    for c in case.containers():
         assert c["resources"] == expected, c["name"]
 
 
@@ -278,14 +341,21 @@ def test_security_context(case: Case) -> None:
     assert pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == "shortener"
     assert case.obj("ServiceAccount")["automountServiceAccountToken"] is False
-    assert pod["securityContext"] == {
-        "runAsNonRoot": True,
-        "runAsUser": 10001,
-        "runAsGroup": 10001,
-        "fsGroup": 10001,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    for c in pod["initContainers"] + pod["containers"]:
+    job = case.job_pod()
+    assert job["automountServiceAccountToken"] is False
+    assert job["serviceAccountName"] == "shortener-migrate"
+    assert case.obj("ServiceAccount", "shortener-migrate")["automountServiceAccountToken"] is False
+    for spec in (pod, job):
+        assert spec["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in spec["volumes"]
+        assert not any(k in spec for k in ("hostNetwork", "hostPID", "hostIPC"))
+    for c in case.containers():
         sc = c["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001, c["name"]
         assert sc["readOnlyRootFilesystem"] is True
@@ -449,6 +519,17 @@ def test_network_policies(case: Case) -> None:
             "ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
         },
     ]
+    # the migration's pods: nothing in; out only where the app's pods may go
+    migration = case.obj("NetworkPolicy", "shortener-migrate")["spec"]
+    assert migration["podSelector"] == {
+        "matchLabels": {
+            k: v
+            for k, v in case.job().inputs["spec"]["template"]["metadata"]["labels"].items()
+            if k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")
+        }
+    }
+    assert migration["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in migration and migration["egress"] == allow["egress"]
     dns, database, *aws_apis = allow["egress"]
     # HTTPS out only where the pods read their credentials from Secrets Manager (the stacks; the
     # harness gives none): STS and Secrets Manager have no fixed addresses to name

@@ -104,6 +104,10 @@ class Settings:
     app_db_password: str = field(default="", repr=False)
     job_db_user: str = ""
     job_db_password: str = field(default="", repr=False)
+    # or the password's source: a Secrets Manager secret ({"username", "password"}) whose
+    # AWSCURRENT the migration reads under its lock (a rotation function owns the password)
+    app_db_secret_arn: str = ""
+    job_db_secret_arn: str = ""
 
     def redacted_database_url(self) -> str:
         """The database location without credentials: host, port and database name only."""
@@ -141,25 +145,37 @@ def describe_database(url: str) -> str:
     return f"postgresql://{host}:{port}/{dbname}"
 
 
-def _role(env: Mapping[str, str], kind: str) -> tuple[str, str]:
-    """(name, password) of a login role the migration manages, or ("", "")."""
+def _role(env: Mapping[str, str], kind: str) -> tuple[str, str, str]:
+    """(name, password, secret ARN) of a login role the migration manages, or ("", "", "").
+    The password comes from <KIND>_DB_PASSWORD, or from the secret <KIND>_DB_SECRET_ARN at
+    migration time (then a rotation function changes it, and the migration follows)."""
     user_key, password_key = f"{kind}_DB_USER", f"{kind}_DB_PASSWORD"
+    secret_key = f"{kind}_DB_SECRET_ARN"
     name = env.get(user_key, "").strip()
     password = env.get(password_key, "")
-    if not name and not password:
-        return "", ""
-    if not name or not password:
+    secret_arn = env.get(secret_key, "").strip()
+    if password and secret_arn:
+        raise ConfigError(f"{password_key} and {secret_key} are both set: set one, not both")
+    if not name and not password and not secret_arn:
+        return "", "", ""
+    source = password_key if password or not secret_arn else secret_key
+    if not name or not (password or secret_arn):
         missing = user_key if not name else password_key
-        given = password_key if not name else user_key
-        raise ConfigError(f"{given} is set but {missing} is not: set both, or neither")
+        given = source if not name else user_key
+        raise ConfigError(
+            f"{given} is set but {missing} is not: set both, or neither "
+            f"(the password may come from {secret_key} instead)"
+        )
     if not ROLE_NAME.fullmatch(name) or name in RESERVED_ROLES or name.startswith(("pg_", "rds")):
         raise ConfigError(
             f"{user_key}={name!r} is not a role name the migration manages ({ROLE_RULE})"
         )
+    if secret_arn:
+        return name, "", secret_arn
     if not 16 <= len(password) <= 128 or any(not ("!" <= c <= "~") for c in password):
         # never echo the value
         raise ConfigError(f"{password_key} is too weak or malformed ({PASSWORD_RULE})")
-    return name, password
+    return name, password, ""
 
 
 def _check_tls(database_url: str, env: Mapping[str, str]) -> None:
@@ -282,8 +298,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ) from None
     _check_tls(database_url, env)
 
-    app_user, app_password = _role(env, "APP")
-    job_user, job_password = _role(env, "JOB")
+    app_user, app_password, app_secret = _role(env, "APP")
+    job_user, job_password, job_secret = _role(env, "JOB")
     if app_user and app_user == job_user:
         raise ConfigError(
             f"APP_DB_USER and JOB_DB_USER are both {app_user!r}: the app and the job need "
@@ -399,4 +415,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         app_db_password=app_password,
         job_db_user=job_user,
         job_db_password=job_password,
+        app_db_secret_arn=app_secret,
+        job_db_secret_arn=job_secret,
     )

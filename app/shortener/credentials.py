@@ -128,7 +128,8 @@ def read_secrets_manager(secret_id: str, client: Any = None) -> DbSecret:
     if client is None:
         client = secrets_client()
     try:
-        value = client.get_secret_value(SecretId=secret_id)
+        # the stage said, as every reader of a rotating secret should (the API's default too)
+        value = client.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "ClientError")
         raise CredentialsError(f"cannot read database secret {secret_id}: {code}") from None

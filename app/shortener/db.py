@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -115,16 +115,55 @@ class LoginRole:
     name: str
     password: str = field(repr=False)
     grants: dict[str, tuple[Grant, ...]] = field(repr=False, default_factory=dict)
+    # the password's source instead of `password`: a Secrets Manager secret, read (AWSCURRENT)
+    # under the migration's lock, which the rotation function's setSecret takes too
+    secret_arn: str = ""
 
 
 def managed_roles(settings: Settings) -> list[LoginRole]:
     """The login roles the settings ask the migration to manage (none, one or both)."""
     roles = []
     if settings.app_db_user:
-        roles.append(LoginRole("app", settings.app_db_user, settings.app_db_password, APP_GRANTS))
+        roles.append(
+            LoginRole(
+                "app",
+                settings.app_db_user,
+                settings.app_db_password,
+                APP_GRANTS,
+                settings.app_db_secret_arn,
+            )
+        )
     if settings.job_db_user:
-        roles.append(LoginRole("job", settings.job_db_user, settings.job_db_password, JOB_GRANTS))
+        roles.append(
+            LoginRole(
+                "job",
+                settings.job_db_user,
+                settings.job_db_password,
+                JOB_GRANTS,
+                settings.job_db_secret_arn,
+            )
+        )
     return roles
+
+
+async def _current_password(role: LoginRole) -> LoginRole:
+    """The role with its password: its own, or its secret's AWSCURRENT read now. Called under
+    the migration lock: a rotation's setSecret waits for it (or it for the rotation), so the
+    password set here is never one the rotation has just replaced."""
+    if not role.secret_arn:
+        return role
+    from .credentials import CredentialsError, read_secrets_manager
+
+    try:
+        secret = await asyncio.to_thread(read_secrets_manager, role.secret_arn)
+    except CredentialsError as exc:
+        raise DatabaseUnavailable(str(exc)) from None
+    if secret.username != role.name:
+        raise MigrationRefused(
+            f"{role.kind.upper()}_DB_SECRET_ARN={role.secret_arn} holds the username "
+            f"{secret.username!r}, not {role.name!r} ({role.kind.upper()}_DB_USER)"
+        )
+    return replace(role, password=secret.password)
 
 
 class DatabaseUnavailable(Exception):
@@ -214,6 +253,7 @@ async def migrate(
             ) from None
         await _lock_down(conn, str(schema), str(dbname))
         for role in roles or []:
+            role = await _current_password(role)
             await _ensure_role(conn, role, user=str(user), schema=str(schema), dbname=str(dbname))
         if canary:
             # the canary's known link (CANARY_LINK_CODE/URL): there at deploy, never expiring

@@ -97,6 +97,29 @@ def _restore_args(cfg: DatabaseConfig, restored: bool) -> dict[str, Any]:
     }
 
 
+def _operations_args(cfg: DatabaseConfig, placement: Placement) -> dict[str, Any]:
+    """Backups, windows, Database Insights and Enhanced Monitoring: the instance's operations."""
+    return {
+        "backup_retention_period": cfg.backup_retention_days,
+        "backup_window": cfg.backup_window,
+        "maintenance_window": cfg.maintenance_window,
+        "database_insights_mode": INSIGHTS_MODE,
+        "performance_insights_enabled": True,
+        "performance_insights_retention_period": INSIGHTS_RETENTION_DAYS,
+        "monitoring_interval": cfg.enhanced_monitoring_seconds,
+        "monitoring_role_arn": placement.monitoring_role_arn,
+    }
+
+
+@dataclass(frozen=True)
+class Naming:
+    """What names one instance: its identifier, its log groups, its final snapshot."""
+
+    identifier: pulumi.Output[str]
+    log_groups: list[aws.cloudwatch.LogGroup]
+    final_snapshot: pulumi.Output[str]
+
+
 @dataclass(frozen=True)
 class Credentials:
     """The master user's password (generated, or read from RDS's own secret) and that secret."""
@@ -243,27 +266,15 @@ class Database(pulumi.ComponentResource):
         protect: bool,
         part: str = "postgres",
     ) -> aws.rds.Instance:
-        child = pulumi.ResourceOptions(parent=self)
-        stack, project = pulumi.get_stack(), pulumi.get_project()
         restored = part != "postgres"
-        # Drawn once per instance and kept in the state: names the instance, its log groups and its
-        # final snapshot, so a re-created instance never meets what the last one left behind.
-        suffix = random.RandomId(
-            f"{name}-{part}-suffix" if restored else f"{name}-snapshot-suffix",
-            byte_length=4,
-            opts=child,
-        )
-        db_identifier: pulumi.Output[str] = suffix.hex.apply(
-            lambda h: identifier(project, stack, name, suffix=h)
-        )
-        log_groups = self._log_groups(f"{name}-{part}" if restored else name, cfg, db_identifier)
+        naming = self._naming(name, cfg, part)
         # Data lives here: protected stacks keep it even if the resource leaves the program.
         stateful = pulumi.ResourceOptions(
-            parent=self, protect=protect, retain_on_delete=protect, depends_on=log_groups
+            parent=self, protect=protect, retain_on_delete=protect, depends_on=naming.log_groups
         )
         return aws.rds.Instance(
             f"{name}-{part}",
-            identifier=db_identifier,
+            identifier=naming.identifier,
             **_restore_args(cfg, restored),
             engine="postgres",
             engine_version=cfg.engine_version,
@@ -286,24 +297,13 @@ class Database(pulumi.ComponentResource):
             publicly_accessible=False,
             parameter_group_name=placement.parameter_group,
             multi_az=cfg.multi_az,
-            backup_retention_period=cfg.backup_retention_days,
-            backup_window=cfg.backup_window,
-            maintenance_window=cfg.maintenance_window,
-            database_insights_mode=INSIGHTS_MODE,
-            performance_insights_enabled=True,
-            performance_insights_retention_period=INSIGHTS_RETENTION_DAYS,
-            monitoring_interval=cfg.enhanced_monitoring_seconds,
-            monitoring_role_arn=placement.monitoring_role_arn,
+            **_operations_args(cfg, placement),
             copy_tags_to_snapshot=True,
             deletion_protection=cfg.deletion_protection,
             skip_final_snapshot=False,
             # Unique per instance: a fixed name would collide with the snapshot the previous
             # destroy left, and the next destroy would fail (DBSnapshotAlreadyExists).
-            final_snapshot_identifier=pulumi.Output.concat(
-                snapshot_prefix(project, stack, name if not restored else f"{name}-{part}"),
-                "-final-",
-                suffix.hex,
-            ),
+            final_snapshot_identifier=naming.final_snapshot,
             # Automated backups outlive a deleted instance (until their retention ends) only where
             # data is protected; elsewhere the final snapshot is what remains.
             delete_automated_backups=not protect,
@@ -312,6 +312,29 @@ class Database(pulumi.ComponentResource):
             apply_immediately=False,
             opts=stateful,
         )
+
+    def _naming(self, name: str, cfg: DatabaseConfig, part: str) -> Naming:
+        """The instance's identifier, its log groups and its final snapshot's name."""
+        child = pulumi.ResourceOptions(parent=self)
+        stack, project = pulumi.get_stack(), pulumi.get_project()
+        restored = part != "postgres"
+        # Drawn once per instance and kept in the state: names the instance, its log groups and its
+        # final snapshot, so a re-created instance never meets what the last one left behind.
+        suffix = random.RandomId(
+            f"{name}-{part}-suffix" if restored else f"{name}-snapshot-suffix",
+            byte_length=4,
+            opts=child,
+        )
+        db_identifier: pulumi.Output[str] = suffix.hex.apply(
+            lambda h: identifier(project, stack, name, suffix=h)
+        )
+        log_groups = self._log_groups(f"{name}-{part}" if restored else name, cfg, db_identifier)
+        final_snapshot = pulumi.Output.concat(
+            snapshot_prefix(project, stack, name if not restored else f"{name}-{part}"),
+            "-final-",
+            suffix.hex,
+        )
+        return Naming(db_identifier, log_groups, final_snapshot)
 
     def _credentials(
         self, cfg: DatabaseConfig, generated: pulumi.Output[str] | None
@@ -369,7 +392,7 @@ class Database(pulumi.ComponentResource):
             recovery_window_in_days=7,
             opts=child,
         )
-        aws.secretsmanager.SecretVersion(
+        version = aws.secretsmanager.SecretVersion(
             f"{name}-app-credentials",
             secret_id=secret.id,
             secret_string=self.app_password.apply(
@@ -377,8 +400,11 @@ class Database(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["secretString"]),
         )
-        self._app_secret_arn = secret.arn
-        return secret.arn
+        # The ARN once the secret has its first value: whatever reads it (the migration, the
+        # rotation's first check) waits for the version, not only for the empty secret.
+        arn: pulumi.Output[str] = pulumi.Output.all(secret.arn, version.id).apply(lambda a: a[0])
+        self._app_secret_arn = arn
+        return arn
 
     def admit(self, key: str, security_group_id: pulumi.Input[str], description: str) -> None:
         """Open 5432 to one more client security group (e.g. a function's, made after this)."""

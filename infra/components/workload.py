@@ -5,11 +5,14 @@ Objects, all in one namespace and all through the Kubernetes provider given in `
 - Namespace, labelled for the Pod Security Admission ``restricted`` profile (the pods comply).
 - ConfigMap (non-secret settings) and Secret (DATABASE_URL, API_TOKEN, as secret stringData).
 - ServiceAccount with no API token mounted (the app never talks to the Kubernetes API).
+- Job (batch/v1): the idempotent migration (`python -m shortener.migrate`) with its own
+  ServiceAccount (and, with AWS credentials, its own IAM role: the only one that reads RDS's master
+  secret), named by a hash of what it runs; the Deployment depends on it, and Pulumi awaits its
+  Complete condition, so the pods roll after the migration (MIGRATE_ON_STARTUP is false).
 - Deployment: the image by digest; requests and limits; startup, liveness (/healthz) and readiness
-  (/readyz: the database answers) probes; non-root UID 10001, read-only root filesystem with an
-  emptyDir at /tmp, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp; an
-  init container that runs the idempotent migration (`python -m shortener.migrate`) before the app
-  container starts, so MIGRATE_ON_STARTUP is false; spread over zones and nodes; a preStop sleep so
+  (/readyz: started, schema current, not draining) probes; non-root UID 10001, read-only root
+  filesystem with an emptyDir at /tmp, no privilege escalation, all capabilities dropped,
+  RuntimeDefault seccomp (the migration's pod too); spread over zones and nodes; a preStop sleep so
   every node's kube-proxy drops the pod from the Service before the app gets SIGTERM, and a grace
   period longer than that sleep plus the app's own drain timeout. The replica count is only the
   count at creation: the HorizontalPodAutoscaler owns it afterwards (ignore_changes).
@@ -19,7 +22,8 @@ Objects, all in one namespace and all through the Kubernetes provider given in `
   drain always proceeds, one pod at a time, and with two or more replicas one keeps serving).
 - NetworkPolicy: default deny in and out for the namespace; the app admits its port from the VPC
   (the ALB reaches pods through the node port, so traffic arrives from node addresses) and may
-  reach only cluster DNS and the database's subnets on 5432.
+  reach only cluster DNS and the database's subnets on 5432 (and HTTPS for STS and Secrets
+  Manager); the migration's pods admit nothing and may reach the same.
 """
 
 from __future__ import annotations
@@ -114,6 +118,33 @@ def cpu_limit(request: str) -> str:
 APP_NAME = "shortener"
 CONTAINER_PORT = 8000
 LOG_LEVEL = "INFO"
+# The migration's Job: its service account (and IAM role), its pods' name label, its name's prefix.
+MIGRATION_NAME = f"{APP_NAME}-migrate"
+# Two retries of a failed pod (the database coming up, a rotation finishing), all within the
+# deadline; Pulumi waits a minute longer than the deadline for the Complete condition.
+MIGRATION_BACKOFF_LIMIT = 2
+MIGRATION_DEADLINE_SECONDS = 600
+MIGRATION_ANNOTATIONS = {
+    # A Job that failed (Pulumi saw its Failed condition) is replaced on the next `pulumi up`
+    # instead of being awaited again: a re-run after a fix runs the migration again.
+    "pulumi.com/replaceUnready": "true",
+}
+
+
+def migration_job_name(
+    image: str, data: Mapping[str, str], cfg: AppConfig, secret_arns: Sequence[Any]
+) -> str:
+    """The Job's name: what the migration runs (image, settings, the canary link, the secrets
+    it reads the passwords from), hashed. A Job's pod template cannot change; a new name is a
+    new Job, run to completion before the pods roll."""
+    what = {
+        "image": image,
+        "settings": dict(data),
+        "canary": [cfg.canary_link_code, cfg.canary_link_url],
+        "secrets": [str(a) for a in secret_arns],
+    }
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+    return f"{MIGRATION_NAME}-{digest[:10]}"
 
 
 @dataclass(frozen=True)
@@ -137,7 +168,10 @@ AWS_TOKEN_AUDIENCE = "sts.amazonaws.com"
 @dataclass(frozen=True)
 class AwsIdentity:
     role_arn: pulumi.Output[str]
+    migration_role_arn: pulumi.Output[str]
     creds: SecretCredentials
+    policies: tuple[aws.iam.RolePolicy, ...] = ()
+    """The roles' policies: the migration's Job waits for them (no AccessDenied at first run)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +189,18 @@ class SecretCredentials:
     master_secret_arn: pulumi.Input[str] | None = None
     """RDS's managed master secret, when RDS keeps (and rotates) the master password: the
     migration's DB_SECRET_ARN. None: the migration's URL carries the generated password."""
+    job_secret_arn: pulumi.Input[str] | None = None
+    """The housekeeping job role's secret, when there is a job: the migration sets that role's
+    password from it (JOB_DB_SECRET_ARN), as it sets the app role's from app_secret_arn."""
+
+
+def _secret_arns(creds: SecretCredentials) -> list[pulumi.Input[str]]:
+    """The secrets the migration reads: the roles' (their passwords) and RDS's master secret."""
+    return [
+        a
+        for a in (creds.app_secret_arn, creds.job_secret_arn, creds.master_secret_arn)
+        if a is not None
+    ]
 
 
 def _irsa_trust(provider_arn: str, issuer: str, namespace: str, account: str) -> str:
@@ -247,6 +293,46 @@ def _env_from(config: CORE.ConfigMap, secret: CORE.Secret) -> list[CORE.EnvFromS
     ]
 
 
+def _egress(
+    database_cidrs: Sequence[str], aws_apis: bool
+) -> list[k8s.networking.v1.NetworkPolicyEgressRuleArgs]:
+    """Where the app's (and the migration's) pods may connect: cluster DNS, the database's
+    subnets on 5432, and with AWS credentials, HTTPS to STS and Secrets Manager."""
+    net = k8s.networking.v1
+    dns = net.NetworkPolicyPeerArgs(
+        namespace_selector=META.LabelSelectorArgs(
+            match_labels={"kubernetes.io/metadata.name": "kube-system"}
+        ),
+        pod_selector=META.LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}),
+    )
+    rules = [
+        net.NetworkPolicyEgressRuleArgs(
+            to=[dns],
+            ports=[
+                net.NetworkPolicyPortArgs(protocol="UDP", port=53),
+                net.NetworkPolicyPortArgs(protocol="TCP", port=53),
+            ],
+        ),
+        net.NetworkPolicyEgressRuleArgs(
+            to=[
+                net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr))
+                for cidr in database_cidrs
+            ],
+            ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=5432)],
+        ),
+    ]
+    if aws_apis:
+        # STS and Secrets Manager (the credentials) over HTTPS, through the NAT gateway: their
+        # public endpoints have no fixed addresses to name here.
+        rules.append(
+            net.NetworkPolicyEgressRuleArgs(
+                to=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr="0.0.0.0/0"))],
+                ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=443)],
+            )
+        )
+    return rules
+
+
 class Workload(pulumi.ComponentResource):
     """The app on Kubernetes from its config section. The image, the database's URLs, the API
     token and the networks it talks to are wiring; the Kubernetes provider comes in `opts`."""
@@ -255,6 +341,8 @@ class Workload(pulumi.ComponentResource):
     service_name: pulumi.Output[str]
     node_port: int
     health_check_node_port: int
+    migration: k8s.batch.v1.Job
+    """The migration's Job: what must have run before anything logs in as the roles it makes."""
 
     def __init__(
         self,
@@ -270,12 +358,20 @@ class Workload(pulumi.ComponentResource):
         upstream: Upstream,
         migration_env: Mapping[str, pulumi.Input[str]] | None = None,
         credentials: SecretCredentials | None = None,
+        migration_inputs: Sequence[pulumi.Input[str]] = (),
+        migration_after: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:workload:Workload", name, None, opts)
         if not database_cidrs:
             raise ValueError("workload database_cidrs is empty: the app could reach no database")
         self._name, self._cfg, self._upstream = name, cfg, upstream
+        # Not secret: what else re-runs the migration when it changes (the database's address,
+        # after a restore), and what it waits for (the secrets' first values).
+        self._migration_inputs, self._migration_after = (
+            list(migration_inputs),
+            list(migration_after),
+        )
         self._selector = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
         self._labels = {
             **self._selector,
@@ -283,27 +379,23 @@ class Workload(pulumi.ComponentResource):
             "app.kubernetes.io/part-of": "backbone",
             "app.kubernetes.io/managed-by": "pulumi",
         }
+        # The migration's pods: a name of their own, so no Service, PDB or app policy selects
+        # them (a Job's pod in the Service would get traffic on a port nothing listens on).
+        self._migration_selector = {**self._selector, "app.kubernetes.io/name": MIGRATION_NAME}
+        self._migration_labels = {
+            **self._labels,
+            **self._migration_selector,
+            "app.kubernetes.io/component": "migration",
+        }
         self.namespace = self._namespace(namespace)
         data = settings(upstream)
-        config = CORE.ConfigMap(
-            f"{name}-config", metadata=self._meta(f"{APP_NAME}-config"), data=data, opts=self._child
+        env_from, migrate_env_from = self._environment(
+            data, database_url=database_url, api_token=api_token, migration_env=migration_env
         )
-        secret = self._secret(
-            f"{name}-secret",
-            f"{APP_NAME}-secrets",
-            {"DATABASE_URL": database_url, "API_TOKEN": api_token},
-        )
-        env_from = _env_from(config, secret)
-        migrate_env_from = env_from
-        if migration_env is not None:
-            migration = self._secret(
-                f"{name}-migration-secret", f"{APP_NAME}-migration", migration_env
-            )
-            # The ConfigMap, then the migration's Secret (its DATABASE_URL wins over the app's).
-            migrate_env_from = [env_from[0], _env_from(config, migration)[1]]
         checked = pulumi.Output.from_input(image).apply(check_image)
         self._aws = self._aws_identity(namespace, credentials) if credentials else None
-        deployment = self._deployment(checked, env_from, migrate_env_from, data)
+        self.migration = self._migration_job(checked, migrate_env_from, data)
+        deployment = self._deployment(checked, env_from, data)
         service = self._service()
         self._autoscaling(deployment)
         self._network_policies(vpc_cidr, database_cidrs, aws_apis=credentials is not None)
@@ -322,9 +414,17 @@ class Workload(pulumi.ComponentResource):
     def _child(self) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self)
 
-    def _meta(self, obj_name: str, **extra: Any) -> META.ObjectMetaArgs:
+    def _meta(
+        self,
+        obj_name: pulumi.Input[str],
+        labels: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> META.ObjectMetaArgs:
         return META.ObjectMetaArgs(
-            name=obj_name, namespace=self.namespace, labels=self._labels, **extra
+            name=obj_name,
+            namespace=self.namespace,
+            labels=dict(labels if labels is not None else self._labels),
+            **extra,
         )
 
     def _namespace(self, namespace: str) -> pulumi.Output[str]:
@@ -359,20 +459,45 @@ class Workload(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _containers(
+    def _environment(
         self,
-        image: pulumi.Output[str],
-        env_from: list[CORE.EnvFromSourceArgs],
-        migrate_env_from: list[CORE.EnvFromSourceArgs],
-    ) -> tuple[CORE.ContainerArgs, CORE.ContainerArgs]:
-        """The migration (init container) and the app."""
+        data: dict[str, str],
+        *,
+        database_url: pulumi.Input[str],
+        api_token: pulumi.Input[str],
+        migration_env: Mapping[str, pulumi.Input[str]] | None,
+    ) -> tuple[list[CORE.EnvFromSourceArgs], list[CORE.EnvFromSourceArgs]]:
+        """The ConfigMap and the Secrets: the app's envFrom, and the migration's."""
+        name = self._name
+        config = CORE.ConfigMap(
+            f"{name}-config", metadata=self._meta(f"{APP_NAME}-config"), data=data, opts=self._child
+        )
+        secret = self._secret(
+            f"{name}-secret",
+            f"{APP_NAME}-secrets",
+            {"DATABASE_URL": database_url, "API_TOKEN": api_token},
+        )
+        env_from = _env_from(config, secret)
+        if migration_env is None:
+            return env_from, env_from
+        migration = self._secret(f"{name}-migration-secret", f"{APP_NAME}-migration", migration_env)
+        # The ConfigMap, then the migration's Secret (its DATABASE_URL wins over the app's).
+        return env_from, [env_from[0], _env_from(config, migration)[1]]
+
+    def _resources(self) -> CORE.ResourceRequirementsArgs:
         cfg = self._cfg
-        resources = CORE.ResourceRequirementsArgs(
+        return CORE.ResourceRequirementsArgs(
             requests={"cpu": cfg.cpu, "memory": cfg.memory},
             limits={"cpu": cpu_limit(cfg.cpu), "memory": cfg.memory},
         )
-        tmp = CORE.VolumeMountArgs(name="tmp", mount_path="/tmp")
-        migrate = CORE.ContainerArgs(
+
+    def _migrate_container(
+        self, image: pulumi.Output[str], migrate_env_from: list[CORE.EnvFromSourceArgs]
+    ) -> CORE.ContainerArgs:
+        """The migration: the schema, the login roles (their passwords from their secrets,
+        where the pods read credentials from Secrets Manager) and the canary's link."""
+        cfg = self._cfg
+        return CORE.ContainerArgs(
             name="migrate",
             image=image,
             image_pull_policy="IfNotPresent",  # the image is by digest: the bytes cannot change
@@ -384,11 +509,18 @@ class Workload(pulumi.ComponentResource):
                 CORE.EnvVarArgs(name="CANARY_LINK_URL", value=cfg.canary_link_url),
                 *self._aws_env(migration=True),
             ],
-            resources=resources,
+            resources=self._resources(),
             security_context=_security_context(),
-            volume_mounts=[tmp, *self._aws_mounts()],
+            volume_mounts=[
+                CORE.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+                *self._aws_mounts(),
+            ],
         )
-        app = CORE.ContainerArgs(
+
+    def _app_container(
+        self, image: pulumi.Output[str], env_from: list[CORE.EnvFromSourceArgs]
+    ) -> CORE.ContainerArgs:
+        return CORE.ContainerArgs(
             name=APP_NAME,
             image=image,
             image_pull_policy="IfNotPresent",
@@ -399,7 +531,7 @@ class Workload(pulumi.ComponentResource):
             ],
             env_from=env_from,
             env=self._aws_env(migration=False) or None,
-            resources=resources,
+            resources=self._resources(),
             # Until /healthz answers once, liveness and readiness wait (a slow start is not a hang).
             startup_probe=_http_probe(
                 "/healthz", period=2, failures=STARTUP_DB_TIMEOUT_SECONDS // 2 + 5, timeout=2
@@ -416,15 +548,16 @@ class Workload(pulumi.ComponentResource):
                 )
             ),
             security_context=_security_context(),
-            volume_mounts=[tmp, *self._aws_mounts()],
+            volume_mounts=[
+                CORE.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+                *self._aws_mounts(),
+            ],
         )
-        return migrate, app
 
     def _deployment(
         self,
         image: pulumi.Output[str],
         env_from: list[CORE.EnvFromSourceArgs],
-        migrate_env_from: list[CORE.EnvFromSourceArgs],
         data: dict[str, str],
     ) -> k8s.apps.v1.Deployment:
         account = CORE.ServiceAccount(
@@ -433,17 +566,16 @@ class Workload(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=self._child,
         )
-        migrate, app = self._containers(image, env_from, migrate_env_from)
+        app = self._app_container(image, env_from)
         # A change of settings changes the pod template, so the Deployment rolls.
         config_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-        selector = self._selector
         return k8s.apps.v1.Deployment(
             f"{self._name}-deployment",
             metadata=self._meta(APP_NAME, annotations=CHECKOV_SKIPS),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=self._cfg.replicas,
                 revision_history_limit=5,
-                selector=META.LabelSelectorArgs(match_labels=selector),
+                selector=META.LabelSelectorArgs(match_labels=self._selector),
                 strategy=k8s.apps.v1.DeploymentStrategyArgs(
                     type="RollingUpdate",
                     rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(
@@ -455,56 +587,152 @@ class Workload(pulumi.ComponentResource):
                         labels=self._labels,
                         annotations={"backbone.dev/config-sha256": config_hash},
                     ),
-                    spec=CORE.PodSpecArgs(
-                        service_account_name=account.metadata.apply(_name),
-                        automount_service_account_token=False,
-                        enable_service_links=False,
-                        termination_grace_period_seconds=grace_seconds(
-                            self._upstream.drain_seconds
-                        ),
-                        security_context=CORE.PodSecurityContextArgs(
-                            run_as_non_root=True,
-                            run_as_user=APP_UID,
-                            run_as_group=APP_UID,
-                            fs_group=APP_UID,
-                            seccomp_profile=CORE.SeccompProfileArgs(type="RuntimeDefault"),
-                        ),
-                        init_containers=[migrate],
-                        containers=[app],
-                        volumes=[
-                            CORE.VolumeArgs(
-                                name="tmp",
-                                empty_dir=CORE.EmptyDirVolumeSourceArgs(size_limit="64Mi"),
-                            ),
-                            *self._aws_volumes(),
-                        ],
-                        topology_spread_constraints=[
-                            _spread("topology.kubernetes.io/zone", selector),
-                            _spread("kubernetes.io/hostname", selector),
-                        ],
-                    ),
+                    spec=self._pod_spec(account, app),
                 ),
             ),
-            # The autoscaler owns the replica count after creation.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"]),
+            # The autoscaler owns the replica count after creation. The pods roll only once this
+            # revision's migration has completed (Pulumi awaits the Job's Complete condition).
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["spec.replicas"], depends_on=[self.migration]
+            ),
+        )
+
+    def _migration_job(
+        self,
+        image: pulumi.Output[str],
+        migrate_env_from: list[CORE.EnvFromSourceArgs],
+        data: dict[str, str],
+    ) -> k8s.batch.v1.Job:
+        """The migration as a Job of its own, with its own service account (and IAM role): the
+        app's pods never hold what only the migration needs (the master password). Named by
+        a hash of what it runs (image, settings, the secrets it reads), so a new image or a
+        changed migration makes a new Job, which Pulumi creates, awaits, then deletes the old."""
+        account = CORE.ServiceAccount(
+            f"{self._name}-migration-serviceaccount",
+            metadata=self._meta(MIGRATION_NAME, labels=self._migration_labels),
+            automount_service_account_token=False,
+            opts=self._child,
+        )
+        container = self._migrate_container(image, migrate_env_from)
+        arns = [*(_secret_arns(self._aws.creds) if self._aws else []), *self._migration_inputs]
+        job_name = pulumi.Output.all(image, *arns).apply(
+            lambda values: migration_job_name(str(values[0]), data, self._cfg, values[1:])
+        )
+        spec = self._pod_spec(account, container, job=True)
+        return k8s.batch.v1.Job(
+            f"{self._name}-migration",
+            metadata=self._meta(
+                job_name,
+                labels=self._migration_labels,
+                annotations={**CHECKOV_SKIPS, **MIGRATION_ANNOTATIONS},
+            ),
+            spec=k8s.batch.v1.JobSpecArgs(
+                backoff_limit=MIGRATION_BACKOFF_LIMIT,
+                active_deadline_seconds=MIGRATION_DEADLINE_SECONDS,
+                template=CORE.PodTemplateSpecArgs(
+                    metadata=META.ObjectMetaArgs(labels=self._migration_labels), spec=spec
+                ),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[
+                    *(self._aws.policies if self._aws else ()),
+                    *self._migration_after,
+                ],
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=f"{MIGRATION_DEADLINE_SECONDS // 60 + 1}m",
+                    update=f"{MIGRATION_DEADLINE_SECONDS // 60 + 1}m",
+                ),
+            ),
+        )
+
+    def _pod_spec(
+        self, account: CORE.ServiceAccount, container: CORE.ContainerArgs, *, job: bool = False
+    ) -> CORE.PodSpecArgs:
+        """A pod of the workload: its account, one container, the volumes; the app's pods
+        spread and drain, the migration's run once (restartPolicy Never: the Job retries)."""
+        selector = self._selector
+        hardened = CORE.PodSecurityContextArgs(
+            run_as_non_root=True,
+            run_as_user=APP_UID,
+            run_as_group=APP_UID,
+            fs_group=APP_UID,
+            seccomp_profile=CORE.SeccompProfileArgs(type="RuntimeDefault"),
+        )
+        volumes = [
+            CORE.VolumeArgs(name="tmp", empty_dir=CORE.EmptyDirVolumeSourceArgs(size_limit="64Mi")),
+            *self._aws_volumes(),
+        ]
+        if job:
+            return CORE.PodSpecArgs(
+                service_account_name=account.metadata.apply(_name),
+                automount_service_account_token=False,
+                enable_service_links=False,
+                restart_policy="Never",
+                security_context=hardened,
+                containers=[container],
+                volumes=volumes,
+            )
+        return CORE.PodSpecArgs(
+            service_account_name=account.metadata.apply(_name),
+            automount_service_account_token=False,
+            enable_service_links=False,
+            termination_grace_period_seconds=grace_seconds(self._upstream.drain_seconds),
+            security_context=hardened,
+            containers=[container],
+            volumes=volumes,
+            topology_spread_constraints=[
+                _spread("topology.kubernetes.io/zone", selector),
+                _spread("kubernetes.io/hostname", selector),
+            ],
         )
 
     def _aws_identity(self, namespace: str, creds: SecretCredentials) -> AwsIdentity:
-        """The pods' IAM role (IRSA): assumed by this service account only; reads the app role's
-        secret (and, for the migration, RDS's managed master secret), nothing else."""
+        """Two IAM roles (IRSA), each assumed by one service account: the app's pods read the
+        app role's secret, nothing else; the migration's pod reads the roles' secrets and RDS's
+        managed master secret. The master password never reaches a role the app can assume."""
+        app = self._irsa_role(
+            "role",
+            APP_NAME,
+            namespace,
+            [creds.app_secret_arn],
+            "the app's pods: their database credentials in Secrets Manager, nothing else",
+            creds,
+        )
+        migration = self._irsa_role(
+            "migration-role",
+            MIGRATION_NAME,
+            namespace,
+            _secret_arns(creds),
+            "the migration's Job: the database roles' and the master user's secrets, nothing else",
+            creds,
+        )
+        return AwsIdentity(
+            role_arn=app[0].arn,
+            migration_role_arn=migration[0].arn,
+            creds=creds,
+            policies=(app[1], migration[1]),
+        )
+
+    def _irsa_role(
+        self,
+        part: str,
+        account: str,
+        namespace: str,
+        secrets: Sequence[pulumi.Input[str]],
+        description: str,
+        creds: SecretCredentials,
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         role = aws.iam.Role(
-            f"{self._name}-role",
-            description="the app's pods: their database credentials in Secrets Manager, nothing else",
+            f"{self._name}-{part}",
+            description=description,
             assume_role_policy=pulumi.Output.all(creds.oidc_provider_arn, creds.oidc_issuer).apply(
-                lambda a: _irsa_trust(a[0], a[1], namespace, APP_NAME)
+                lambda a: _irsa_trust(a[0], a[1], namespace, account)
             ),
             opts=self._child,
         )
-        secrets = [creds.app_secret_arn] + (
-            [creds.master_secret_arn] if creds.master_secret_arn is not None else []
-        )
-        aws.iam.RolePolicy(
-            f"{self._name}-role",
+        policy = aws.iam.RolePolicy(
+            f"{self._name}-{part}",
             role=role.id,
             policy=pulumi.Output.all(*secrets).apply(
                 lambda arns: iam.document(
@@ -520,23 +748,31 @@ class Workload(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
-        return AwsIdentity(role_arn=role.arn, creds=creds)
+        return role, policy
 
     def _aws_env(self, migration: bool) -> list[CORE.EnvVarArgs]:
-        """What boto3 needs to assume the pods' role with the projected token, and the secret
-        this container reads its credentials from."""
+        """What boto3 needs to assume the container's role with the projected token, and the
+        secrets it reads: the app its role's (DB_SECRET_ARN); the migration RDS's master secret
+        (when RDS manages it) and the roles' secrets their passwords come from."""
         if self._aws is None:
             return []
         creds = self._aws.creds
-        secret = creds.master_secret_arn if migration else creds.app_secret_arn
         env = [
             CORE.EnvVarArgs(name="AWS_REGION", value=creds.region),
             CORE.EnvVarArgs(name="AWS_STS_REGIONAL_ENDPOINTS", value="regional"),
-            CORE.EnvVarArgs(name="AWS_ROLE_ARN", value=self._aws.role_arn),
+            CORE.EnvVarArgs(
+                name="AWS_ROLE_ARN",
+                value=self._aws.migration_role_arn if migration else self._aws.role_arn,
+            ),
             CORE.EnvVarArgs(name="AWS_WEB_IDENTITY_TOKEN_FILE", value=f"{AWS_TOKEN_DIR}/token"),
         ]
-        if secret is not None:
-            env.append(CORE.EnvVarArgs(name="DB_SECRET_ARN", value=secret))
+        if not migration:
+            return [*env, CORE.EnvVarArgs(name="DB_SECRET_ARN", value=creds.app_secret_arn)]
+        if creds.master_secret_arn is not None:
+            env.append(CORE.EnvVarArgs(name="DB_SECRET_ARN", value=creds.master_secret_arn))
+        env.append(CORE.EnvVarArgs(name="APP_DB_SECRET_ARN", value=creds.app_secret_arn))
+        if creds.job_secret_arn is not None:
+            env.append(CORE.EnvVarArgs(name="JOB_DB_SECRET_ARN", value=creds.job_secret_arn))
         return env
 
     def _aws_mounts(self) -> list[CORE.VolumeMountArgs]:
@@ -641,12 +877,6 @@ class Workload(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
-        dns = net.NetworkPolicyPeerArgs(
-            namespace_selector=META.LabelSelectorArgs(
-                match_labels={"kubernetes.io/metadata.name": "kube-system"}
-            ),
-            pod_selector=META.LabelSelectorArgs(match_labels={"k8s-app": "kube-dns"}),
-        )
         net.NetworkPolicy(
             f"{self._name}-netpol",
             metadata=self._meta(APP_NAME),
@@ -665,38 +895,18 @@ class Workload(pulumi.ComponentResource):
                         ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=METRICS_PORT)],
                     ),
                 ],
-                egress=[
-                    net.NetworkPolicyEgressRuleArgs(
-                        to=[dns],
-                        ports=[
-                            net.NetworkPolicyPortArgs(protocol="UDP", port=53),
-                            net.NetworkPolicyPortArgs(protocol="TCP", port=53),
-                        ],
-                    ),
-                    net.NetworkPolicyEgressRuleArgs(
-                        to=[
-                            net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr))
-                            for cidr in database_cidrs
-                        ],
-                        ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=5432)],
-                    ),
-                    # STS and Secrets Manager (the credentials) over HTTPS, through the NAT
-                    # gateway: their public endpoints have no fixed addresses to name here.
-                    *(
-                        [
-                            net.NetworkPolicyEgressRuleArgs(
-                                to=[
-                                    net.NetworkPolicyPeerArgs(
-                                        ip_block=net.IPBlockArgs(cidr="0.0.0.0/0")
-                                    )
-                                ],
-                                ports=[net.NetworkPolicyPortArgs(protocol="TCP", port=443)],
-                            )
-                        ]
-                        if aws_apis
-                        else []
-                    ),
-                ],
+                egress=_egress(database_cidrs, aws_apis),
+            ),
+            opts=self._child,
+        )
+        # The migration's pods: nothing in; out to DNS, the database (and STS, Secrets Manager).
+        net.NetworkPolicy(
+            f"{self._name}-migration-netpol",
+            metadata=self._meta(MIGRATION_NAME, labels=self._migration_labels),
+            spec=net.NetworkPolicySpecArgs(
+                pod_selector=META.LabelSelectorArgs(match_labels=self._migration_selector),
+                policy_types=["Ingress", "Egress"],
+                egress=_egress(database_cidrs, aws_apis),
             ),
             opts=self._child,
         )

@@ -94,6 +94,10 @@ class DatabaseConfig(Section):
     migration reads it from there at every run; otherwise the kit generates one (pulumi-random)
     and keeps it as a Pulumi secret."""
 
+    app_password_rotation_days: int = Field(default=30, ge=1, le=1000)
+    """With the cluster: days between rotations of the app's and the housekeeping job's database
+    role passwords (a Secrets Manager rotation function; AWS accepts 1 to 1000)."""
+
     log_retention_days: int = 30
     """How long the exported PostgreSQL and upgrade logs are kept (a CloudWatch Logs retention
     value); the kit makes their log groups, so nothing is kept forever."""

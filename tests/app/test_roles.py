@@ -345,6 +345,19 @@ def test_concurrent_migrations_with_roles_apply_once_and_all_succeed(rds: RdsDat
             "APP_DB_PASSWORD is too weak or malformed",
         ),
         ({"JOB_DB_USER": "app_x"}, "APP_DB_USER and JOB_DB_USER are both 'app_x'"),
+        # the password from a secret (the rotating one), or from the environment: not both
+        (
+            {"APP_DB_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:a"},
+            "APP_DB_PASSWORD and APP_DB_SECRET_ARN are both set: set one, not both",
+        ),
+        (
+            {
+                "JOB_DB_USER": "",
+                "JOB_DB_PASSWORD": "",
+                "JOB_DB_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:j",
+            },
+            "JOB_DB_SECRET_ARN is set but JOB_DB_USER is not",
+        ),
     ],
 )
 def test_bad_role_settings_exit_2_without_echoing_the_password(

@@ -269,10 +269,15 @@ class Report:
     batches: int = 0
 
 
-def read_credentials(settings: Settings, secrets: Any) -> Credentials:
-    """Fetch and parse the database secret. Errors name the secret and the keys, never values."""
+def read_credentials(
+    settings: Settings, secrets: Any, *, stage: str = "AWSCURRENT", version_id: str | None = None
+) -> Credentials:
+    """Fetch and parse the database secret (its current version, or the version of that stage
+    and id: the rotation function reads AWSPENDING). Errors name the secret and the keys, never
+    values."""
+    version = {"VersionStage": stage} | ({"VersionId": version_id} if version_id else {})
     try:
-        value = secrets.get_secret_value(SecretId=settings.secret_arn)
+        value = secrets.get_secret_value(SecretId=settings.secret_arn, **version)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "ClientError")
         raise JobError(f"cannot read database secret {settings.secret_arn}: {code}") from None

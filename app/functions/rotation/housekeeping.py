@@ -1,0 +1,1 @@
+../housekeeping/housekeeping.py
