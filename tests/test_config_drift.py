@@ -20,6 +20,8 @@ what those are assigned to: locals, tuples, `self._cfg`) and records each attrib
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,3 +421,15 @@ def test_a_planted_unread_field_and_an_undeclared_read_are_found():
     assert _defaults_named_like("planted.py", ast.parse(source), settings) == [
         "planted.py: read_one = 1 (_Planted.read_one)"
     ]
+
+
+def test_the_config_is_pulumi_free():
+    """The tool imports infra.config at its top: the schema must not drag the Pulumi SDK in."""
+    code = (
+        "import sys, infra.config\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0].startswith('pulumi')}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
