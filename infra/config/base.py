@@ -8,7 +8,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from infra.config.catalogues import LOG_RETENTION_DAYS
@@ -70,6 +70,12 @@ class Section(BaseModel):
     def problems(self) -> list[Problem]:
         """What AWS (or sound practice) would refuse in this section on its own."""
         return []
+
+
+def bounded(default: Any, low: Any, high: Any, meaning: str) -> Any:
+    """A Field from `low` to `high` whose meaning may name its bounds as `{low}` and `{high}`:
+    the bound is declared once, and the settings table says it from there."""
+    return Field(default=default, ge=low, le=high, description=meaning.format(low=low, high=high))
 
 
 def suggest(key: str, choices: list[str]) -> str:
