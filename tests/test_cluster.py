@@ -18,7 +18,7 @@ from backbone.manifests import render
 from backbone.plan import Plan
 from backbone.synth import read_config, resolve, synth
 from infra.components import autoscaler as ca
-from infra.components.cluster import DESIRED_TAG, LiveScaling, kubeconfig, node_count
+from infra.components.cluster import LiveScaling, kubeconfig, node_count
 from infra.config import ConfigError, capacity, parse
 from infra.config import catalogues as catalogue
 from tests.network_checks import subnets
@@ -475,58 +475,6 @@ def test_node_count_always_satisfies_the_rule_eks_enforces_and_keeps_the_autosca
                             assert got == want  # a changed desiredNodes applies
 
 
-def _live_node_group(monkeypatch, desired: int, recorded: str | None) -> None:
-    def node_groups(m, a):
-        return {"clusterName": a["clusterName"], "names": ["cluster-nodes-1a2b3c4"], "id": "x"}
-
-    def node_group(m, a):
-        assert a["nodeGroupName"] == "cluster-nodes-1a2b3c4"
-        return {
-            "clusterName": a["clusterName"],
-            "nodeGroupName": a["nodeGroupName"],
-            "scalingConfigs": [{"desiredSize": desired, "minSize": 2, "maxSize": 3}],
-            "tags": {DESIRED_TAG: recorded} if recorded is not None else {},
-            "id": "x",
-        }
-
-    monkeypatch.setitem(mocks.CALLS, "aws:eks/getNodeGroups:getNodeGroups", node_groups)
-    monkeypatch.setitem(mocks.CALLS, "aws:eks/getNodeGroup:getNodeGroup", node_group)
-
-
-def _scaling(path: Path) -> dict[str, Any]:
-    return synth(str(path), cwd=REPO).one(NODE_GROUP).inputs["scalingConfig"]
-
-
-def test_a_pulumi_up_keeps_the_count_the_autoscaler_set(tmp_path, monkeypatch):
-    _live_node_group(monkeypatch, desired=3, recorded="2")  # dev: 2..3, scaled out to 3
-    assert _scaling(variant(tmp_path)) == {"minSize": 2, "desiredSize": 3, "maxSize": 3}
-
-
-def test_raising_minnodes_above_the_live_count_sends_a_count_eks_accepts(tmp_path, monkeypatch):
-    _live_node_group(monkeypatch, desired=2, recorded="2")
-    raised = variant(
-        tmp_path,
-        **{
-            "cluster.minNodes": 4,
-            "cluster.desiredNodes": 4,
-            "cluster.maxNodes": 5,
-            "app.maxReplicas": 4,
-        },
-    )
-    assert _scaling(raised) == {"minSize": 4, "desiredSize": 4, "maxSize": 5}
-    # a new maxNodes below the live count lowers it to the maximum
-    _live_node_group(monkeypatch, desired=6, recorded="2")
-    lowered = variant(tmp_path, name="lowered", **{"cluster.maxNodes": 4})
-    assert _scaling(lowered) == {"minSize": 2, "desiredSize": 4, "maxSize": 4}
-
-
-def test_a_first_deploy_sends_desirednodes_and_records_it(plan):
-    ng = plan.one(NODE_GROUP)
-    cfg = parse(read_config(resolve(plan.stack, REPO))[0], source=plan.stack, stack=plan.stack)
-    assert ng.inputs["scalingConfig"]["desiredSize"] == cfg.cluster.desired_nodes
-    assert ng.inputs["tags"][DESIRED_TAG] == str(cfg.cluster.desired_nodes)
-
-
 # -- upgrades ------------------------------------------------------------------------------------
 
 
@@ -558,11 +506,8 @@ def test_a_version_bump_moves_the_node_group_the_ami_and_the_addons_in_that_orde
         assert image == catalogue.autoscaler_image(version)
 
 
-def test_a_pinned_ami_release_is_one_setting(tmp_path):
-    plan = synth(
-        str(variant(tmp_path, **{"cluster.amiReleaseVersion": "1.35.3-20261015"})), cwd=REPO
-    )
-    assert plan.one(NODE_GROUP).inputs["releaseVersion"] == "1.35.3-20261015"
+def test_an_ami_release_of_another_version_is_refused(tmp_path):
+    # a pinned release in the plan: tests/test_component_cluster.py
     got = problems(
         variant(tmp_path, name="bad", **{"cluster.amiReleaseVersion": "1.34.0-20261015"})
     )
@@ -598,15 +543,14 @@ def test_a_version_past_standard_support_needs_an_explicit_setting(tmp_path):
         )
         for p in old
     ), old
-    path = variant(
-        tmp_path,
-        name="extended",
-        **{"cluster.version": "1.33", "cluster.allowExtendedSupport": True},
+    # allowed, it runs under extended support: tests/test_component_cluster.py
+    accepted(
+        variant(
+            tmp_path,
+            name="extended",
+            **{"cluster.version": "1.33", "cluster.allowExtendedSupport": True},
+        )
     )
-    plan = synth(str(path), cwd=REPO)
-    assert plan.one("aws:eks/cluster:Cluster").inputs["upgradePolicy"] == {
-        "supportType": "EXTENDED"
-    }
 
 
 # -- access --------------------------------------------------------------------------------------
@@ -629,11 +573,8 @@ def test_the_plan_is_the_same_whoever_runs_it(tmp_path, monkeypatch):
     assert second == first
 
 
-def test_a_duplicated_admin_is_merged_and_a_user_is_refused(tmp_path):
-    role = "arn:aws:iam::123456789012:role/platform-admin"
-    plan = synth(str(variant(tmp_path, **{"cluster.adminRoleArns": [role, role]})), cwd=REPO)
-    (entry,) = admin_entries(plan)
-    assert entry.inputs["principalArn"] == role
+def test_an_admin_that_is_not_a_role_is_refused(tmp_path):
+    # a duplicated role is merged: tests/test_component_cluster.py
     got = problems(
         variant(
             tmp_path,
