@@ -195,10 +195,8 @@ class _Walker:
         """The model a expression evaluates to, or ''."""
         if isinstance(node, ast.Name):
             return env.get(node.id, "")
-        if isinstance(node, ast.Call):
-            func = node.func
-            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-            return self.returns.get(name, "")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return self.returns.get(node.func.id, "")  # `load_config(ref)`, not `ast.parse(s)`
         if isinstance(node, ast.Attribute):
             value = node.value
             if isinstance(value, ast.Name) and value.id == "self" and node.attr in self_attrs:
