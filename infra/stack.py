@@ -14,7 +14,13 @@ from infra.components import project_stack
 from infra.components.autoscaler import Autoscaler
 from infra.components.cluster import Cluster
 from infra.components.database import Database
-from infra.components.functions import CanaryLink, Functions, JobNetwork, Packager
+from infra.components.functions import (
+    CANARY_PROBES,
+    CanaryLink,
+    Functions,
+    JobNetwork,
+    Packager,
+)
 from infra.components.host import HTTP_PORT, Host
 from infra.components.loadbalancer import LoadBalancer, Targets
 from infra.components.local import Local
@@ -103,6 +109,11 @@ def app_host(
         },
         database_security_group_id=database.security_group.id,
         settings=settings,
+        # The known link the canary follows: upserted (no expiry) by every migration.
+        migration_settings={
+            "CANARY_LINK_CODE": cfg.app.canary_link_code,
+            "CANARY_LINK_URL": cfg.app.canary_link_url,
+        },
         public=not behind_lb,
         opts=opts,
     )
@@ -119,7 +130,10 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             "target": "docker",
             "url": local.url,
             "prometheusUrl": local.prometheus_url,
+            "alertmanagerUrl": local.alertmanager_url,
+            "grafanaUrl": local.grafana_url,
             "appApiToken": local.api_token,
+            "grafanaAdminPassword": local.grafana_password,
         }
 
     assert cfg.region is not None  # config guarantees it for target aws
@@ -288,14 +302,17 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
         }
 
     functions = None
-    if cfg.functions.enabled and database and balancer:
+    # The canary probes the load balancer, else the host's own address (its Elastic IP: the
+    # same across stop/start and replacements; a new one, if ever, updates the canary with it).
+    public_url = balancer.url if balancer else host.url if host else None
+    if cfg.functions.enabled and database and public_url is not None:
         functions = Functions(
             "functions",
             cfg.functions,
             source_root=APP_DIR / "functions",
             package=package,
             stack_name=cfg.stack,
-            base_url=balancer.url,
+            base_url=public_url,
             network=JobNetwork(
                 vpc_id=network.vpc_id,
                 private_subnet_ids=network.private_subnet_ids,
@@ -303,19 +320,20 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             ),
             # The job logs in as its own role (SELECT/DELETE on links, its stats table).
             database=database,
-            # The cluster's migration creates the canary's link (the host's does not).
+            # The cluster's and the host's migrations create the canary's link.
             canary_link=(
                 CanaryLink(code=cfg.app.canary_link_code, url=cfg.app.canary_link_url)
-                if workload
+                if workload or host
                 else None
             ),
             opts=opts,
         )
-        database.admit("housekeeping", functions.job_security_group.id, "PostgreSQL from the job")
-        outputs |= {
-            "canaryFunction": functions.canary.name,
-            "housekeepingFunction": functions.housekeeping.name,
-        }
+        outputs["canaryFunction"] = functions.canary.name
+        if functions.housekeeping and functions.job_security_group:
+            database.admit(
+                "housekeeping", functions.job_security_group.id, "PostgreSQL from the job"
+            )
+            outputs["housekeepingFunction"] = functions.housekeeping.name
 
     # The app as the collector and the container logs see it (config: observability needs the
     # cluster, hence the app, and monitoring, whose topic its Alertmanager publishes to).
@@ -325,6 +343,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
         else None
     )
     if cfg.monitoring.enabled:
+        one_alarm = cfg.functions.alarms == "availability"
         with_rules = workload is not None and cfg.monitoring.prometheus_rules
         monitoring = Monitoring(
             "monitoring",
@@ -335,15 +354,15 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
                 alb_arn_suffix=balancer.alb.arn_suffix if balancer else None,
                 target_group_arn_suffix=balancer.target_group.arn_suffix if balancer else None,
                 db_instance_identifier=database.instance.identifier if database else None,
-                function_names=(
-                    {"canary": functions.canary.name, "housekeeping": functions.housekeeping.name}
-                    if functions
-                    else {}
-                ),
+                function_names=dict(functions.names) if functions else {},
                 canary_period_seconds=(
                     rate_seconds(cfg.functions.canary_schedule) if functions else None
                 ),
-                job_name="housekeeping" if functions else None,
+                # functions.alarms `availability`: the read probe's availability alone.
+                canary_alarm_probes=("read",) if one_alarm else CANARY_PROBES,
+                canary_latency_alarms=not one_alarm,
+                function_alarms=not one_alarm,
+                job_name="housekeeping" if functions and functions.housekeeping else None,
                 failures_queue_name=functions.failures.name if functions else None,
                 **(logged.watched(cfg.stack) if logged else {}),
             ),
@@ -377,6 +396,8 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
             )
             outputs["prometheusWorkspaceId"] = observability.metrics.workspace.id
             outputs["prometheusEndpoint"] = observability.metrics.workspace.prometheus_endpoint
+            if observability.grafana:
+                outputs["grafanaEndpoint"] = observability.grafana.workspace.endpoint
 
     if host:
         # The host's own alarms: EC2 heals it, and the alerts topic (when there is one) is told.

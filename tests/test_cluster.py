@@ -106,7 +106,9 @@ def test_cluster_version_access_logging_upgrade_policy_and_encryption(plan):
 
 def test_nodes_run_al2023_in_private_subnets_with_only_needed_policies_and_no_ssh(plan):
     ng = plan.one(NODE_GROUP)
-    assert ng.inputs["amiType"] == "AL2023_x86_64_STANDARD"
+    # dev's nodes are Graviton (t4g.medium), prod's x86_64
+    arm = plan.stack == "dev"
+    assert ng.inputs["amiType"] == ("AL2023_ARM_64_STANDARD" if arm else "AL2023_x86_64_STANDARD")
     assert set(ng.inputs["subnetIds"]) == {s.id for s in subnets(plan, "private")}
     sc = ng.inputs["scalingConfig"]
     assert sc["minSize"] <= sc["desiredSize"] <= sc["maxSize"]
@@ -393,17 +395,17 @@ def test_forty_replicas_on_two_small_nodes_are_refused_with_the_numbers(tmp_path
             "cluster.maxNodes": 2,
         },
     )
-    # t3.medium: 1930m allocatable CPU (2000m less 70m kube-reserved), 125m of DaemonSets, so 7
+    # t4g.medium (dev's; t3.medium's figures): 1930m allocatable CPU (2000m less 70m kube-reserved), 125m of DaemonSets, so 7
     # pods of 250m a node; the first node also runs CoreDNS x2, metrics-server x2 and the
     # autoscaler (500m), so 5 there: 12 on two nodes; 40 need 6 nodes, 41 (the surge) 7.
     got = [p for p in problems(path) if p.startswith("backbone:cluster.maxNodes")]
     assert got == [
         "backbone:cluster.maxNodes: 40 app pods (app.maxReplicas) of 250m CPU and 256Mi do not "
-        "fit in maxNodes 2 x t3.medium: they hold 12 beside the system pods (7 a node; cpu runs "
+        "fit in maxNodes 2 x t4g.medium: they hold 12 beside the system pods (7 a node; cpu runs "
         "out first); change cluster.maxNodes to 6 or more, or app.maxReplicas to 12 or fewer (or "
         "app.cpu/app.memory, or a larger cluster.instanceTypes)",
         "backbone:cluster.maxNodes: a rolling update at maxReplicas runs 41 app pods (maxReplicas "
-        "40 + maxSurge 1), which of 250m CPU and 256Mi do not fit in maxNodes 2 x t3.medium: they "
+        "40 + maxSurge 1), which of 250m CPU and 256Mi do not fit in maxNodes 2 x t4g.medium: they "
         "hold 12 beside the system pods (7 a node; cpu runs out first); change cluster.maxNodes "
         "to 7 or more, or app.maxReplicas to 11 or fewer (or app.cpu/app.memory, or a larger "
         "cluster.instanceTypes)",
@@ -448,7 +450,8 @@ def test_memory_can_be_what_runs_out(tmp_path):
 
 
 def test_an_instance_type_without_allocatable_figures_is_refused(tmp_path):
-    got = problems(variant(tmp_path, **{"cluster.instanceTypes": ["t3.nano"]}))
+    changes = {"cluster.instanceTypes": ["t3.nano"], "cluster.architecture": "x86_64"}
+    got = problems(variant(tmp_path, **changes))
     assert any(
         p.startswith("backbone:cluster.instanceTypes: 't3.nano' has no allocatable figures")
         for p in got

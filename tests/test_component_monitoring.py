@@ -17,6 +17,9 @@ from infra.components.prometheus import render_rules, thresholds
 from infra.config import MonitoringConfig
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+DB_ALARMS = {f"db-{m}" for m in ("cpu", "free-storage", "connections", "freeable-memory")} | {
+    f"db-{io}-latency" for io in ("read", "write")
+}
 TOPIC = "aws:sns/topic:Topic"
 # Everything a stack can give it to watch, by the names AWS would report.
 EVERYTHING = Watched(
@@ -89,12 +92,7 @@ def test_each_watched_piece_brings_its_alarms_and_nothing_else_does():
         "alb-5xx-rate",
         "alb-unhealthy-hosts",
         "alb-target-p99",
-        "db-cpu",
-        "db-free-storage",
-        "db-connections",
-        "db-freeable-memory",
-        "db-read-latency",
-        "db-write-latency",
+        *DB_ALARMS,
         *(f"fn-{f}-{m}" for f in ("canary", "housekeeping") for m in ("errors", "throttles")),
         *(f"canary-{p}-{m}" for p in ("health", "read") for m in ("availability", "latency")),
         "job-housekeeping",
@@ -103,14 +101,7 @@ def test_each_watched_piece_brings_its_alarms_and_nothing_else_does():
         "billing",
     }
     only_db = alarms(monitoring(Watched(db_instance_identifier="backbone-test-database")))
-    assert set(only_db) == {
-        "db-cpu",
-        "db-free-storage",
-        "db-connections",
-        "db-freeable-memory",
-        "db-read-latency",
-        "db-write-latency",
-    }
+    assert set(only_db) == DB_ALARMS
     # a load balancer without a target group to judge: no unhealthy-hosts alarm
     alb_only = alarms(monitoring(Watched(alb_arn_suffix="app/web-alb/0123456789abcdef")))
     assert set(alb_only) == {"alb-5xx-rate", "alb-target-p99"}

@@ -122,7 +122,7 @@ def test_image_tag_names_the_platform(tmp_path, plan_of):
     amd, arm = context_tag(tmp_path, "linux/amd64"), context_tag(tmp_path, "linux/arm64")
     assert amd != arm and amd.endswith("-amd64") and arm.endswith("-arm64")
     assert amd[:16] != arm[:16]  # the digest itself differs, not only the suffix
-    for stack, arch in (("dev", "amd64"), ("prod", "amd64")):
+    for stack, arch in (("dev", "arm64"), ("prod", "amd64")):
         image = plan_of(stack).one("docker:index/image:Image")
         assert image.inputs["imageName"].endswith(f"-{arch}")
         assert image.inputs["build"]["platform"] == f"linux/{arch}"

@@ -31,6 +31,9 @@ def _sg_rules(plan, sg_id, kind="Ingress"):
 def test_the_stack_builds_the_sample_app_and_exports_it_by_digest(plan):
     # how the registry tags, builds and pushes: tests/test_component_registry.py
     image = plan.one("docker:index/image:Image")
+    # built for the nodes' architecture: dev's Graviton, prod's x86_64
+    arm = plan.stack == "dev"
+    assert image.inputs["build"]["platform"] == ("linux/arm64" if arm else "linux/amd64")
     assert image.inputs["build"]["dockerfile"].endswith("app/Dockerfile")
     assert plan.outputs["imageRef"] == image.outputs["repoDigest"]
     assert "@sha256:" in plan.outputs["imageRef"]

@@ -55,6 +55,13 @@ class Watched:
     """Lambda functions by short name (e.g. canary, housekeeping)."""
     canary_period_seconds: int | None = None
     """The canary's schedule in seconds, when the stack runs it."""
+    canary_alarm_probes: tuple[str, ...] = CANARY_PROBES
+    """The probes whose availability (and latency) the canary's alarms watch."""
+    canary_latency_alarms: bool = True
+    """Latency alarms besides the availability ones (off within the 10 free alarm metrics)."""
+    function_alarms: bool = True
+    """The functions' Errors and Throttles alarms and the failures queue's (off where the canary's
+    availability alarm, missing data breaching, catches a canary that fails or stops)."""
     job_name: str | None = None
     """The housekeeping job's `Job` dimension, when the stack runs it."""
     failures_queue_name: pulumi.Input[str] | None = None
@@ -173,7 +180,7 @@ class Monitoring(pulumi.ComponentResource):
         )
 
     def _queue_alarm(self, w: Watched) -> None:
-        if w.failures_queue_name is None:
+        if w.failures_queue_name is None or not w.function_alarms:
             return
         # A message is a function run that failed after its retries: someone must read it.
         self._alarm(
@@ -455,6 +462,8 @@ class Monitoring(pulumi.ComponentResource):
 
     def _function_alarms(self, w: Watched) -> None:
         m = self._cfg
+        if not w.function_alarms:
+            return
         # Lambda publishes Errors and Throttles only when invoked: no invocation, no data, and a
         # schedule that stopped is caught by the canary's and the job's own alarms.
         for short, fn_name in sorted(w.function_names.items()):
@@ -495,13 +504,13 @@ class Monitoring(pulumi.ComponentResource):
             return
         period = w.canary_period_seconds
         periods = min(m.evaluation_periods, 86400 // period)
-        for probe in CANARY_PROBES:
+        for probe in w.canary_alarm_probes:
             dims = {"Stack": self._stack, "Probe": probe}
             what = "readiness (/readyz)" if probe == "health" else "read path"
             # No datapoint means the canary itself did not run: as bad as a failed probe.
             self._alarm(
                 f"canary-{probe}-availability",
-                f"The app's {what} failed from outside through the load balancer for "
+                f"The app's {what} failed from outside, at its public URL, for "
                 f"{periods} canary run(s). Open the app's URL; check the unhealthy-hosts, 5xx "
                 "and database alarms and the canary's log lines (event=probe, reason).",
                 namespace=CANARY_NAMESPACE,
@@ -514,6 +523,8 @@ class Monitoring(pulumi.ComponentResource):
                 period=period,
                 periods=periods,
             )
+            if not w.canary_latency_alarms:
+                continue
             # A probe with no answer has no latency: availability covers it.
             self._alarm(
                 f"canary-{probe}-latency",

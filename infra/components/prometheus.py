@@ -574,17 +574,30 @@ def relabeled_metrics(config: Mapping[str, Any]) -> set[str]:
 # -- Alertmanager -----------------------------------------------------------------------------
 
 
+def alert_route(receiver: str) -> dict[str, Any]:
+    """The one routing and grouping of the kit's alerts (the workspace's and the local stack's
+    Alertmanager): every alert to `receiver`, grouped by alert, stack and namespace."""
+    return {
+        "receiver": receiver,
+        "group_by": ["alertname", "stack", "namespace"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "4h",
+    }
+
+
+def local_alertmanager_config() -> dict[str, Any]:
+    """The local stack's Alertmanager: the same route as the workspace's, to a receiver with no
+    integration (a null receiver): alerts are grouped and shown in Alertmanager's UI and API, and
+    sent nowhere. Add a webhook_configs entry to it to send them somewhere."""
+    return {"route": alert_route("local-nowhere"), "receivers": [{"name": "local-nowhere"}]}
+
+
 def alertmanager_config(*, topic_arn: str, region: str, stack: str) -> dict[str, Any]:
     """An Alertmanager configuration that sends every alert to the SNS topic (signed with the
     workspace's own identity, SigV4), grouped by alert and stack; resolved alerts too."""
     return {
-        "route": {
-            "receiver": "alerts-topic",
-            "group_by": ["alertname", "stack", "namespace"],
-            "group_wait": "30s",
-            "group_interval": "5m",
-            "repeat_interval": "4h",
-        },
+        "route": alert_route("alerts-topic"),
         "receivers": [
             {
                 "name": "alerts-topic",

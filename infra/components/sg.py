@@ -9,28 +9,34 @@ Exactly one of `cidr` (an IPv4 range) or `peer` (the other security group's id) 
 
 from __future__ import annotations
 
+import functools
+from typing import Literal
+
 import pulumi
 import pulumi_aws as aws
 
+Rule = aws.vpc.SecurityGroupIngressRule | aws.vpc.SecurityGroupEgressRule
 
-def _peer(cidr: pulumi.Input[str] | None, peer: pulumi.Input[str] | None) -> None:
+
+def allow(
+    direction: Literal["in", "out"],
+    resource_name: str,
+    group_id: pulumi.Input[str],
+    port: pulumi.Input[int],
+    description: str,
+    *,
+    cidr: pulumi.Input[str] | None = None,
+    peer: pulumi.Input[str] | None = None,
+    opts: pulumi.ResourceOptions | None = None,
+) -> Rule:
+    """Admit TCP on `port` into `group_id` (`in`), or let `group_id` reach it (`out`), from or
+    to `cidr` or the security group `peer`."""
     if (cidr is None) == (peer is None):
         raise ValueError("a security group rule takes exactly one of cidr or peer")
-
-
-def allow_in(
-    resource_name: str,
-    group_id: pulumi.Input[str],
-    port: pulumi.Input[int],
-    description: str,
-    *,
-    cidr: pulumi.Input[str] | None = None,
-    peer: pulumi.Input[str] | None = None,
-    opts: pulumi.ResourceOptions | None = None,
-) -> aws.vpc.SecurityGroupIngressRule:
-    """Admit TCP on `port` into `group_id` from `cidr` or from the security group `peer`."""
-    _peer(cidr, peer)
-    return aws.vpc.SecurityGroupIngressRule(
+    kind = (
+        aws.vpc.SecurityGroupIngressRule if direction == "in" else aws.vpc.SecurityGroupEgressRule
+    )
+    return kind(
         resource_name,
         security_group_id=group_id,
         cidr_ipv4=cidr,
@@ -43,26 +49,7 @@ def allow_in(
     )
 
 
-def allow_out(
-    resource_name: str,
-    group_id: pulumi.Input[str],
-    port: pulumi.Input[int],
-    description: str,
-    *,
-    cidr: pulumi.Input[str] | None = None,
-    peer: pulumi.Input[str] | None = None,
-    opts: pulumi.ResourceOptions | None = None,
-) -> aws.vpc.SecurityGroupEgressRule:
-    """Let `group_id` reach TCP `port` in `cidr` or in the security group `peer`."""
-    _peer(cidr, peer)
-    return aws.vpc.SecurityGroupEgressRule(
-        resource_name,
-        security_group_id=group_id,
-        cidr_ipv4=cidr,
-        referenced_security_group_id=peer,
-        ip_protocol="tcp",
-        from_port=port,
-        to_port=port,
-        description=description,
-        opts=opts,
-    )
+allow_in = functools.partial(allow, "in")
+"""An ingress rule: allow("in", ...)."""
+allow_out = functools.partial(allow, "out")
+"""An egress rule: allow("out", ...)."""

@@ -25,14 +25,25 @@ def _either(items: tuple[str, ...]) -> str:
 
 class FunctionsConfig(Section):
     """The Lambda functions (app/functions/): a synthetic canary that probes the app through the
-    load balancer, and a nightly housekeeping job on the app's database."""
+    load balancer or on the free-tier host, and a nightly housekeeping job on the app's database."""
 
     SECTION = "functions"
 
     enabled: bool = False
-    """Create the functions. They need the load balancer (the canary's URL), the database (the
-    job's data) and a NAT gateway (the job, inside the VPC, reaches Secrets Manager and CloudWatch
-    through it)."""
+    """Create the functions. They need the load balancer or the host (the canary's URL), the
+    database (the job's data) and, for the job, a NAT gateway (inside the VPC, it reaches Secrets
+    Manager and CloudWatch through it)."""
+
+    housekeeping: bool = True
+    """Create the housekeeping job besides the canary. false: the canary only (the free-tier
+    stack: the job reads its credentials from a Secrets Manager secret through a NAT gateway or
+    an interface endpoint, and none of the three is free)."""
+
+    alarms: Literal["all", "availability"] = "all"
+    """The functions' alarms: `all` (per probe availability and latency, per function errors and
+    throttles, the job's run, the failures queue), or `availability`: one alarm, the canary's read
+    probe (missing data breaching, so a canary that fails or stops running fires it too), for a
+    stack within the 10 free alarm metrics (free-tier)."""
 
     canary_schedule: str = Field(
         default="rate(5 minutes)",
@@ -106,12 +117,12 @@ class FunctionsConfig(Section):
     carries on."""
 
     @property
-    def canary(self) -> Schedule:
+    def canary_runs(self) -> Schedule:
         """The canary's schedule, parsed (once per expression: schedules.schedule caches)."""
         return schedule(self.canary_schedule)
 
     @property
-    def housekeeping(self) -> Schedule:
+    def housekeeping_runs(self) -> Schedule:
         """The housekeeping job's schedule, parsed."""
         return schedule(self.housekeeping_schedule)
 
@@ -133,7 +144,7 @@ class FunctionsConfig(Section):
                     "Python 3.12 or newer; older runtimes are deprecated by Lambda)",
                 )
             )
-        every = self.canary.seconds
+        every = self.canary_runs.seconds
         if every is None or not CANARY_PERIOD[0] <= every <= CANARY_PERIOD[1]:
             out.append(
                 Problem(
@@ -156,8 +167,8 @@ class FunctionsConfig(Section):
         return out + retention_problems(self.key("logRetentionDays"), self.log_retention_days)
 
     def _housekeeping_problems(self) -> list[Problem]:
-        problem = self.housekeeping.problem
-        if problem is None and not self.housekeeping.daily:
+        problem = self.housekeeping_runs.problem
+        if problem is None and not self.housekeeping_runs.daily:
             problem = (
                 f"{self.housekeeping_schedule!r} does not run every day, and the job's alarm "
                 "expects a run in every 24 hours; allowed: a daily cron such as "

@@ -36,7 +36,20 @@ class ObservabilityConfig(Section):
     """Keep the add-on's Container Insights metrics (billed as CloudWatch custom metrics, a few
     hundred per cluster) besides the logs. Off: the add-on ships logs only."""
 
+    managed_grafana: bool = False
+    """An Amazon Managed Grafana workspace (AWS IAM Identity Center sign-in, which must be enabled
+    in the account) whose role may query this stack's Prometheus workspace (and read CloudWatch):
+    its data sources. Billed per active editor/viewer user a month. Needs enabled."""
+
     def problems(self) -> list[Problem]:
         if not self.enabled:
+            if self.managed_grafana:
+                return [
+                    Problem(
+                        self.key("managedGrafana"),
+                        "true needs observability.enabled: true (its data source is the "
+                        "stack's Prometheus workspace); allowed: false, or enable observability",
+                    )
+                ]
             return []
         return retention_problems(self.key("logRetentionDays"), self.log_retention_days)

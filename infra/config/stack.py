@@ -161,15 +161,18 @@ class StackConfig(Section):
             if section.enabled and zones < 2
         ]
 
-    def _needs(self, what: str, present: bool, key: str, why: str) -> list[Problem]:
-        """`what` must be enabled because the piece at `key` (enabled) needs it."""
+    def _needs(
+        self, what: str, present: bool, key: str, why: str, other: str = ""
+    ) -> list[Problem]:
+        """`what` must be enabled because the piece at `key` (enabled) needs it (`other`: what
+        else would do)."""
         if present:
             return []
         return [
             Problem(
                 f"{NAMESPACE}:{what}.enabled",
                 f"false, but {key}.enabled is true and {why}; allowed: "
-                f"{NAMESPACE}:{what}.enabled: true, or {NAMESPACE}:{key}.enabled: false",
+                f"{NAMESPACE}:{what}.enabled: true{other}, or {NAMESPACE}:{key}.enabled: false",
             )
         ]
 
@@ -328,18 +331,28 @@ class StackConfig(Section):
         if not self.functions.enabled:
             return []
         out = self._housekeeping_window_problems()
-        for what, present, why in (
-            ("loadbalancer", self.loadbalancer.enabled, "the canary probes the app through it"),
-            ("database", self.database.enabled, "the housekeeping job works on its data"),
-        ):
-            out += self._needs(what, present, "functions", why)
-        if self.network.nat == "none":
+        f = self.functions
+        out += self._needs(
+            "loadbalancer",
+            self.loadbalancer.enabled or self.host.enabled,
+            "functions",
+            "the canary probes the app through it",
+            other=f" (or {NAMESPACE}:host.enabled: true)",
+        )
+        out += self._needs(
+            "database",
+            self.database.enabled or not f.housekeeping,
+            "functions",
+            "the housekeeping job works on its data",
+        )
+        if f.housekeeping and self.network.nat == "none":
             out.append(
                 Problem(
                     _k("network", "nat"),
                     "'none' leaves the housekeeping job (in the private subnets) with no route "
                     "to Secrets Manager and CloudWatch; allowed: single or per-az when "
-                    "functions.enabled is true",
+                    "functions.enabled is true, or functions.housekeeping: false (the canary "
+                    "only)",
                 )
             )
         return out
@@ -348,11 +361,11 @@ class StackConfig(Section):
         """The job's run (its start to its timeout) may not meet the database's backup or
         maintenance window: it would purge while RDS snapshots or patches."""
         f, d = self.functions, self.database
-        if not d.enabled:
+        if not d.enabled or not f.housekeeping:
             return []
-        key, runs = f.key("housekeepingSchedule"), f.housekeeping.runs
+        key, runs = f.key("housekeepingSchedule"), f.housekeeping_runs.runs
         if runs is None:
-            if f.housekeeping.problem is not None:
+            if f.housekeeping_runs.problem is not None:
                 return []  # reported as a bad schedule already
             return [
                 Problem(
@@ -537,4 +550,14 @@ class StackConfig(Section):
             )
             for what in AWS_PIECES
             if getattr(self, what).enabled
-        ]
+        ] + (
+            [
+                Problem(
+                    self.observability.key("managedGrafana"),
+                    "true has no meaning when target is docker (the local stack runs its own "
+                    f"Grafana, on local.grafanaPort); allowed: false, or {NAMESPACE}:target: aws",
+                )
+            ]
+            if self.observability.managed_grafana
+            else []
+        )
