@@ -8,7 +8,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from infra.config.catalogues import LOG_RETENTION_DAYS
@@ -29,16 +29,18 @@ class Section(BaseModel):
     """Base for every config section: camelCase keys in the stack file, unknown keys refused.
 
     `SECTION` is the section's key under `backbone:`; `problems()` is what AWS (or sound practice)
-    would refuse in the section on its own. Rules that read two sections live on StackConfig."""
+    would refuse in the section on its own. Rules that read two sections live on StackConfig. A
+    field's meaning is the docstring under it (or its Field's description); docs.py reads them
+    when it makes the settings table, not at import."""
 
     model_config = ConfigDict(
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
         frozen=True,
-        use_attribute_docstrings=True,
         # The schema is built at the first validation, not at import: `backbone --help` and
-        # every command that loads no stack do not pay for it.
+        # every command that loads no stack do not pay for it (nor for reading the fields'
+        # docstrings, which only the settings table needs: docs.meanings).
         defer_build=True,
     )
 
@@ -70,6 +72,12 @@ class Section(BaseModel):
     def problems(self) -> list[Problem]:
         """What AWS (or sound practice) would refuse in this section on its own."""
         return []
+
+
+def bounded(default: Any, low: Any, high: Any, meaning: str) -> Any:
+    """A Field from `low` to `high` whose meaning may name its bounds as `{low}` and `{high}`:
+    the bound is declared once, and the settings table says it from there."""
+    return Field(default=default, ge=low, le=high, description=meaning.format(low=low, high=high))
 
 
 def suggest(key: str, choices: list[str]) -> str:

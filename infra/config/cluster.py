@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import re
 from typing import Literal
@@ -22,11 +21,11 @@ _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
 _GRAVITON = re.compile(r"\dg")
 
 
-def standard_versions(today: dt.date | None = None) -> list[str]:
-    """The Kubernetes versions under EKS standard support on `today`. "Today" is the calendar's
+def standard_versions() -> list[str]:
+    """The Kubernetes versions under EKS standard support on the calendar's date ("today" is that
     date, so a plan never changes by itself overnight: refreshing the catalogue is what moves a
-    version out of standard support here."""
-    today = today or catalogues.EKS_CALENDAR_DATE
+    version out of standard support here)."""
+    today = catalogues.EKS_CALENDAR_DATE
     return [v for v, r in catalogues.EKS_RELEASES.items() if r.standard_support_end > today]
 
 
@@ -115,7 +114,7 @@ class ClusterConfig(Section):
     def problems(self) -> list[Problem]:
         if not self.enabled:
             return []
-        out = self.version_problems() + self._admin_problems()
+        out = self._version_problems() + self._admin_problems()
         if not self.min_nodes <= self.desired_nodes <= self.max_nodes:
             out.append(
                 Problem(
@@ -128,9 +127,9 @@ class ClusterConfig(Section):
         out += retention_problems(self.key("logRetentionDays"), self.log_retention_days)
         return out + self._access_problems()
 
-    def version_problems(self, today: dt.date | None = None) -> list[Problem]:
+    def _version_problems(self) -> list[Problem]:
         """A version EKS offers, under standard support unless accepted, one minor at a time."""
-        releases, current = catalogues.EKS_RELEASES, standard_versions(today)
+        releases, current = catalogues.EKS_RELEASES, standard_versions()
         release = releases.get(self.version)
         if release is None:
             return [

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from infra.config.base import Problem, Section, retention_problems, suggest
+from infra.config.base import Problem, Section, bounded, retention_problems, suggest
 from infra.config.catalogues import (
     POSTGRES_MAJORS,
     RDS_CLASSES,
@@ -34,8 +34,6 @@ MIN_WINDOW_MINUTES = 30  # RDS's shortest backup window
 EnhancedMonitoring = Literal[0, 1, 5, 10, 15, 30, 60]
 _MONITORING_INTERVALS = ", ".join(str(s) for s in typing.get_args(EnhancedMonitoring) if s)
 _MAJORS = list(POSTGRES_MAJORS)
-STORAGE_GB = (20, 65536)  # PostgreSQL's minimum; RDS's maximum
-BACKUP_DAYS = (1, 35)
 
 
 class DatabaseConfig(Section):
@@ -56,14 +54,11 @@ class DatabaseConfig(Section):
     instance_class: str = "db.t4g.micro"
     """RDS instance class, e.g. db.t4g.micro (free-tier eligible) or db.m7g.large."""
 
-    allocated_storage_gb: int = Field(
-        default=20,
-        ge=STORAGE_GB[0],
-        le=STORAGE_GB[1],
-        description=f"Storage at creation, in GiB (PostgreSQL's minimum is {STORAGE_GB[0]}).",
+    allocated_storage_gb: int = bounded(
+        20, 20, 65536, "Storage at creation, in GiB (PostgreSQL's minimum is {low})."
     )
 
-    max_allocated_storage_gb: int = Field(default=100, ge=0, le=STORAGE_GB[1])
+    max_allocated_storage_gb: int = Field(default=100, ge=0, le=65536)
     """Storage autoscaling ceiling, in GiB (0 turns autoscaling off)."""
 
     storage_type: Literal["gp3", "gp2"] = "gp3"
@@ -75,12 +70,8 @@ class DatabaseConfig(Section):
     deletion_protection: bool = False
     """RDS refuses to delete the instance until this is lifted."""
 
-    backup_retention_days: int = Field(
-        default=7,
-        ge=BACKUP_DAYS[0],
-        le=BACKUP_DAYS[1],
-        description="Days of automated backups (the point-in-time recovery window), "
-        f"{BACKUP_DAYS[0]} to {BACKUP_DAYS[1]}.",
+    backup_retention_days: int = bounded(
+        7, 1, 35, "Days of automated backups (the point-in-time recovery window), {low} to {high}."
     )
 
     name: str = Field(default="app", pattern=r"^[a-zA-Z][a-zA-Z0-9_]{0,62}$")

@@ -3,12 +3,38 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import itertools
 import json
+import textwrap
 
 from pydantic import BaseModel
 
 from infra.config.base import NAMESPACE
 from infra.config.stack import StackConfig
+
+
+@functools.cache
+def meanings(model: type[BaseModel]) -> dict[str, str]:
+    """Field name -> the docstring written under its declaration in the model's class body."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(model)))
+    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+    return {
+        field.target.id: inspect.cleandoc(doc.value.value)
+        for field, doc in itertools.pairwise(body)
+        if isinstance(field, ast.AnnAssign)
+        and isinstance(field.target, ast.Name)
+        and isinstance(doc, ast.Expr)
+        and isinstance(doc.value, ast.Constant)
+        and isinstance(doc.value.value, str)
+    }
+
+
+def meaning(model: type[BaseModel], name: str) -> str:
+    """A field's meaning: its Field's description, else the docstring under it."""
+    return model.model_fields[name].description or meanings(model).get(name, "")
 
 
 def docs() -> str:
@@ -26,7 +52,7 @@ def docs() -> str:
                 walk(ann, f"{full}.")
                 continue
             default = field.get_default(call_default_factory=True)
-            text = " ".join((field.description or "").split())
+            text = " ".join(meaning(model, name).split())
             lines.append(f"| `{full}` | `{json.dumps(default)}` | {text} |")
 
     walk(StackConfig, f"{NAMESPACE}:")

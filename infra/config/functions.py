@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from infra.config.app import CANARY_LINK_CODE
-from infra.config.base import Problem, Section, retention_problems
+from infra.config.base import Problem, Section, bounded, retention_problems
 from infra.config.catalogues import LAMBDA_PYTHON_RUNTIMES
 from infra.config.schedules import Schedule, schedule
 
@@ -17,8 +17,6 @@ FUNCTION_NAMES = ("canary", "housekeeping")
 CANARY_MIN_TIMEOUT = 25
 # The canary's rate bounds, in seconds: its alarms take the rate as their period.
 CANARY_PERIOD = (60, 3600)
-TIMEOUT_MAX = 900  # Lambda's longest timeout
-MEMORY_MB = (128, 10240)  # Lambda's memory range
 
 
 def _either(items: tuple[str, ...]) -> str:
@@ -68,28 +66,24 @@ class FunctionsConfig(Section):
         description=f"Lambda Python runtime: {_either(LAMBDA_PYTHON_RUNTIMES)}.",
     )
 
-    memory_mb: int = Field(
-        default=256,
-        ge=MEMORY_MB[0],
-        le=MEMORY_MB[1],
-        description=f"Memory of each function, in MB ({MEMORY_MB[0]} to {MEMORY_MB[1]}); CPU "
-        "grows with it.",
+    memory_mb: int = bounded(
+        256, 128, 10240, "Memory of each function, in MB ({low} to {high}); CPU grows with it."
     )
 
     canary_timeout_seconds: int = Field(
         default=30,
         ge=1,
-        le=TIMEOUT_MAX,
+        le=900,
         description=f"The canary's timeout: at least {CANARY_MIN_TIMEOUT} s (two probes, two "
         "attempts of 5 s each, retry delays, 3 s kept for publishing).",
     )
 
-    housekeeping_timeout_seconds: int = Field(
-        default=300,
-        ge=1,
-        le=TIMEOUT_MAX,
-        description=f"The job's timeout (up to {TIMEOUT_MAX} s); it stops purging 10 s before "
-        "and carries on next night.",
+    housekeeping_timeout_seconds: int = bounded(
+        300,
+        1,
+        900,
+        "The job's timeout (up to {high} s); it stops purging 10 s before and carries on next "
+        "night.",
     )
 
     reserved_concurrency: int | None = Field(default=None, ge=1, le=1000)

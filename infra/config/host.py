@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from infra.config.base import Problem, Section
+from infra.config.base import Problem, Section, bounded
 from infra.config.catalogues import FREE_TIER_EBS_GB, FREE_TIER_HOST_TYPES
 from infra.config.cluster import is_graviton
-
-AMI_ROOT_GB = 8  # the Amazon Linux 2023 AMI's root volume
 
 
 class HostConfig(Section):
@@ -30,12 +28,12 @@ class HostConfig(Section):
         "(`backbone:freeTier`) allows only these two.",
     )
 
-    root_volume_gb: int = Field(
-        default=16,
-        ge=AMI_ROOT_GB,
-        le=1000,
-        description=f"The root volume (gp3, encrypted), in GiB: at least the AMI's {AMI_ROOT_GB}; "
-        f"the free tier covers {FREE_TIER_EBS_GB} (shared by every volume of the account).",
+    root_volume_gb: int = bounded(
+        16,
+        8,
+        1000,
+        "The root volume (gp3, encrypted), in GiB: at least the AMI's {low}; the free tier covers "
+        f"{FREE_TIER_EBS_GB} (shared by every volume of the account).",
     )
 
     def problems(self) -> list[Problem]:

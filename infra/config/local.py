@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from infra.config.base import Problem, Section
+from infra.config.base import Problem, Section, bounded
 
 _IMAGE = r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$"
-REPLICAS = (1, 9)  # the proxy's backends are app1 to app9
 
 
 class LocalConfig(Section):
@@ -20,12 +19,8 @@ class LocalConfig(Section):
     app_port: int = Field(default=8000, ge=1024, le=65535)
     """The port on 127.0.0.1 where the app answers, through the proxy (http://localhost:<appPort>)."""
 
-    replicas: int = Field(
-        default=2,
-        ge=REPLICAS[0],
-        le=REPLICAS[1],
-        description=f"How many app containers the proxy balances over ({REPLICAS[0]} to "
-        f"{REPLICAS[1]}).",
+    replicas: int = bounded(
+        2, 1, 9, "How many app containers the proxy balances over ({low} to {high})."
     )
 
     prometheus_port: int = Field(default=9090, ge=1024, le=65535)

@@ -7,16 +7,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from infra.config.base import Problem, Section, retention_problems
+from infra.config.base import Problem, Section, bounded, retention_problems
 
 # RFC 1918: the only ranges a VPC should use for a private network.
 PRIVATE_RANGES = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 )
 PRIVATE_RANGES_TEXT = "10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
-
-AZ_COUNT = (1, 6)  # the fewest and most zones a stack spreads over
-SUBNET_PREFIX = (16, 28)  # AWS's limits on a subnet's prefix length
 
 
 def is_private(cidr: str) -> bool:
@@ -37,22 +34,20 @@ class NetworkConfig(Section):
     cidr: str = "10.0.0.0/16"
     """The VPC's IPv4 range: a private (RFC 1918) network between /16 and /24."""
 
-    az_count: int = Field(
-        default=2,
-        ge=AZ_COUNT[0],
-        le=AZ_COUNT[1],
-        description=f"How many availability zones to spread subnets over ({AZ_COUNT[0]} to "
-        f"{AZ_COUNT[1]}); looked up in "
-        "the region at run time. A database or a load balancer needs at least 2.",
+    az_count: int = bounded(
+        2,
+        1,
+        6,
+        """How many availability zones to spread subnets over ({low} to {high}); looked up in the
+        region at run time. A database or a load balancer needs at least 2.""",
     )
 
-    subnet_prefix_length: int = Field(
-        default=20,
-        ge=SUBNET_PREFIX[0],
-        le=SUBNET_PREFIX[1],
-        description=f"The prefix length of every subnet (/{SUBNET_PREFIX[0]} to "
-        f"/{SUBNET_PREFIX[1]}, AWS's limits); one public "
-        "and one private subnet per zone are carved from the VPC in order.",
+    subnet_prefix_length: int = bounded(
+        20,
+        16,
+        28,
+        """The prefix length of every subnet (/{low} to /{high}, AWS's limits); one public and one
+        private subnet per zone are carved from the VPC in order.""",
     )
 
     nat: Literal["none", "single", "per-az"] = "single"
