@@ -13,20 +13,24 @@ from pathlib import Path
 from backbone import cache
 from backbone.plan import Plan
 
-# Run in the child: this tool's backbone (the child's path has no worktree yet), then the
-# worktree first on sys.path so that `infra` is the revision's.
+# Run in the child: this tool's backbone (the child's path has no worktree yet), which imports
+# this tool's infra.config; then every infra module forgotten and the worktree first on sys.path,
+# so that the program run (infra/__main__.py and all it imports) is the revision's.
 _WORKER = """
 import sys
 from pathlib import Path
 from backbone import cache
 from backbone.synth import StackNotFound, resolve
+from infra.config import ConfigError as ToolConfigError
 project, location, stack = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 use = sys.argv[4] == "1"
+for name in [m for m in sys.modules if m == "infra" or m.startswith("infra.")]:
+    del sys.modules[name]
 sys.path.insert(0, str(project))
 from infra.config import ConfigError
 try:
     plan, _ = cache.plan(resolve(stack, cwd=project), use_cache=use, location=location)
-except (ConfigError, StackNotFound) as exc:
+except (ConfigError, ToolConfigError, StackNotFound) as exc:
     sys.stderr.write(str(exc) + "\\n")
     raise SystemExit(2)
 sys.stdout.write(cache.dumps(plan))

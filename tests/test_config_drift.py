@@ -107,9 +107,23 @@ class _Walker:
         self.sections = stack_sections()
         self.reads = Reads()
         self.returns = returns or {}  # function name -> the model it returns (`load_config`)
+        self.holders: dict[str, dict[str, str]] = {}
 
     def run(self, reads: Reads) -> None:
         self.reads = reads
+        # records holding a model in a field (infra/stack.py's Parts: `p.cfg`): Class -> field -> model
+        self.holders = {
+            node.name: {
+                f.target.id: name
+                for f in node.body
+                if isinstance(f, ast.AnnAssign)
+                and isinstance(f.target, ast.Name)
+                and (name := _annotation_name(f.annotation) or "") in self.models
+            }
+            for node in self.tree.body
+            if isinstance(node, ast.ClassDef) and node.name not in self.models
+        }
+        self.holders = {k: v for k, v in self.holders.items() if v}
         for node in self.tree.body:
             if isinstance(node, ast.ClassDef):
                 self._class(node)
@@ -140,8 +154,8 @@ class _Walker:
         args = fn.args
         for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
             name = _annotation_name(a.annotation)
-            if name in self.models:
-                env[a.arg] = name
+            if name in self.models or name in self.holders:
+                env[a.arg] = name or ""
         for node in ast.walk(fn):
             if (
                 isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
@@ -161,7 +175,7 @@ class _Walker:
         for node in ast.walk(fn):
             if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
                 model = self._resolve(node.value, env, self_attrs)
-                if model:
+                if model in self.models:
                     self.reads.at[(model, node.attr)].append(f"{self.path}:{node.lineno}")
                     self.reads.models_by_file[self.path].add(model)
                     if self.path.startswith(CONFIG):
@@ -204,6 +218,8 @@ class _Walker:
             base = self._resolve(node.value, env, self_attrs)
             if base == STACK and node.attr in self.sections:
                 return self.sections[node.attr]
+            if base in self.holders:
+                return self.holders[base].get(node.attr, "")
         return ""
 
 

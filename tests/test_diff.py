@@ -7,6 +7,7 @@ import copy
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -309,7 +310,7 @@ def test_base_revision_identifier_change_is_a_replace_in_danger(repo_copy):
     _commit_change(
         repo_copy,
         "infra/components/database.py",
-        "identifier=db_identifier,",
+        "identifier=naming.identifier,",
         'identifier="backbone-dev-renamed",',
     )
     done = _diff_in(repo_copy, "dev", "--base", "HEAD~1", "--fail-on", "danger")
@@ -318,3 +319,24 @@ def test_base_revision_identifier_change_is_a_replace_in_danger(repo_copy):
     danger = done.stdout.split("DANGER")[1].split("╰")[0]
     assert "database-postgres" in danger
     assert 'identifier: "backbone-dev-database-' in danger and '"backbone-dev-renamed"' in danger
+
+
+def test_base_revision_runs_the_revisions_own_program(repo_copy):
+    """The base is planned with the revision's infra/, not the code this tool was installed from:
+    a revision whose program differs from the installed one shows that difference."""
+    path = repo_copy / "infra/components/database.py"
+    text = path.read_text()
+    line = re.search(r"\bidentifier=[^\n]+,\n", text)
+    assert line, "infra/components/database.py sets no identifier=: update this test"
+    path.write_text(text.replace(line.group(0), 'identifier="backbone-dev-at-base",\n', 1))
+    _git(repo_copy, "commit", "-q", "-am", "the base's own identifier")
+    try:
+        _git(repo_copy, "revert", "--no-edit", "HEAD")  # the working tree is the original again
+        done = _diff_in(repo_copy, "dev", "--base", "HEAD~1", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        db = next(c for c in data["changes"] if c["type"] == DB)
+        old = {p["path"]: p.get("old") for p in db["properties"]}
+        assert old.get("identifier") == "backbone-dev-at-base"
+    finally:
+        _git(repo_copy, "reset", "-q", "--hard", "HEAD~2")

@@ -170,7 +170,7 @@ class AwsIdentity:
     role_arn: pulumi.Output[str]
     migration_role_arn: pulumi.Output[str]
     creds: SecretCredentials
-    policies: tuple[aws.iam.RolePolicy, ...] = ()
+    role_policies: tuple[aws.iam.RolePolicy, ...] = ()
     """The roles' policies: the migration's Job waits for them (no AccessDenied at first run)."""
 
 
@@ -636,7 +636,7 @@ class Workload(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[
-                    *(self._aws.policies if self._aws else ()),
+                    *(self._aws.role_policies if self._aws else ()),
                     *self._migration_after,
                 ],
                 custom_timeouts=pulumi.CustomTimeouts(
@@ -711,7 +711,7 @@ class Workload(pulumi.ComponentResource):
             role_arn=app[0].arn,
             migration_role_arn=migration[0].arn,
             creds=creds,
-            policies=(app[1], migration[1]),
+            role_policies=(app[1], migration[1]),
         )
 
     def _irsa_role(
