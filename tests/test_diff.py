@@ -309,7 +309,7 @@ def test_base_revision_identifier_change_is_a_replace_in_danger(repo_copy):
     _commit_change(
         repo_copy,
         "infra/components/database.py",
-        "identifier=db_identifier,",
+        "identifier=naming.identifier,",
         'identifier="backbone-dev-renamed",',
     )
     done = _diff_in(repo_copy, "dev", "--base", "HEAD~1", "--fail-on", "danger")
