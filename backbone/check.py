@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from backbone.plan import Plan
+from infra.config import StackConfig
 from policies import rules
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def resources_of(plan: Plan) -> list[rules.Res]:
     ]
 
 
-def context(plan: Plan, cfg: Any) -> rules.Context:
+def context(plan: Plan, cfg: StackConfig) -> rules.Context:
     """The rules' context for a Plan and its stack's StackConfig."""
     from backbone.awsrules import unknown_in
 
@@ -59,7 +60,7 @@ def context(plan: Plan, cfg: Any) -> rules.Context:
     return rules.Context.from_config(cfg, unknown=unknown_in(plan), monthly_cost=monthly_cost)
 
 
-def evaluate(plan: Plan, cfg: Any) -> list[rules.Violation]:
+def evaluate(plan: Plan, cfg: StackConfig) -> list[rules.Violation]:
     return rules.evaluate(resources_of(plan), context(plan, cfg))
 
 
@@ -101,7 +102,7 @@ class Verdict:
         }
 
 
-def policy_verdict(plan: Plan, cfg: Any) -> Verdict:
+def policy_verdict(plan: Plan, cfg: StackConfig) -> Verdict:
     return Verdict(plan.stack, evaluate(plan, cfg))
 
 

@@ -22,6 +22,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from backbone.plan import SECRET, Plan, Resource
+from infra.config import ConfigError, StackConfig, docs
 
 STACK_HELP = (
     "A stack name (local, free-tier, dev, prod: read from the stacks/ folder of the project found "
@@ -99,7 +100,6 @@ def load_plan(stack: str, use_cache: bool | None = None) -> Plan:
 
     from backbone import cache
     from backbone.synth import StackNotFound, resolve
-    from infra.config import ConfigError
 
     try:
         use = _CACHE["use"] if use_cache is None else use_cache
@@ -240,13 +240,13 @@ def verdicts(result: Plan, console: Console, stack: str) -> None:
     cfg = stack_config(stack)
     verdict = policy_verdict(result, cfg)
     console.print(f"{verdict.line()} (details: backbone check {stack})", markup=False)
-    for warning in getattr(getattr(cfg, "monitoring", None), "warnings", list)():
+    for warning in cfg.monitoring.warnings():
         console.print(f"warning: {warning}", markup=False)
     if report.violations:
         raise typer.Exit(1)
 
 
-def stack_config(stack: str) -> object:
+def stack_config(stack: str) -> StackConfig:
     """The stack's validated settings (infra.config.StackConfig), loaded as synth loads them."""
     from backbone.synth import load_config, resolve
 
@@ -333,8 +333,6 @@ def settings() -> None:
 
       backbone settings
     """
-    from infra.config import docs
-
     sys.stdout.write(docs() + "\n")
 
 
@@ -513,7 +511,6 @@ def dashboards(
 
     from backbone.dashboards import write as write_dashboards
     from backbone.synth import StackNotFound, load_config, resolve
-    from infra.config import ConfigError
 
     try:
         cfg = load_config(resolve(stack))

@@ -1167,6 +1167,14 @@ def _amp_workspace(ctx: _Context, r: Resource) -> None:
     ctx.line(r, "amp/query", qsp, f"query samples (rules, dashboards): {qsp:,.0f} (usage)")
 
 
+def _grafana_workspace(ctx: _Context, r: Resource) -> None:
+    # Per active user a month; at least one editor license per workspace.
+    editors = max(1.0, float(ctx.use("grafana", "active_editors")))
+    viewers = float(ctx.use("grafana", "active_viewers"))
+    ctx.line(r, "grafana/editor", editors, f"active editors: {editors:g} (usage; 1 at least)")
+    ctx.line(r, "grafana/viewer", viewers, f"active viewers: {viewers:g} (usage)")
+
+
 def _log_metric_filter(ctx: _Context, r: Resource) -> None:
     ctx.line(r, "cloudwatch/custom-metric", 1, "the filter's metric (a custom metric)")
 
@@ -1221,6 +1229,7 @@ _PRICERS = {
     "aws:sqs/queue:Queue": _sqs_queue,
     "aws:amp/workspace:Workspace": _amp_workspace,
     "aws:amp/scraper:Scraper": _amp_scraper,
+    "aws:grafana/workspace:Workspace": _grafana_workspace,
     "aws:cloudwatch/logMetricFilter:LogMetricFilter": _log_metric_filter,
     "aws:sns/topic:Topic": _sns_topic,
     "aws:s3/bucket:Bucket": _s3_bucket,

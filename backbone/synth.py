@@ -18,6 +18,7 @@ import json
 import os
 import runpy
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,13 @@ def read_config(ref: StackRef) -> tuple[dict[str, str], list[str]]:
     the placeholder `[secret]` and are marked secret, so nothing downstream can print them.
     """
     source = ref.shown
+    config = _config_mapping(_stack_file(ref), source)
+    return _wire_config(config, source)
+
+
+def _stack_file(ref: StackRef) -> dict[Any, Any]:
+    """The stack file's top-level mapping (empty for an empty file), or ConfigError."""
+    source = ref.shown
     try:
         data = yaml.safe_load(ref.file.read_text())
     except yaml.YAMLError as exc:
@@ -164,7 +172,7 @@ def read_config(ref: StackRef) -> tuple[dict[str, str], list[str]]:
     except OSError as exc:
         raise ConfigError(source, [Problem("", f"cannot read the file ({exc.strerror})")]) from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
         raise ConfigError(
             source,
@@ -176,6 +184,11 @@ def read_config(ref: StackRef) -> tuple[dict[str, str], list[str]]:
                 )
             ],
         )
+    return data
+
+
+def _config_mapping(data: dict[Any, Any], source: str) -> dict[Any, Any]:
+    """The `config:` mapping of a stack file whose top-level keys are all Pulumi's."""
     problems = [
         Problem(str(k), f"unknown top-level key; allowed: {', '.join(sorted(STACK_FILE_KEYS))}")
         for k in data
@@ -187,6 +200,13 @@ def read_config(ref: StackRef) -> tuple[dict[str, str], list[str]]:
         config = {}
     if problems:
         raise ConfigError(source, problems)
+    return config
+
+
+def _wire_config(config: dict[Any, Any], source: str) -> tuple[dict[str, str], list[str]]:
+    """Each value as the CLI passes it (secure ones as SECRET, their keys listed); the engine's
+    own namespace refused."""
+    problems: list[Problem] = []
     raw: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in config.items():
@@ -374,32 +394,36 @@ def _run_main(program: Path) -> None:
     runpy.run_path(str(program), run_name="__main__")
 
 
-def run_program(
-    ref: StackRef, raw: dict[str, str], secret_keys: list[str], monitor: RecordingMonitor
+def _engine(
+    project: str,
+    stack: str,
+    root_directory: Path,
+    raw: Mapping[str, str],
+    secret_keys: list[str],
+    monitor: RecordingMonitor,
+    body: Callable[[], Any],
 ) -> Plan:
-    """Run infra/__main__.py against `monitor` with `raw` config, as the engine would.
-
-    Call it inside a fresh contextvars.Context (synth does): Pulumi keeps its settings there.
-    """
+    """Run `body` as the program of `project`/`stack` against `monitor`, with `raw` config, as
+    the engine would, and return the Plan it registered. Call it inside a fresh
+    contextvars.Context: Pulumi keeps its settings there."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     settings = psettings.Settings(
-        project=ref.project,
-        stack=ref.stack,
+        project=project,
+        stack=stack,
         monitor=monitor,
         engine=pmocks.MockEngine(None),
         dry_run=True,
         organization="organization",
-        root_directory=str(ref.project_dir),
+        root_directory=str(root_directory),
     )
     psettings.configure(settings)
     psettings.ROOT.set(None)
     # The offline engine's stand-in, chosen through the engine's own config channel: the program
     # packages no Lambda archive (infra.config.PACKAGER_KEY).
     set_all_config({**raw, PACKAGER_KEY: "placeholder"}, secret_keys)
-    program = program_dir(ref.project_dir)
     try:
-        loop.run_until_complete(run_in_stack(lambda: _run_main(program)))
+        loop.run_until_complete(run_in_stack(body))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())
@@ -408,9 +432,64 @@ def run_program(
             if not thread_loop.is_running():
                 thread_loop.close()
         asyncio.set_event_loop(None)
-    root = f"urn:pulumi:{ref.stack}::{ref.project}::{STACK_TYPE}::{ref.project}-{ref.stack}"
+    root = f"urn:pulumi:{stack}::{project}::{STACK_TYPE}::{project}-{stack}"
     resources = _tree_order(monitor.records, root)
-    return Plan(ref.stack, ref.project, resources, monitor.stack_outputs)
+    return Plan(stack, project, resources, monitor.stack_outputs)
+
+
+def run_program(
+    ref: StackRef, raw: dict[str, str], secret_keys: list[str], monitor: RecordingMonitor
+) -> Plan:
+    """Run infra/__main__.py against `monitor` with `raw` config, as the engine would.
+
+    Call it inside a fresh contextvars.Context (synth does): Pulumi keeps its settings there.
+    """
+    program = program_dir(ref.project_dir)
+    return _engine(
+        ref.project,
+        ref.stack,
+        ref.project_dir,
+        raw,
+        secret_keys,
+        monitor,
+        lambda: _run_main(program),
+    )
+
+
+def synth_component(
+    build: Callable[[], Mapping[str, Any] | object],
+    *,
+    stack: str = "test",
+    project: str = "backbone",
+    region: str = "us-east-1",
+    config: Mapping[str, str] | None = None,
+) -> Plan:
+    """Run `build` (one component made with minimal arguments) in-process under the offline
+    engine and return its Plan: the same recording monitor, mocks, settings channel and order
+    as `synth`, with no stack file and no infra/__main__.py.
+
+        plan = synth_component(lambda: Network("network", NetworkConfig(), region="us-east-1"))
+        plan.one("aws:ec2/vpc:Vpc").inputs["cidrBlock"]
+
+    `build` runs as the program of `project`/`stack` (what pulumi.get_project()/get_stack()
+    answer) in `region` (the mocks' ARNs and zones; `aws:region` in the config). A mapping it
+    returns becomes the stack outputs (Plan.outputs), as `pulumi.export` would make them; any
+    other return value is ignored. `config` adds engine config (`namespace:key` -> the string
+    the Pulumi CLI would pass). Nothing is resolved from a stack file, so nothing is validated:
+    the caller passes config models it made itself.
+    """
+
+    def body() -> None:
+        made = build()
+        if isinstance(made, Mapping):
+            for key, value in made.items():
+                pulumi.export(str(key), value)
+
+    raw = {"aws:region": region, **(config or {})}
+    monitor = RecordingMonitor(BackboneMocks(stack, project, region))
+    plan = contextvars.Context().run(_engine, project, stack, Path.cwd(), raw, [], monitor, body)
+    plan.settings = {"region": region}
+    return plan
 
 
 def synth(stack: str | StackRef, cwd: Path | None = None) -> Plan:
@@ -445,4 +524,5 @@ __all__ = [
     "pulumi",
     "resolve",
     "synth",
+    "synth_component",
 ]

@@ -25,6 +25,7 @@ from pulumi_policy import (  # noqa: E402
     StackValidationPolicy,
 )
 
+from infra.config import parse  # noqa: E402
 from policies import rules  # noqa: E402
 
 LEVELS = {
@@ -40,8 +41,6 @@ def stack_context() -> rules.Context:
     raw = dict(get_config_env())
     if not raw:
         return rules.Context(stack=stack)
-    from infra.config import parse
-
     return rules.Context.from_config(parse(raw, source=f"stacks/Pulumi.{stack}.yaml", stack=stack))
 
 

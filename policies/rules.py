@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from backbone import awsrules
 from backbone.plan import SECRET
+from infra.config import StackConfig
 
 MANDATORY, ADVISORY, DISABLED = "mandatory", "advisory", "disabled"
 LEVELS = (MANDATORY, ADVISORY, DISABLED)
@@ -86,18 +87,18 @@ class Context:
     settings: Mapping[str, Any] = field(default_factory=dict)  # what backbone.cost reads
 
     @classmethod
-    def from_config(cls, cfg: Any, **kw: Any) -> Context:
+    def from_config(cls, cfg: StackConfig, **kw: Any) -> Context:
         return cls(
-            stack=str(getattr(cfg, "stack", "")),
-            production=getattr(cfg, "tier", "development") == "production",
-            free_tier=getattr(cfg, "free_tier", "none") != "none",
-            budget=getattr(cfg, "budget", None),
-            levels=dict(getattr(cfg, "policies", None) or {}),
+            stack=cfg.stack,
+            production=cfg.tier == "production",
+            free_tier=cfg.free_tier != "none",
+            budget=cfg.budget,
+            levels=dict(cfg.policies),
             settings={
-                "region": getattr(cfg, "region", None),
-                "tier": getattr(cfg, "tier", "development"),
-                "freeTier": getattr(cfg, "free_tier", "none"),
-                "budget": getattr(cfg, "budget", None),
+                "region": cfg.region,
+                "tier": cfg.tier,
+                "freeTier": cfg.free_tier,
+                "budget": cfg.budget,
             },
             **kw,
         )

@@ -522,8 +522,10 @@ def test_dev_stack_lines_hand_checked(plan_of):
     assert est.unpriced == []
     eks = [x for x in est.lines if x.item == "eks/cluster"]
     assert len(eks) == 1 and eks[0].usd == pytest.approx(73.0)
-    nodes = [x for x in est.lines if x.item == "ec2/t3.medium"]
+    nodes = [x for x in est.lines if x.item == "ec2/t4g.medium"]
     assert len(nodes) == 1 and nodes[0].quantity == 2 * H  # 2 desired nodes
+    # Graviton: 2 x 730 h x $0.0336 = 49.06 (t3.medium's $0.0416 made it 60.74)
+    assert nodes[0].usd == pytest.approx(49.056)
     nat = [x for x in est.lines if x.item == "nat/hour"]
     assert len(nat) == 1 and nat[0].usd == pytest.approx(32.85)  # one NAT gateway
     addresses = sum(x.quantity for x in est.lines if x.item == "ipv4/hour")
@@ -541,6 +543,37 @@ def test_template_fixture_hand_checked():
     # + 3 x 10 GB processed 1.35 + 3 Elastic IPs 10.95
     assert est.total_usd == 279.75
     assert sum(x.quantity for x in est.lines if x.item == "ipv4/hour") == 3 * H
+    # the template's defaults (pulumi/templates kubernetes-aws-python, awsx and pulumi-eks): 3
+    # zones, one NAT gateway each, 3 desired t3.medium nodes, API authentication
+    plan = Plan.from_json(data)
+    zones = {r.inputs["availabilityZone"] for r in plan.of_type("aws:ec2/subnet:Subnet")}
+    assert len(zones) == 3 and len(plan.of_type("aws:ec2/natGateway:NatGateway")) == 3
+    assert plan.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["instanceType"] == "t3.medium"
+    assert plan.one("aws:autoscaling/group:Group").inputs["desiredCapacity"] == 3
+    assert plan.one("aws:eks/accessEntry:AccessEntry").inputs["type"] == "EC2_LINUX"
+
+
+def test_dev_against_half_the_template(plan_of):
+    """dev is priced by the same table as the template; half the template is out of reach while
+    dev keeps what other issues require (the arithmetic the README gives)."""
+    data = json.loads((FIXTURES / "kubernetes-aws-python.plan.json").read_text())
+    template = estimate(Plan.from_json(data), usage=FIXTURES / "kubernetes-aws-python.usage.yaml")
+    dev = estimate(plan_of("dev"), free_tier="none")
+    half = template.total_usd / 2
+    assert half == pytest.approx(139.875)
+
+    def usd(resource: str, *items: str) -> float:
+        return sum(x.usd for x in dev.lines if x.resource == resource and x.item in items)
+
+    eks = usd("cluster-eks", "eks/cluster")  # the cluster itself
+    collector = usd("observability-collector", "amp/collector-hour")  # issue 16: managed scraper
+    alb = usd("web-alb", "alb/hour", "alb/lcu", "ipv4/hour")  # the app's entry point
+    db = usd("database-postgres", "rds/postgres/db.t4g.micro", "rds-storage/gp3")
+    # by hand: 73.00 + 29.20 + (16.43 + 0.58 + 7.30) + (11.68 + 2.30) = 140.49
+    assert (eks, collector, alb, db) == pytest.approx((73.0, 29.2, 24.31, 13.98), abs=0.01)
+    assert eks + collector + alb + db > half  # before a single node or the NAT gateway
+    assert dev.total_usd == 240.17  # with the roles' rotation functions (issue 17)
+    assert round(dev.total_usd / template.total_usd, 3) == 0.859
 
 
 def test_plan_summary_line_for_each_kind_of_stack(plan_of):

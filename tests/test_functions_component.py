@@ -323,3 +323,55 @@ def test_the_engine_packager_is_the_engines_to_set_never_a_stack_files(tmp_path)
         synth(str(path), cwd=REPO)
     with pytest.raises(config.ConfigError, match="'zip'; allowed: build, placeholder"):
         config.parse({"aws:region": "us-east-1", config.PACKAGER_KEY: "zip"}, source="s", stack="s")
+
+
+def _dev_with(tmp_path, **functions_settings):
+    import yaml
+
+    from backbone.synth import synth
+
+    doc = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
+    doc["config"]["backbone:functions"] |= functions_settings
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return synth(str(path), cwd=REPO)
+
+
+def test_without_the_job_only_the_canary_is_made(tmp_path):
+    plan = _dev_with(tmp_path, housekeeping=False)
+    assert set(functions(plan)) == {"canary"}
+    # the job's secret goes with it (dev's database keeps the app's own)
+    assert not [r for r in plan.managed() if r.name.startswith("functions-db-credentials")]
+    assert not [r for r in plan.managed() if "housekeeping" in r.name]
+    assert "housekeepingFunction" not in plan.outputs
+    alarms = {a.name for a in plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert "monitoring-job-housekeeping" not in alarms
+    # the canary's alarms stay whole (`alarms: all`)
+    assert {
+        "monitoring-fn-canary-errors",
+        "monitoring-canary-health-availability",
+        "monitoring-canary-read-latency",
+        "monitoring-fn-failures-queue",
+    } <= alarms
+
+
+def test_one_availability_alarm_when_the_stack_counts_its_alarms(tmp_path):
+    full = _dev_with(tmp_path, housekeeping=False)
+    one = _dev_with(tmp_path, housekeeping=False, alarms="availability")
+    of_functions = ("monitoring-fn-", "monitoring-canary-", "monitoring-job-")
+    names = {
+        label: {
+            a.name
+            for a in p.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+            if a.name.startswith(of_functions)
+        }
+        for label, p in (("full", full), ("one", one))
+    }
+    assert names["one"] == {"monitoring-canary-read-availability"}
+    assert len(names["full"]) == 7  # errors, throttles, 2 x (availability, latency), the queue
+    # the other alarms of the stack are untouched
+    rest = {a.name for a in one.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert (
+        rest - names["one"]
+        == {a.name for a in full.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")} - names["full"]
+    )

@@ -22,13 +22,14 @@ import stat
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from backbone.plan import Plan
 from infra.components.host import APP_UID, Boot, user_data
 from tests.app.conftest import TOKEN, PgCluster, free_port
 from tests.app.test_container import docker, image  # noqa: F401  (the module's image fixture)
@@ -36,6 +37,12 @@ from tests.app.test_container import docker, image  # noqa: F401  (the module's 
 pytestmark = [pytest.mark.realpart, pytest.mark.slow]
 
 PARAMETER = "/backbone-test/host/env"
+
+
+def free_tier_migration_settings(plan_of: Callable[[str], Plan]) -> dict[str, str]:
+    from tests.test_stack_free_tier import INSTANCE, _migration_settings
+
+    return _migration_settings(plan_of("free-tier").one(INSTANCE).inputs["userData"])
 
 
 def bridge_gateway() -> str:
@@ -106,7 +113,12 @@ esac
 
 
 @pytest.fixture
-def booted(image: str, bridge_pg: BridgePg, tmp_path: Path) -> Iterator[dict]:  # noqa: F811
+def booted(
+    image: str,  # noqa: F811
+    bridge_pg: BridgePg,
+    tmp_path: Path,
+    plan_of: Callable[[str], Plan],
+) -> Iterator[dict]:
     name = f"backbone-host-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
     bin_dir, tools, state = tmp_path / "bin", tmp_path / "tools", tmp_path / "state"
@@ -147,6 +159,8 @@ def booted(image: str, bridge_pg: BridgePg, tmp_path: Path) -> Iterator[dict]:  
                 http_port=port,
                 state_dir=str(state),
                 name=name,
+                # the free-tier stack's own: the canary's known link, for the migration
+                migration_settings=free_tier_migration_settings(plan_of),
             )
         )
     )
@@ -257,3 +271,58 @@ def test_the_app_container_is_hardened_restarted_and_serves_on_the_port(booted: 
         time.sleep(0.2)
     wait_healthy(base, name)
     assert httpx.get(f"{base}/on-host").status_code == 307
+
+
+class PublishedMetrics:
+    """Where the canary's one PutMetricData call lands (CloudWatch is not what is tested here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def put_metric_data(self, **call: object) -> None:
+        self.calls.append(call)
+
+    def availability(self) -> dict[str, float]:
+        (call,) = self.calls
+        return {
+            next(d["Value"] for d in m["Dimensions"] if d["Name"] == "Probe"): m["Value"]
+            for m in call["MetricData"]  # type: ignore[attr-defined]
+            if m["MetricName"] == "Availability"
+        }
+
+
+def test_the_canary_probes_the_host_and_follows_the_link_its_migration_made(
+    booted: dict, plan_of: Callable[[str], Plan]
+) -> None:
+    """The free-tier stack's canary, with its own settings from the plan, against the booted
+    host (its port standing for the Elastic IP): the migration made the known link, so all three
+    probes are up; with the app stopped, they are down (connection refused)."""
+    from tests.functions.conftest import load_function
+
+    assert booted["done"].returncode == 0, booted["done"].stderr
+    canary = load_function("canary")
+    (fn,) = plan_of("free-tier").of_type("aws:lambda/function:Function")
+    env = dict(fn.inputs["environment"]["variables"])
+    base = f"http://127.0.0.1:{booted['port']}"
+    env["CANARY_BASE_URL"] = base
+    settings = canary.Settings.from_env(env)
+    wait_healthy(base, booted["name"])
+
+    up = PublishedMetrics()
+    result = canary.run(settings, cloudwatch=up)
+    by_probe = {p["probe"]: p for p in result["probes"]}
+    assert result["ok"] is True, by_probe
+    assert {k: p["status"] for k, p in by_probe.items()} == {
+        "health": 200,
+        "read": 200,
+        "redirect": 307,
+    }
+    assert up.availability() == {"health": 1.0, "read": 1.0, "redirect": 1.0}
+    assert up.calls[0]["Namespace"] == "Backbone/Canary"
+
+    docker("stop", "-t", "30", booted["name"])  # stopped by hand: the restart policy leaves it
+    down = PublishedMetrics()
+    result = canary.run(settings, cloudwatch=down)
+    assert result["ok"] is False
+    assert down.availability() == {"health": 0.0, "read": 0.0, "redirect": 0.0}
+    assert {p["error"] for p in result["probes"]} == {"connection refused"}

@@ -63,8 +63,8 @@ def schema_version(cluster: str) -> str:
     """The kubernetes-validate schema set for a cluster's minor version.
 
     The installed kubernetes-validate (1.37.0) ships schemas for 1.33 to 1.37, so every version
-    EKS offers under standard support (infra.config.EKS_VERSIONS: 1.34, 1.35, 1.36) maps to its
-    own schemas exactly: no approximation. A version outside the shipped range is an error, never
+    EKS offers under standard support (infra.config.cluster.standard_versions(): 1.34, 1.35,
+    1.36) maps to its own schemas exactly: no approximation. A version outside the shipped range is an error, never
     validated against another version's schemas; a gap inside the range (none today) would take
     the newest schemas not newer than the cluster, as kubernetes_validate.validate does itself
     (but compared as versions, not as strings).

@@ -314,3 +314,24 @@ def test_observability_settings_that_cannot_work_are_refused(settings, message):
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         parse(settings, source="Pulumi.x.yaml", stack="x")
+
+
+# -- upgrades -------------------------------------------------------------------------------------
+
+
+def test_the_observability_addons_follow_a_cluster_version_bump_after_the_nodes(plan_of, tmp_path):
+    from backbone.synth import synth
+
+    data = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
+    data["config"]["backbone:cluster"].update(version="1.36", upgradeFrom="1.35")
+    bumped = tmp_path / "Pulumi.dev.yaml"
+    bumped.write_text(yaml.safe_dump(data))
+    for plan, version in ((plan_of("dev"), "1.35"), (synth(str(bumped), cwd=REPO), "1.36")):
+        assert plan.one("aws:eks/cluster:Cluster").inputs["version"] == version
+        nodes = plan.one("aws:eks/nodeGroup:NodeGroup")
+        addons = {a.inputs["addonName"]: a for a in children(plan, "aws:eks/addon:Addon")}
+        assert set(addons) == {"kube-state-metrics", "amazon-cloudwatch-observability"}
+        for name, addon in addons.items():
+            # the version EKS gives it for that Kubernetes version, as the cluster's own add-ons
+            assert addon.inputs["addonVersion"] == f"v{version}.0-offline-eksbuild.1", name
+            assert nodes.urn in addon.dependencies, name

@@ -309,3 +309,120 @@ def test_t2_micro_is_allowed_where_a_region_lacks_t3(backbone_cli, tmp_path):
     assert result.returncode == 0, result.stderr
     host = next(r for r in json.loads(result.stdout)["resources"] if r["type"] == INSTANCE)
     assert host["inputs"]["instanceType"] == "t2.micro"
+
+
+# -- the canary: a Lambda outside the VPC probing the host's own public address ---------------
+
+LAMBDA = "aws:lambda/function:Function"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def _migration_settings(user_data: str) -> dict[str, str]:
+    """The host's MIGRATION_SETTINGS array, as bash itself reads it from the user data."""
+    import shlex
+
+    (line,) = [x for x in user_data.splitlines() if x.startswith("MIGRATION_SETTINGS=(")]
+    words = shlex.split(line.removeprefix("MIGRATION_SETTINGS=(").removesuffix(")"))
+    assert words[::2] == ["-e"] * (len(words) // 2)
+    return dict(w.split("=", 1) for w in words[1::2])
+
+
+def test_the_canary_probes_the_hosts_public_address_without_a_vpc(plan_of):
+    plan = plan_of("free-tier")
+    (canary,) = plan.of_type(LAMBDA)  # the canary only: no housekeeping job here
+    assert canary.inputs["handler"] == "canary.handler"
+    assert "vpcConfig" not in canary.inputs  # outside the VPC: the internet without a NAT
+    env = canary.inputs["environment"]["variables"]
+    # the host's Elastic IP, the URL the stack outputs (what a learner opens)
+    assert env["CANARY_BASE_URL"] == plan.outputs["url"]
+    assert env["CANARY_BASE_URL"] == f"http://{plan.one('aws:ec2/eip:Eip').outputs['publicIp']}"
+    assert plan.outputs["canaryFunction"] == canary.outputs["name"]
+    assert "housekeepingFunction" not in plan.outputs
+    # the known link: the host's migration creates it, the canary reads it and follows it
+    made = _migration_settings(plan.one(INSTANCE).inputs["userData"])
+    assert made == {
+        "CANARY_LINK_CODE": env["CANARY_REDIRECT_CODE"],
+        "CANARY_LINK_URL": env["CANARY_REDIRECT_URL"],
+    }
+    assert env["CANARY_READ_PATH"] == f"/api/links/{made['CANARY_LINK_CODE']}"
+    assert "CANARY_READ_ACCEPT_STATUS" not in env  # the link exists: its lookup answers 200
+    # its role: its logs, its metrics namespace, the failures queue; no VPC, no secret
+    (policy,) = [
+        r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r.name.startswith("functions")
+    ]
+    actions = {
+        a
+        for s in json.loads(policy.inputs["policy"])["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "cloudwatch:PutMetricData",
+        "sqs:SendMessage",
+    }
+    (rule,) = plan.of_type("aws:cloudwatch/eventRule:EventRule")
+    assert rule.inputs["scheduleExpression"] == "rate(5 minutes)"
+
+
+def test_no_housekeeping_job_and_no_secret_on_the_free_stack(plan_of):
+    plan = plan_of("free-tier")
+    assert not plan.of_type("aws:secretsmanager/secret:Secret")
+    assert not [r for r in plan.managed() if "housekeeping" in r.name]
+    # the database still admits the host alone (no job security group)
+    (db_sg,) = plan.one(RDS).inputs["vpcSecurityGroupIds"]
+    assert len([r for r in plan.of_type(INGRESS) if r.inputs["securityGroupId"] == db_sg]) == 1
+
+
+def test_the_canarys_one_alarm_is_the_tenth_free_alarm_metric(plan_of):
+    plan = plan_of("free-tier")
+    alarms = plan.of_type(ALARM)
+    assert len(alarms) == 10
+    (canary,) = [a for a in alarms if a.inputs.get("namespace") == "Backbone/Canary"]
+    assert canary.inputs["metricName"] == "Availability"
+    assert canary.inputs["dimensions"] == {"Stack": "free-tier", "Probe": "read"}
+    # a canary that fails or stops running publishes nothing: that counts as down
+    assert canary.inputs["treatMissingData"] == "breaching"
+    assert canary.inputs["period"] == 300  # the schedule's rate
+    assert not [a for a in alarms if a.inputs.get("namespace") in ("AWS/Lambda", "AWS/SQS")]
+
+
+def test_the_canarys_schedule_comes_from_config(backbone_cli, tmp_path):
+    path = free_tier_file(tmp_path, functions={"canarySchedule": "rate(15 minutes)"})
+    result = backbone_cli("plan", str(path), "-f", "json")
+    assert result.returncode == 0, result.stderr
+    resources = json.loads(result.stdout)["resources"]
+    (rule,) = [r for r in resources if r["type"] == "aws:cloudwatch/eventRule:EventRule"]
+    assert rule["inputs"]["scheduleExpression"] == "rate(15 minutes)"
+    (alarm,) = [
+        r
+        for r in resources
+        if r["type"] == ALARM and r["inputs"].get("namespace") == "Backbone/Canary"
+    ]
+    assert alarm["inputs"]["period"] == 900
+
+
+def test_the_canary_stays_inside_the_always_free_allowances(backbone_cli):
+    result = backbone_cli("cost", "free-tier", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["totalUsd"] == 0.00
+    canary = [x for x in report["lines"] if x["resource"] == "functions-canary"]
+    by_item = {x["item"]: x["quantity"] for x in canary}
+    # by hand: rate(5 minutes) = 12 runs an hour x 730 hours = 8,760 a month; 256 MB x 2 s each
+    assert by_item["lambda/requests"] == 8760 <= 1_000_000
+    assert by_item["lambda/duration/arm64"] == pytest.approx(8760 * 0.25 * 2)  # of 400,000
+    # Availability and Latency of health, read and the known link's redirect
+    assert by_item["cloudwatch/custom-metric"] == 6 <= 10
+    alarm_metrics = sum(
+        x["quantity"] for x in report["lines"] if x["item"] == "cloudwatch/alarm-metric"
+    )
+    assert alarm_metrics == 10
+
+
+def test_the_job_on_a_free_stack_is_refused_for_its_nat(backbone_cli, tmp_path):
+    path = free_tier_file(tmp_path, functions={"housekeeping": True})
+    result = backbone_cli("plan", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "backbone:network.nat: 'none' leaves the housekeeping job" in result.stderr
+    assert "or functions.housekeeping: false (the canary only)" in result.stderr

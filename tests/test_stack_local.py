@@ -1,5 +1,6 @@
 """local: the whole shape on the user's own Docker engine: PostgreSQL, the app's replicas behind a
-reverse proxy, Prometheus with the kit's alert rules; nothing on AWS, nothing off 127.0.0.1."""
+reverse proxy, Prometheus with the kit's alert rules sending to an Alertmanager with the kit's
+routing, Grafana provisioned with the kit's dashboards; nothing on AWS, nothing off 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,16 +17,20 @@ from tests.realparts import require_tool
 CONTAINER = "docker:index/container:Container"
 HOW_PROXY = "install HAProxy (Debian: apt-get install haproxy; .ci/run does)"
 HOW_PROMTOOL = "install promtool (Debian: apt-get install prometheus; .ci/run does)"
+HOW_AMTOOL = "install amtool (Debian: apt-get install prometheus-alertmanager; .ci/run does)"
 
 
 def uploads(plan, name: str) -> dict[str, str]:
-    """The files the stack writes into a container: {file name: content}."""
+    """The files the stack writes into a container: {path under /etc/backbone: content}."""
     container = plan.one(CONTAINER, name)
-    return {u["file"].rsplit("/", 1)[1]: u["content"] for u in container.inputs["uploads"]}
+    return {
+        u["file"].removeprefix("/etc/backbone/"): u["content"] for u in container.inputs["uploads"]
+    }
 
 
 def written(plan, name: str, folder: Path) -> Path:
     for file, content in uploads(plan, name).items():
+        (folder / file).parent.mkdir(parents=True, exist_ok=True)
         (folder / file).write_text(content)
     return folder
 
@@ -36,7 +41,10 @@ def test_registers_no_aws_resource(plan_of):
     assert plan.outputs["target"] == "docker"
     assert plan.outputs["url"] == "http://localhost:8000"
     assert plan.outputs["prometheusUrl"] == "http://localhost:9090"
+    assert plan.outputs["alertmanagerUrl"] == "http://localhost:9093"
+    assert plan.outputs["grafanaUrl"] == "http://localhost:3000"
     assert plan.outputs["appApiToken"] == "[secret]"
+    assert plan.outputs["grafanaAdminPassword"] == "[secret]"
 
 
 def test_needs_no_region(backbone_cli):
@@ -100,6 +108,8 @@ def test_every_port_is_on_loopback_only(plan_of):
     assert published == {
         "local-proxy": [("127.0.0.1", 8000, 8080)],
         "local-prometheus": [("127.0.0.1", 9090, 9090)],
+        "local-alertmanager": [("127.0.0.1", 9093, 9093)],
+        "local-grafana": [("127.0.0.1", 3000, 3000)],
     }
 
 
@@ -123,7 +133,7 @@ def test_proxy_balances_the_replicas_with_health_checks(plan_of):
 
 
 def test_prometheus_scrapes_every_replica_with_the_kits_rules(plan_of):
-    from infra.components.local import JOB
+    from infra.components.prometheus import APP_JOB as JOB
     from infra.components.prometheus import render_rules, thresholds
     from infra.config import MonitoringConfig
 
@@ -145,6 +155,103 @@ def test_prometheus_scrapes_every_replica_with_the_kits_rules(plan_of):
     assert "--config.file=/etc/backbone/prometheus.yml" in i["command"]
     assert i["readOnly"] is True and i["capabilities"] == {"drops": ["ALL"]}
     assert {v["containerPath"] for v in i["volumes"]} == {"/etc/backbone", "/prometheus"}
+    # alerts go to the local Alertmanager, by its name on the stack's network
+    am = plan.one(CONTAINER, "local-alertmanager")
+    assert config["alerting"] == {
+        "alertmanagers": [{"static_configs": [{"targets": [f"{am.inputs['name']}:9093"]}]}]
+    }
+    assert am.urn in plan.one(CONTAINER, "local-prometheus").dependencies
+
+
+def test_alertmanager_routes_like_the_workspace_to_a_receiver_that_sends_nowhere(plan_of):
+    from infra.components.prometheus import alertmanager_config
+
+    plan = plan_of("local")
+    i = plan.one(CONTAINER, "local-alertmanager").inputs
+    image = plan.one("docker:index/remoteImage:RemoteImage", "local-alertmanager-image")
+    assert (
+        image.inputs["name"] == "prom/alertmanager:v0.27.0"
+        and i["image"] == image.outputs["imageId"]
+    )
+    assert i["readOnly"] is True and i["capabilities"] == {"drops": ["ALL"]}
+    assert i["securityOpts"] == ["no-new-privileges:true"]
+    assert "--config.file=/etc/backbone/alertmanager.yml" in i["command"]
+    assert "--cluster.listen-address=" in i["command"]  # one instance, no gossip port
+    assert {v["containerPath"] for v in i["volumes"]} == {"/etc/backbone", "/alertmanager"}
+    local = yaml.safe_load(uploads(plan, "local-alertmanager")["alertmanager.yml"])
+    aws = alertmanager_config(topic_arn="arn:aws:sns:us-east-1:1:t", region="us-east-1", stack="x")
+    # the same grouping and timing as the workspace's Alertmanager; only the receiver differs
+    assert {k: v for k, v in local["route"].items() if k != "receiver"} == {
+        k: v for k, v in aws["route"].items() if k != "receiver"
+    }
+    (receiver,) = local["receivers"]
+    assert receiver == {"name": local["route"]["receiver"]}  # no integration: sent nowhere
+
+
+# Grafana's documented provisioning fields (grafana.com/docs/grafana/v11.6/administration/
+# provisioning, "Data sources" and "Dashboards"): Grafana is not packaged here, so the files are
+# checked against these, and each dashboard's queries by promtool (tests/test_observability_scrape).
+GRAFANA_DATASOURCE_FILE = {"apiVersion", "datasources", "deleteDatasources", "prune"}
+GRAFANA_DATASOURCE = {
+    "name", "type", "access", "orgId", "uid", "url", "user", "database", "basicAuth",
+    "basicAuthUser", "withCredentials", "isDefault", "jsonData", "secureJsonData", "version",
+    "editable",
+}  # fmt: skip
+GRAFANA_PROVIDER_FILE = {"apiVersion", "providers"}
+GRAFANA_PROVIDER = {
+    "name", "orgId", "folder", "folderUid", "type", "disableDeletion", "updateIntervalSeconds",
+    "allowUiUpdates", "options",
+}  # fmt: skip
+GRAFANA_PROVIDER_OPTIONS = {"path", "foldersFromFilesStructure"}
+
+
+def test_grafana_is_provisioned_with_the_local_prometheus_and_the_kits_dashboards(plan_of):
+    from infra.components.dashboards import dashboards
+
+    plan = plan_of("local")
+    grafana = plan.one(CONTAINER, "local-grafana")
+    i = grafana.inputs
+    image = plan.one("docker:index/remoteImage:RemoteImage", "local-grafana-image")
+    assert (
+        image.inputs["name"] == "grafana/grafana:11.6.0" and i["image"] == image.outputs["imageId"]
+    )
+    assert i["readOnly"] is True and i["capabilities"] == {"drops": ["ALL"]}
+    assert {v["containerPath"] for v in i["volumes"]} == {"/etc/backbone", "/var/lib/grafana"}
+    env = dict(e.split("=", 1) for e in i["envs"] if e != "[secret]")
+    assert env["GF_PATHS_PROVISIONING"] == "/etc/backbone/provisioning"
+    assert env["GF_SERVER_HTTP_PORT"] == "3000"
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    # the admin password is generated and secret
+    assert i["envs"][0] == "[secret]" and not any("ADMIN_PASSWORD=" in e for e in i["envs"])
+    files = uploads(plan, "local-grafana")
+
+    ds_file = yaml.safe_load(files["provisioning/datasources/backbone.yaml"])
+    assert set(ds_file) <= GRAFANA_DATASOURCE_FILE and ds_file["apiVersion"] == 1
+    for source in ds_file["datasources"]:
+        assert set(source) <= GRAFANA_DATASOURCE, set(source) - GRAFANA_DATASOURCE
+        assert source["access"] == "proxy"  # Grafana's server reaches it on the stack's network
+    by_type = {s["type"]: s for s in ds_file["datasources"]}
+    assert set(by_type) == {"prometheus", "alertmanager"}
+    prom = plan.one(CONTAINER, "local-prometheus").inputs
+    assert by_type["prometheus"]["url"] == f"http://{prom['name']}:9090"
+    assert by_type["prometheus"]["isDefault"] is True
+    am = plan.one(CONTAINER, "local-alertmanager").inputs
+    assert by_type["alertmanager"]["url"] == f"http://{am['name']}:9093"
+    assert by_type["alertmanager"]["jsonData"]["implementation"] == "prometheus"
+
+    providers = yaml.safe_load(files["provisioning/dashboards/backbone.yaml"])
+    assert set(providers) <= GRAFANA_PROVIDER_FILE and providers["apiVersion"] == 1
+    (provider,) = providers["providers"]
+    assert set(provider) <= GRAFANA_PROVIDER and provider["type"] == "file"
+    assert set(provider["options"]) <= GRAFANA_PROVIDER_OPTIONS
+    # the provider reads the folder the dashboards are uploaded to: the kit's, unchanged
+    folder = provider["options"]["path"].removeprefix("/etc/backbone/")
+    boards = {f.rsplit("/", 1)[1]: t for f, t in files.items() if f.startswith(f"{folder}/")}
+    assert boards == dashboards() and len(boards) == 2
+    for text in boards.values():
+        board = json.loads(text)
+        (variable,) = [v for v in board["templating"]["list"] if v["type"] == "datasource"]
+        assert variable["query"] == by_type["prometheus"]["type"]  # picks the provisioned one
 
 
 @pytest.mark.realpart
@@ -175,6 +282,48 @@ def test_prometheus_config_and_rules_pass_promtool(plan_of, tmp_path):
         [promtool, "check", "rules", "rules.yml"], cwd=folder, capture_output=True, text=True
     )
     assert rules.returncode == 0, rules.stdout + rules.stderr
+    # the alerting block is checked too: a misspelt field in it is refused
+    bad = (folder / "prometheus.yml").read_text().replace("alertmanagers:", "alertmanager:")
+    (folder / "bad.yml").write_text(bad)
+    refused = subprocess.run(
+        [promtool, "check", "config", "bad.yml"], cwd=folder, capture_output=True
+    )
+    assert refused.returncode != 0
+
+
+@pytest.mark.realpart
+def test_promtool_parses_every_query_of_the_provisioned_dashboards(plan_of, tmp_path):
+    from infra.components.dashboards import panel_queries
+
+    promtool = require_tool("promtool", HOW_PROMTOOL)
+    files = uploads(plan_of("local"), "local-grafana")
+    boards = [json.loads(t) for f, t in files.items() if f.startswith("dashboards/")]
+    exprs = [expr for board in boards for _, expr in panel_queries(board)]
+    assert len(boards) == 2 and len(exprs) > 20
+    rules = [{"record": f"dashboard:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
+    (tmp_path / "exprs.yml").write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": rules}]}))
+    done = subprocess.run(
+        [promtool, "check", "rules", "exprs.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in done.stdout
+
+
+@pytest.mark.realpart
+def test_alertmanager_config_passes_amtool(plan_of, tmp_path):
+    amtool = require_tool("amtool", HOW_AMTOOL)
+    folder = written(plan_of("local"), "local-alertmanager", tmp_path)
+    done = subprocess.run(
+        [amtool, "check-config", str(folder / "alertmanager.yml")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Found:" in done.stdout and "1 receivers" in done.stdout
+    # the check is real: a route to a receiver that does not exist is refused
+    bad = folder / "bad.yml"
+    bad.write_text(
+        (folder / "alertmanager.yml").read_text().replace("receiver: local", "receiver: x")
+    )
+    assert subprocess.run([amtool, "check-config", str(bad)], capture_output=True).returncode != 0
 
 
 def test_replicas_setting(backbone_cli, tmp_path):
@@ -208,6 +357,22 @@ def test_replicas_setting(backbone_cli, tmp_path):
         (
             {"backbone:local": {"prometheusPort": 8000}},
             "backbone:local.prometheusPort: 8000 is also appPort",
+        ),
+        (
+            {"backbone:local": {"grafanaPort": 9093}},
+            "backbone:local.grafanaPort: 9093 is also alertmanagerPort",
+        ),
+        (
+            {"backbone:local": {"grafanaImage": "grafana/grafana:latest"}},
+            "backbone:local.grafanaImage: 'grafana/grafana:latest' is not pinned",
+        ),
+        (
+            {"backbone:observability": {"managedGrafana": True}},
+            "backbone:observability.managedGrafana: true has no meaning when target is docker",
+        ),
+        (
+            {"backbone:local": {"alertmanagerImage": "prom/alertmanager"}},
+            "backbone:local.alertmanagerImage: 'prom/alertmanager' is not pinned",
         ),
     ],
 )

@@ -17,9 +17,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import catalogue
 from infra.components import iam
 from infra.components.cluster import Cluster
+from infra.config import catalogues as catalogue
 
 NAMESPACE = "kube-system"
 NAME = "cluster-autoscaler"

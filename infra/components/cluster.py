@@ -27,10 +27,10 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra import catalogue
-from infra.components import iam
+from infra.components import iam, sg
 from infra.components.network import Network
 from infra.config import ClusterConfig
+from infra.config import catalogues as catalogue
 
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 AMI_TYPES = {"x86_64": "AL2023_x86_64_STANDARD", "arm64": "AL2023_ARM_64_STANDARD"}
@@ -93,6 +93,15 @@ class ControlPlane:
 
 
 @dataclass(frozen=True)
+class Addons:
+    """The add-ons made after the node group."""
+
+    kube_proxy: aws.eks.Addon
+    coredns: aws.eks.Addon
+    metrics_server: aws.eks.Addon
+
+
+@dataclass(frozen=True)
 class NodeRole:
     role: aws.iam.Role
     attachments: list[aws.iam.RolePolicyAttachment]
@@ -147,46 +156,22 @@ class Cluster(pulumi.ComponentResource):
         self.version = cfg.version
         self.admin_role_arns = list(dict.fromkeys(cfg.admin_role_arns))
         self.secrets_key = self._secrets_key(protect)
-        plane = self._control_plane(name_prefix)
-        self.cluster = plane.cluster
+        self.cluster = self._control_plane(name_prefix).cluster
         self.cluster_name = self.cluster.name
         # Managed nodes carry the cluster security group: the one to open to the ALB and the DB.
         self.node_security_group_id = self.cluster.vpc_config.cluster_security_group_id
         self._api_ingress()
-        self.issuer = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)  # type: ignore[index]
-        self.oidc_provider = aws.iam.OpenIdConnectProvider(
-            f"{name}-oidc",
-            url=self.issuer,
-            client_id_lists=["sts.amazonaws.com"],
-            opts=self._child(),
-        )
-        vpc_cni = self._vpc_cni()
-        self.node_group = self._node_group(self._node_role(), vpc_cni)
-        # After the nodes: a version bump upgrades the control plane, then the node group, then
-        # these (kube-proxy must not be newer than the nodes' kubelet). CoreDNS and
-        # metrics-server run as pods, so they wait for nodes anyway; the HorizontalPodAutoscaler
-        # reads pod CPU from the metrics API, which EKS serves once metrics-server runs.
-        self.kube_proxy = self._addon("kube-proxy", [self.node_group])
-        self.coredns = self._addon("coredns", [self.node_group])
-        self.metrics_server = self._addon("metrics-server", [self.node_group])
+        self.issuer, self.oidc_provider = self._oidc()
+        self.node_group = self._node_group(self._node_role(), self._vpc_cni())
+        addons = self._addons_after_nodes()
+        self.kube_proxy, self.coredns = addons.kube_proxy, addons.coredns
+        self.metrics_server = addons.metrics_server
         self.autoscaling_group_name = self.node_group.resources.apply(
             lambda rs: rs[0].autoscaling_groups[0].name  # type: ignore[index]
         )
         grants = self._access()
-        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.all(
-                self.cluster.name, self.cluster.endpoint, self.cluster.certificate_authority.data
-            ).apply(lambda a: kubeconfig(a[0], a[1], a[2], region, self.admin_role_arns[0]))
-        )
-        self.provider = k8s.Provider(
-            f"{name}-k8s",
-            kubeconfig=self.kubeconfig,
-            enable_server_side_apply=True,
-            # Every Kubernetes object waits for the nodes, the access grants and CoreDNS (the add-on
-            # is created once its pods are ACTIVE): the app's migration init container resolves
-            # the database's DNS name first thing, and would crash-loop without it.
-            opts=self._child(depends_on=[self.node_group, self.coredns, self.kube_proxy, *grants]),
-        )
+        self.kubeconfig = self._kubeconfig(region)
+        self.provider = self._kubernetes(grants)
         self.register_outputs(
             {
                 "clusterName": self.cluster.name,
@@ -195,6 +180,49 @@ class Cluster(pulumi.ComponentResource):
                 "oidcProviderArn": self.oidc_provider.arn,
                 "kubeconfig": self.kubeconfig,
             }
+        )
+
+    def _oidc(self) -> tuple[pulumi.Output[str], aws.iam.OpenIdConnectProvider]:
+        """The cluster's OIDC issuer and its IAM provider: what IRSA roles trust."""
+        issuer = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)  # type: ignore[index]
+        provider = aws.iam.OpenIdConnectProvider(
+            f"{self._name}-oidc",
+            url=issuer,
+            client_id_lists=["sts.amazonaws.com"],
+            opts=self._child(),
+        )
+        return issuer, provider
+
+    def _addons_after_nodes(self) -> Addons:
+        """After the nodes: a version bump upgrades the control plane, then the node group, then
+        these (kube-proxy must not be newer than the nodes' kubelet). CoreDNS and metrics-server
+        run as pods, so they wait for nodes anyway; the HorizontalPodAutoscaler reads pod CPU
+        from the metrics API, which EKS serves once metrics-server runs."""
+        after: list[pulumi.Resource] = [self.node_group]
+        return Addons(
+            kube_proxy=self._addon("kube-proxy", after),
+            coredns=self._addon("coredns", after),
+            metrics_server=self._addon("metrics-server", after),
+        )
+
+    def _kubeconfig(self, region: str) -> pulumi.Output[str]:
+        """The kubeconfig (a secret): `aws eks get-token` as the first admin role."""
+        return pulumi.Output.secret(
+            pulumi.Output.all(
+                self.cluster.name, self.cluster.endpoint, self.cluster.certificate_authority.data
+            ).apply(lambda a: kubeconfig(a[0], a[1], a[2], region, self.admin_role_arns[0]))
+        )
+
+    def _kubernetes(self, grants: list[aws.eks.AccessPolicyAssociation]) -> k8s.Provider:
+        """The one Kubernetes provider. Every Kubernetes object waits for the nodes, the access
+        grants and CoreDNS (the add-on is created once its pods are ACTIVE): the app's migration
+        init container resolves the database's DNS name first thing, and would crash-loop
+        without it."""
+        return k8s.Provider(
+            f"{self._name}-k8s",
+            kubeconfig=self.kubeconfig,
+            enable_server_side_apply=True,
+            opts=self._child(depends_on=[self.node_group, self.coredns, self.kube_proxy, *grants]),
         )
 
     def _child(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
@@ -217,17 +245,7 @@ class Cluster(pulumi.ComponentResource):
             retention_in_days=cfg.log_retention_days,
             opts=self._child(),
         )
-        role = aws.iam.Role(
-            f"{name}-cluster-role",
-            assume_role_policy=iam.trust("eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]),
-            opts=self._child(),
-        )
-        policy = aws.iam.RolePolicyAttachment(
-            f"{name}-cluster-policy",
-            role=role.name,
-            policy_arn=_managed("AmazonEKSClusterPolicy"),
-            opts=self._child(),
-        )
+        role, policy = self._cluster_role()
         network = self._network
         cluster = aws.eks.Cluster(
             f"{name}-eks",
@@ -258,6 +276,21 @@ class Cluster(pulumi.ComponentResource):
         )
         return ControlPlane(cluster=cluster, log_group=log_group)
 
+    def _cluster_role(self) -> tuple[aws.iam.Role, aws.iam.RolePolicyAttachment]:
+        """The role the control plane runs as, with AWS's managed cluster policy."""
+        role = aws.iam.Role(
+            f"{self._name}-cluster-role",
+            assume_role_policy=iam.trust("eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"]),
+            opts=self._child(),
+        )
+        policy = aws.iam.RolePolicyAttachment(
+            f"{self._name}-cluster-policy",
+            role=role.name,
+            policy_arn=_managed("AmazonEKSClusterPolicy"),
+            opts=self._child(),
+        )
+        return role, policy
+
     def _secrets_key(self, protect: bool) -> aws.kms.Key:
         """The KMS key EKS envelope-encrypts Kubernetes Secrets with: rotated yearly, and
         protected with the stack (losing it loses every Secret)."""
@@ -272,14 +305,12 @@ class Cluster(pulumi.ComponentResource):
     def _api_ingress(self) -> None:
         """Private networks admitted on 443 to the API endpoint through the cluster SG."""
         for i, cidr in enumerate(self._cfg.private_access_cidrs):
-            aws.vpc.SecurityGroupIngressRule(
+            sg.allow_in(
                 f"{self._name}-api-from-{i}",
-                security_group_id=self.node_security_group_id,
-                cidr_ipv4=cidr,
-                ip_protocol="tcp",
-                from_port=443,
-                to_port=443,
-                description=f"Kubernetes API from {cidr}",
+                self.node_security_group_id,
+                443,
+                f"Kubernetes API from {cidr}",
+                cidr=cidr,
                 opts=self._child(),
             )
 

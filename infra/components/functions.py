@@ -7,11 +7,13 @@ concurrency from config), an EventBridge schedule rule with its target and invok
 an async invoke config: retries bounded, events older than the schedule interval dropped, failed
 events sent to one encrypted SQS queue (the on-failure destination) for a human to read.
 
-* canary: outside the VPC (it probes the public load balancer); may publish metrics in
-  `Backbone/Canary` only.
+* canary: outside the VPC (it probes the public load balancer, or the host's own public address
+  on a stack without one: no NAT needed); may publish metrics in `Backbone/Canary` only.
 * housekeeping: in the private subnets with its own security group (out: 5432 to the database's
   security group, 443 to AWS APIs through the NAT gateway); reads its one secret at run time; may
-  publish metrics in `Backbone/Jobs` only.
+  publish metrics in `Backbone/Jobs` only. Made only with `housekeeping` (config
+  functions.housekeeping): without it (the free-tier stack) there is no job, no job security
+  group and no Secrets Manager secret.
 
 Packaging: the component does not build anything. It takes `package`, a function
 (source_dir, architecture, python_version) -> pulumi.Archive, from infra/stack.py, which passes
@@ -105,21 +107,23 @@ class Spec:
 
 
 DESCRIPTIONS = {
-    "canary": "probes the app through the load balancer; publishes availability",
+    "canary": "probes the app from the internet; publishes availability",
     "housekeeping": "nightly: purges expired links, records daily stats",
 }
 
 
 class Functions(pulumi.ComponentResource):
     """The canary and the housekeeping job from their config section. `package` makes an
-    archive; `base_url` is the load balancer's; `network` where the job runs; `database` the
-    one it works on (its security group, endpoint and the job's own role)."""
+    archive; `base_url` is the app's public URL (the load balancer's, or the host's own);
+    `network` where the job runs; `database` the one it works on (its security group, endpoint
+    and the job's own role). Without `cfg.housekeeping` only the canary is made, and `network`
+    and `database` may be None."""
 
     canary: aws.lambda_.Function
-    housekeeping: aws.lambda_.Function
-    job_security_group: aws.ec2.SecurityGroup
+    housekeeping: aws.lambda_.Function | None
+    job_security_group: aws.ec2.SecurityGroup | None
     failures: aws.sqs.Queue
-    secret_arn: pulumi.Output[str]
+    secret_arn: pulumi.Output[str] | None
 
     def __init__(
         self,
@@ -130,8 +134,8 @@ class Functions(pulumi.ComponentResource):
         package: Packager,
         stack_name: str,
         base_url: pulumi.Input[str],
-        network: JobNetwork,
-        database: Database,
+        network: JobNetwork | None,
+        database: Database | None,
         canary_link: CanaryLink | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -146,19 +150,31 @@ class Functions(pulumi.ComponentResource):
             sqs_managed_sse_enabled=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.job_security_group = self._job_security_group(network, database)
-        self.secret_arn = self._job_secret(database)
-        self._parking = network.parking_security_group_id
+        self.job_security_group = None
+        self.secret_arn = None
+        self.housekeeping = None
+        self._parking = network.parking_security_group_id if network else None
         self.canary = self._function(self._canary_spec(stack_name, base_url, canary_link))
-        self.housekeeping = self._function(self._housekeeping_spec(stack_name, network, database))
-        self.register_outputs(
-            {
-                "canaryName": self.canary.name,
+        outputs: dict[str, Any] = {"canaryName": self.canary.name}
+        if cfg.housekeeping:
+            if network is None or database is None:
+                raise ValueError("the housekeeping job needs its network and its database")
+            group = self.job_security_group = self._job_security_group(network, database)
+            secret = self.secret_arn = self._job_secret(database)
+            self.housekeeping = self._function(
+                self._housekeeping_spec(stack_name, network, database, secret, group)
+            )
+            outputs |= {
                 "housekeepingName": self.housekeeping.name,
-                "failuresQueueUrl": self.failures.url,
-                "jobSecurityGroupId": self.job_security_group.id,
+                "jobSecurityGroupId": group.id,
             }
-        )
+        self.register_outputs({**outputs, "failuresQueueUrl": self.failures.url})
+
+    @property
+    def names(self) -> dict[str, pulumi.Output[str]]:
+        """The functions made, by short name (canary, housekeeping)."""
+        made = {"canary": self.canary, "housekeeping": self.housekeeping}
+        return {part: fn.name for part, fn in made.items() if fn is not None}
 
     def _job_security_group(self, network: JobNetwork, database: Database) -> aws.ec2.SecurityGroup:
         name, child = self._name, pulumi.ResourceOptions(parent=self)
@@ -255,7 +271,14 @@ class Functions(pulumi.ComponentResource):
             namespace=CANARY_NAMESPACE,
         )
 
-    def _housekeeping_spec(self, stack_name: str, network: JobNetwork, database: Database) -> Spec:
+    def _housekeeping_spec(
+        self,
+        stack_name: str,
+        network: JobNetwork,
+        database: Database,
+        secret_arn: pulumi.Output[str],
+        group: aws.ec2.SecurityGroup,
+    ) -> Spec:
         cfg = self._cfg
         return Spec(
             part="housekeeping",
@@ -265,7 +288,7 @@ class Functions(pulumi.ComponentResource):
             retries=2,
             max_event_age=6 * 3600,
             env={
-                "DB_SECRET_ARN": self.secret_arn,
+                "DB_SECRET_ARN": secret_arn,
                 "DB_HOST": database.address,
                 "DB_PORT": str(database.port),
                 "DB_NAME": database.db_name,
@@ -281,7 +304,7 @@ class Functions(pulumi.ComponentResource):
                     "Sid": "ReadItsDatabaseSecret",
                     "Effect": "Allow",
                     "Action": "secretsmanager:GetSecretValue",
-                    "Resource": self.secret_arn,
+                    "Resource": secret_arn,
                 },
                 {
                     "Sid": "AttachToTheVpc",
@@ -293,7 +316,7 @@ class Functions(pulumi.ComponentResource):
             namespace=JOBS_NAMESPACE,
             vpc=aws.lambda_.FunctionVpcConfigArgs(
                 subnet_ids=list(network.private_subnet_ids),
-                security_group_ids=[self.job_security_group.id],
+                security_group_ids=[group.id],
             ),
         )
 

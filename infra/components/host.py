@@ -80,6 +80,9 @@ class Boot:
     parameter: str
     """The SSM parameter holding {"app": {...}, "migration": {...}} (environment variables)."""
     settings: Mapping[str, str] = field(default_factory=lambda: dict(APP_SETTINGS))
+    migration_settings: Mapping[str, str] = field(default_factory=dict)
+    """Non-secret variables for the migration container only (the canary's known link:
+    CANARY_LINK_CODE and CANARY_LINK_URL, as the cluster's migration gets them)."""
     http_port: int = HTTP_PORT
     state_dir: str = "/run/backbone"
     """Where the environment files go: tmpfs, root-only."""
@@ -125,7 +128,7 @@ rm -f "$STATE/env.json"
 # 4. the migration first (idempotent); a few tries while the database comes up
 for attempt in 1 2 3 4 5 6; do
   if docker run --rm --name "$NAME-migrate" "${HARDENING[@]}" "${SETTINGS[@]}" \
-    --env-file "$STATE/migration.env" "$IMAGE" "${MIGRATE[@]}"; then
+    "${MIGRATION_SETTINGS[@]}" --env-file "$STATE/migration.env" "$IMAGE" "${MIGRATE[@]}"; then
     break
   fi
   if [ "$attempt" = 6 ]; then
@@ -152,6 +155,7 @@ def user_data(boot: Boot) -> str:
         "--cap-drop ALL --security-opt no-new-privileges"
     )
     settings = " ".join(f"-e {q(f'{k}={v}')}" for k, v in sorted(boot.settings.items()))
+    migration = " ".join(f"-e {q(f'{k}={v}')}" for k, v in sorted(boot.migration_settings.items()))
     header = [
         "#!/bin/bash",
         "# backbone host: the app on this instance (EC2 user data; infra/components/host.py)",
@@ -166,6 +170,7 @@ def user_data(boot: Boot) -> str:
         f"MIGRATE=({' '.join(map(q, MIGRATION_COMMAND))})",
         f"HARDENING=({hardening})",
         f"SETTINGS=({settings})",
+        f"MIGRATION_SETTINGS=({migration})",
     ]
     return "\n".join(header) + "\n" + _SCRIPT.lstrip("\n")
 
@@ -206,6 +211,7 @@ class Host(pulumi.ComponentResource):
         migration_env: Mapping[str, pulumi.Input[str]],
         database_security_group_id: pulumi.Input[str],
         settings: Mapping[str, str] | None = None,
+        migration_settings: Mapping[str, str] | None = None,
         public: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -222,6 +228,7 @@ class Host(pulumi.ComponentResource):
                     image=check_digest(a[0]),
                     parameter=a[1],
                     settings={**APP_SETTINGS, **(settings or {})},
+                    migration_settings=dict(migration_settings or {}),
                 )
             )
         )

@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import iam
+from infra.components import iam, sg
 from infra.config import LoadBalancerConfig
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
@@ -137,38 +137,32 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=child,
         )
         for port in ports:
-            aws.vpc.SecurityGroupIngressRule(
+            what = "HTTPS" if port == 443 else "HTTP"
+            sg.allow_in(
                 f"{name}-in-{port}",
-                security_group_id=group.id,
-                cidr_ipv4="0.0.0.0/0",
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                description=f"{'HTTPS' if port == 443 else 'HTTP'} from the internet",
+                group.id,
+                port,
+                f"{what} from the internet",
+                cidr="0.0.0.0/0",
                 opts=child,
             )
-        aws.vpc.SecurityGroupEgressRule(
+        sg.allow_out(
             f"{name}-out-targets",
-            security_group_id=group.id,
-            cidr_ipv4=vpc_cidr,
-            ip_protocol="tcp",
-            from_port=targets.port,
-            to_port=targets.port,
-            description="to the target port inside the VPC",
+            group.id,
+            targets.port,
+            "to the target port inside the VPC",
+            cidr=vpc_cidr,
             opts=child,
         )
-        if targets.health_check_port is None:
-            return group
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-out-health",
-            security_group_id=group.id,
-            cidr_ipv4=vpc_cidr,
-            ip_protocol="tcp",
-            from_port=targets.health_check_port,
-            to_port=targets.health_check_port,
-            description="to the targets health check port inside the VPC",
-            opts=child,
-        )
+        if targets.health_check_port is not None:
+            sg.allow_out(
+                f"{name}-out-health",
+                group.id,
+                targets.health_check_port,
+                "to the targets health check port inside the VPC",
+                cidr=vpc_cidr,
+                opts=child,
+            )
         return group
 
     def _alb(
@@ -177,9 +171,10 @@ class LoadBalancer(pulumi.ComponentResource):
         access_logs = None
         log_bucket_ready: list[pulumi.Resource] = []
         if cfg.access_logs:
-            bucket, log_bucket_ready = self._log_bucket(self._name, region, protect)
+            logs = self._log_bucket(region, protect)
+            log_bucket_ready = [logs.policy, logs.ownership]
             access_logs = aws.lb.LoadBalancerAccessLogsArgs(
-                bucket=bucket.bucket, prefix="alb", enabled=True
+                bucket=logs.bucket.bucket, prefix="alb", enabled=True
             )
         return aws.lb.LoadBalancer(
             f"{self._name}-alb",
@@ -269,83 +264,46 @@ class LoadBalancer(pulumi.ComponentResource):
                 lb_target_group_arn=self.target_group.arn,
                 opts=child,
             )
-        for i, sg in enumerate(targets.security_group_ids):
-            aws.vpc.SecurityGroupIngressRule(
+        alb = self.security_group.id
+        for i, group in enumerate(targets.security_group_ids):
+            sg.allow_in(
                 f"{name}-to-targets-{i}",
-                security_group_id=sg,
-                referenced_security_group_id=self.security_group.id,
-                ip_protocol="tcp",
-                from_port=targets.port,
-                to_port=targets.port,
-                description="from the load balancer to the app node port",
+                group,
+                targets.port,
+                "from the load balancer to the app node port",
+                peer=alb,
                 opts=child,
             )
-            if targets.health_check_port is None:
-                continue
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-health-to-targets-{i}",
-                security_group_id=sg,
-                referenced_security_group_id=self.security_group.id,
-                ip_protocol="tcp",
-                from_port=targets.health_check_port,
-                to_port=targets.health_check_port,
-                description="from the load balancer to the health check node port",
-                opts=child,
-            )
+            if targets.health_check_port is not None:
+                sg.allow_in(
+                    f"{name}-health-to-targets-{i}",
+                    group,
+                    targets.health_check_port,
+                    "from the load balancer to the health check node port",
+                    peer=alb,
+                    opts=child,
+                )
 
     def _web_acl(self, cfg: LoadBalancerConfig) -> aws.wafv2.WebAcl:
         """A regional WAFv2 web ACL on the ALB: AWS's common and known-bad-inputs rule groups, and
         a rate-based rule per client address; everything else allowed."""
         name, child = self._name, pulumi.ResourceOptions(parent=self)
         waf = aws.wafv2
-
-        def visibility(metric: str) -> waf.WebAclVisibilityConfigArgs:
-            return waf.WebAclVisibilityConfigArgs(
-                cloudwatch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
-            )
-
-        def managed(priority: int, group: str) -> waf.WebAclRuleArgs:
-            return waf.WebAclRuleArgs(
-                name=group,
-                priority=priority,
-                override_action=waf.WebAclRuleOverrideActionArgs(
-                    none=waf.WebAclRuleOverrideActionNoneArgs()
-                ),
-                statement=waf.WebAclRuleStatementArgs(
-                    managed_rule_group_statement=waf.WebAclRuleStatementManagedRuleGroupStatementArgs(
-                        name=group, vendor_name="AWS"
-                    )
-                ),
-                visibility_config=waf.WebAclRuleVisibilityConfigArgs(
-                    cloudwatch_metrics_enabled=True,
-                    metric_name=group,
-                    sampled_requests_enabled=True,
-                ),
-            )
-
-        rate = waf.WebAclRuleArgs(
-            name="rate-per-ip",
-            priority=0,
-            action=waf.WebAclRuleActionArgs(block=waf.WebAclRuleActionBlockArgs()),
-            statement=waf.WebAclRuleStatementArgs(
-                rate_based_statement=waf.WebAclRuleStatementRateBasedStatementArgs(
-                    aggregate_key_type="IP", limit=cfg.waf_rate_limit, evaluation_window_sec=300
-                )
-            ),
-            visibility_config=waf.WebAclRuleVisibilityConfigArgs(
-                cloudwatch_metrics_enabled=True,
-                metric_name="rate-per-ip",
-                sampled_requests_enabled=True,
-            ),
-        )
         acl = waf.WebAcl(
             f"{name}-waf",
             scope="REGIONAL",
             description="app load balancer: AWS managed common and known-bad-inputs rules, "
             "rate limit per client address",
             default_action=waf.WebAclDefaultActionArgs(allow=waf.WebAclDefaultActionAllowArgs()),
-            rules=[rate, *(managed(i + 1, g) for i, g in enumerate(MANAGED_RULE_GROUPS))],
-            visibility_config=visibility(f"{name}-waf"),
+            rules=[
+                _rate_rule(cfg.waf_rate_limit),
+                *(_managed_rule(i + 1, g) for i, g in enumerate(MANAGED_RULE_GROUPS)),
+            ],
+            visibility_config=waf.WebAclVisibilityConfigArgs(
+                cloudwatch_metrics_enabled=True,
+                metric_name=f"{name}-waf",
+                sampled_requests_enabled=True,
+            ),
             opts=child,
         )
         waf.WebAclAssociation(
@@ -353,85 +311,152 @@ class LoadBalancer(pulumi.ComponentResource):
         )
         return acl
 
-    def _log_bucket(
-        self, name: str, region: str, protect: bool
-    ) -> tuple[aws.s3.Bucket, list[pulumi.Resource]]:
-        """The access-log bucket, and what must exist before the ALB may log to it."""
-        stateful = pulumi.ResourceOptions(parent=self, protect=protect)
-        child = pulumi.ResourceOptions(parent=self)
-        bucket = aws.s3.Bucket(f"{name}-logs", force_destroy=not protect, opts=stateful)
-        aws.s3.BucketPublicAccessBlock(
+    def _log_bucket(self, region: str, protect: bool) -> LogBucket:
+        """The access-log bucket: private, encrypted, expiring, written by ELB only."""
+        name, child = self._name, pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(
             f"{name}-logs",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
+            force_destroy=not protect,
+            opts=pulumi.ResourceOptions(parent=self, protect=protect),
         )
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-logs",
-            bucket=bucket.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=child,
-        )
-        # ALB access logs support SSE-S3 only.
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-logs",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="AES256"
-                    )
-                )
-            ],
-            opts=child,
-        )
-        aws.s3.BucketLifecycleConfiguration(
-            f"{name}-logs",
-            bucket=bucket.id,
-            rules=[
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id="expire-access-logs",
-                    status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix="alb/"),
-                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=90),
-                )
-            ],
-            opts=child,
-        )
-        account = ELB_ACCOUNTS.get(region)
-        principal = (
-            {"AWS": f"arn:aws:iam::{account}:root"}
-            if account
-            else {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}
-        )
+        ownership = _private(f"{name}-logs", bucket, child)
+        _encrypted_and_expiring(f"{name}-logs", bucket, child)
         caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
         policy = aws.s3.BucketPolicy(
             f"{name}-logs",
             bucket=bucket.id,
             policy=pulumi.Output.all(bucket.arn, caller.account_id).apply(
-                lambda a: iam.document(
-                    [
-                        {
-                            "Sid": "ElbAccessLogs",
-                            "Effect": "Allow",
-                            "Principal": principal,
-                            "Action": "s3:PutObject",
-                            "Resource": f"{a[0]}/alb/AWSLogs/{a[1]}/*",
-                        },
-                        {
-                            "Sid": "DenyInsecureTransport",
-                            "Effect": "Deny",
-                            "Principal": "*",
-                            "Action": "s3:*",
-                            "Resource": [a[0], f"{a[0]}/*"],
-                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        },
-                    ]
-                )
+                lambda a: _log_bucket_policy(region, bucket_arn=a[0], account=a[1])
             ),
             opts=child,
         )
-        return bucket, [policy, ownership]
+        return LogBucket(bucket=bucket, policy=policy, ownership=ownership)
+
+
+def _rule_visibility(metric: str) -> aws.wafv2.WebAclRuleVisibilityConfigArgs:
+    return aws.wafv2.WebAclRuleVisibilityConfigArgs(
+        cloudwatch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+    )
+
+
+def _rate_rule(limit: int) -> aws.wafv2.WebAclRuleArgs:
+    """Block a client address past `limit` requests in 5 minutes (first rule: priority 0)."""
+    waf = aws.wafv2
+    return waf.WebAclRuleArgs(
+        name="rate-per-ip",
+        priority=0,
+        action=waf.WebAclRuleActionArgs(block=waf.WebAclRuleActionBlockArgs()),
+        statement=waf.WebAclRuleStatementArgs(
+            rate_based_statement=waf.WebAclRuleStatementRateBasedStatementArgs(
+                aggregate_key_type="IP", limit=limit, evaluation_window_sec=300
+            )
+        ),
+        visibility_config=_rule_visibility("rate-per-ip"),
+    )
+
+
+def _managed_rule(priority: int, group: str) -> aws.wafv2.WebAclRuleArgs:
+    """An AWS managed rule group, its own actions kept (override: none)."""
+    waf = aws.wafv2
+    return waf.WebAclRuleArgs(
+        name=group,
+        priority=priority,
+        override_action=waf.WebAclRuleOverrideActionArgs(
+            none=waf.WebAclRuleOverrideActionNoneArgs()
+        ),
+        statement=waf.WebAclRuleStatementArgs(
+            managed_rule_group_statement=waf.WebAclRuleStatementManagedRuleGroupStatementArgs(
+                name=group, vendor_name="AWS"
+            )
+        ),
+        visibility_config=_rule_visibility(group),
+    )
+
+
+@dataclass(frozen=True)
+class LogBucket:
+    """The access-log bucket, and what must exist before the ALB may log to it."""
+
+    bucket: aws.s3.Bucket
+    policy: aws.s3.BucketPolicy
+    ownership: aws.s3.BucketOwnershipControls
+
+
+def _private(
+    name: str, bucket: aws.s3.Bucket, opts: pulumi.ResourceOptions
+) -> aws.s3.BucketOwnershipControls:
+    """No public access of any kind, and no ACLs: the bucket owner owns every object."""
+    aws.s3.BucketPublicAccessBlock(
+        name,
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+        opts=opts,
+    )
+    return aws.s3.BucketOwnershipControls(
+        name,
+        bucket=bucket.id,
+        rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+        opts=opts,
+    )
+
+
+def _encrypted_and_expiring(name: str, bucket: aws.s3.Bucket, opts: pulumi.ResourceOptions) -> None:
+    """SSE-S3 (ALB access logs support SSE-S3 only); the logs expire after 90 days."""
+    aws.s3.BucketServerSideEncryptionConfiguration(
+        name,
+        bucket=bucket.id,
+        rules=[
+            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                    sse_algorithm="AES256"
+                )
+            )
+        ],
+        opts=opts,
+    )
+    aws.s3.BucketLifecycleConfiguration(
+        name,
+        bucket=bucket.id,
+        rules=[
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="expire-access-logs",
+                status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix="alb/"),
+                expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=90),
+            )
+        ],
+        opts=opts,
+    )
+
+
+def _log_bucket_policy(region: str, *, bucket_arn: str, account: str) -> str:
+    """ELB (the region's account, or the log delivery service in newer regions) may put objects
+    under alb/AWSLogs/<account>/; nothing reaches the bucket without TLS."""
+    elb_account = ELB_ACCOUNTS.get(region)
+    principal = (
+        {"AWS": f"arn:aws:iam::{elb_account}:root"}
+        if elb_account
+        else {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"}
+    )
+    return iam.document(
+        [
+            {
+                "Sid": "ElbAccessLogs",
+                "Effect": "Allow",
+                "Principal": principal,
+                "Action": "s3:PutObject",
+                "Resource": f"{bucket_arn}/alb/AWSLogs/{account}/*",
+            },
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ]
+    )

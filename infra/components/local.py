@@ -11,12 +11,19 @@
 - HAProxy, the load balancer: round robin over the replicas, each checked every 2 s on /readyz
   (out after 2 failures, back after 2 successes), a failed connection retried on another
   replica; published on 127.0.0.1:<appPort>.
-- Prometheus scraping every replica's metrics port (METRICS_PORT) with the kit's own alert rules
-  (infra/components/prometheus.py, from the monitoring section's thresholds); its UI on
-  127.0.0.1:<prometheusPort>.
-- The proxy's and Prometheus's configuration files (`haproxy_config`, `prometheus_config`,
-  `alert_rules`) are uploaded into a config volume of each container, so their root stays
-  read-only; tests check them with `haproxy -c` and `promtool`.
+- Prometheus scraping every replica's metrics port (METRICS_PORT) as the kit's app job (APP_JOB)
+  with the kit's own alert rules (infra/components/prometheus.py, from the monitoring section's
+  thresholds), sending its alerts to the local Alertmanager; its UI on 127.0.0.1:<prometheusPort>.
+- Alertmanager with the kit's routing and grouping (the workspace's, `alert_route`) and a receiver
+  that sends nowhere: alerts are grouped and shown on 127.0.0.1:<alertmanagerPort>, not delivered
+  (add a webhook_configs entry to `local_alertmanager_config` to deliver them).
+- Grafana provisioned with the local Prometheus (and Alertmanager) as data sources and the kit's
+  dashboards (infra/components/dashboards.py, the ones `backbone dashboards` writes); admin
+  password generated (output `grafanaAdminPassword`, secret), on 127.0.0.1:<grafanaPort>.
+- The configuration files (`haproxy_config`, `prometheus_config`, `alert_rules`,
+  `alertmanager_config`, `grafana_files`) are uploaded into a config volume of each container, so
+  their root stays read-only; tests check them with `haproxy -c`, `promtool`, `amtool` and
+  Grafana's documented provisioning schema, and run Prometheus and Alertmanager on them.
 - The database URL and the API token reach the app as secret environment values.
 """
 
@@ -33,7 +40,13 @@ import pulumi_random as random
 import yaml
 
 from infra.components import APP_UID, project_stack
-from infra.components.prometheus import render_rules, thresholds
+from infra.components.dashboards import dashboard_provider, dashboards, datasources
+from infra.components.prometheus import (
+    APP_JOB,
+    local_alertmanager_config,
+    render_rules,
+    thresholds,
+)
 from infra.components.registry import context_tag
 from infra.config import LocalConfig, MonitoringConfig
 
@@ -42,11 +55,13 @@ METRICS_PORT = 9464
 PROXY_PORT = 8080
 """HAProxy's port inside its container (unprivileged; published as appPort)."""
 PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+GRAFANA_PORT = 3000
 DB_NAME = DB_USER = "shortener"
-JOB = "backbone-app"
-"""The scrape job of the replicas: what the alert rules select."""
 CONFIG_DIR = "/etc/backbone"
-"""Where each of the proxy's and Prometheus's config volumes is mounted."""
+"""Where each container's config volume is mounted."""
+GRAFANA_DASHBOARDS = f"{CONFIG_DIR}/dashboards"
+"""Where the local Grafana's dashboard provider reads the kit's dashboards."""
 HEALTH_PATH = "/readyz"
 # Every container but PostgreSQL's (whose image needs its root): what the pods are held to.
 HARDENED: dict[str, Any] = {
@@ -102,14 +117,18 @@ backend app
 """
 
 
-def prometheus_config(replicas: Sequence[str], rules_file: str = "rules.yml") -> str:
-    """prometheus.yml: every replica's metrics port, as job `backbone-app` (the rules' job)."""
+def prometheus_config(
+    replicas: Sequence[str], alertmanager: str, rules_file: str = "rules.yml"
+) -> str:
+    """prometheus.yml: every replica's metrics port, as the app job (APP_JOB, the rules' job);
+    alerts to the Alertmanager at `alertmanager` (host:port)."""
     config = {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
         "rule_files": [rules_file],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": [
             {
-                "job_name": JOB,
+                "job_name": APP_JOB,
                 "static_configs": [{"targets": [f"{n}:{METRICS_PORT}" for n in replicas]}],
             },
             {
@@ -123,8 +142,28 @@ def prometheus_config(replicas: Sequence[str], rules_file: str = "rules.yml") ->
 
 def alert_rules(monitoring: MonitoringConfig) -> str:
     """The kit's alert rules for the app, from the same thresholds as the cloud's alarms."""
-    rules = render_rules(**thresholds(monitoring), job=JOB, group_by=("job",))
+    rules = render_rules(**thresholds(monitoring), job=APP_JOB, group_by=("job",))
     return yaml.safe_dump(rules, sort_keys=False)
+
+
+def alertmanager_config() -> str:
+    """alertmanager.yml: the kit's routing and grouping, to a receiver that sends nowhere."""
+    return "# written by the backbone local stack: alerts are shown, not delivered\n" + (
+        yaml.safe_dump(local_alertmanager_config(), sort_keys=False)
+    )
+
+
+def grafana_files(prometheus_url: str, alertmanager_url: str) -> dict[str, str]:
+    """The local Grafana's files, by path under CONFIG_DIR: its provisioning (data sources, a
+    dashboard provider reading GRAFANA_DASHBOARDS) and the kit's dashboards."""
+    files = {
+        "provisioning/datasources/backbone.yaml": datasources(prometheus_url, alertmanager_url),
+        "provisioning/dashboards/backbone.yaml": dashboard_provider(GRAFANA_DASHBOARDS),
+    }
+    out = {path: yaml.safe_dump(data, sort_keys=False) for path, data in files.items()}
+    for name, text in dashboards().items():
+        out[f"dashboards/{name}"] = text
+    return out
 
 
 @dataclass(frozen=True)
@@ -161,12 +200,27 @@ class Local(pulumi.ComponentResource):
         self.apps = self._apps(config, postgres, image, token.result)
         replicas = [f"{self._prefix}-app-{i + 1}" for i in range(config.replicas)]
         self.proxy = self._proxy(config, replicas)
+        self.alertmanager = self._alertmanager(config)
         self.prometheus = self._prometheus(config, replicas, monitoring)
+        grafana_password = random.RandomPassword(
+            f"{name}-grafana-password", length=32, special=False, opts=self._child
+        )
+        self.grafana = self._grafana(config, grafana_password.result)
         self.url = f"http://localhost:{config.app_port}"
         self.prometheus_url = f"http://localhost:{config.prometheus_port}"
+        self.alertmanager_url = f"http://localhost:{config.alertmanager_port}"
+        self.grafana_url = f"http://localhost:{config.grafana_port}"
         self.api_token = token.result
+        self.grafana_password = grafana_password.result
         self.register_outputs(
-            {"url": self.url, "prometheusUrl": self.prometheus_url, "apiToken": self.api_token}
+            {
+                "url": self.url,
+                "prometheusUrl": self.prometheus_url,
+                "alertmanagerUrl": self.alertmanager_url,
+                "grafanaUrl": self.grafana_url,
+                "apiToken": self.api_token,
+                "grafanaAdminPassword": self.grafana_password,
+            }
         )
 
     def _on_network(self, *aliases: str) -> list[docker.ContainerNetworksAdvancedArgs]:
@@ -329,7 +383,12 @@ class Local(pulumi.ComponentResource):
         )
         mount, uploads = self._config_volume(
             "prometheus",
-            {"prometheus.yml": prometheus_config(replicas), "rules.yml": alert_rules(monitoring)},
+            {
+                "prometheus.yml": prometheus_config(
+                    replicas, f"{self._prefix}-alertmanager:{ALERTMANAGER_PORT}"
+                ),
+                "rules.yml": alert_rules(monitoring),
+            },
         )
         return docker.Container(
             f"{name}-prometheus",
@@ -352,6 +411,98 @@ class Local(pulumi.ComponentResource):
                 docker.ContainerVolumeArgs(volume_name=data.name, container_path="/prometheus"),
             ],
             uploads=uploads,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=self.apps),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.apps, self.alertmanager]),
+            **HARDENED,
+        )
+
+    def _alertmanager(self, config: LocalConfig) -> docker.Container:
+        name, child = self._name, self._child
+        image = docker.RemoteImage(
+            f"{name}-alertmanager-image",
+            name=config.alertmanager_image,
+            keep_locally=True,
+            opts=child,
+        )
+        data = docker.Volume(
+            f"{name}-alertmanager-data", name=f"{self._prefix}-alertmanager-data", opts=child
+        )
+        mount, uploads = self._config_volume(
+            "alertmanager", {"alertmanager.yml": alertmanager_config()}
+        )
+        return docker.Container(
+            f"{name}-alertmanager",
+            name=f"{self._prefix}-alertmanager",
+            image=image.image_id,
+            command=[
+                f"--config.file={CONFIG_DIR}/alertmanager.yml",
+                "--storage.path=/alertmanager",
+                f"--web.listen-address=:{ALERTMANAGER_PORT}",
+                # one instance: no high-availability gossip port
+                "--cluster.listen-address=",
+            ],
+            ports=[
+                docker.ContainerPortArgs(
+                    internal=ALERTMANAGER_PORT, external=config.alertmanager_port, ip="127.0.0.1"
+                )
+            ],
+            networks_advanced=self._on_network(),
+            volumes=[
+                mount,
+                docker.ContainerVolumeArgs(volume_name=data.name, container_path="/alertmanager"),
+            ],
+            uploads=uploads,
+            opts=child,
+            **HARDENED,
+        )
+
+    def _grafana(self, config: LocalConfig, password: pulumi.Output[str]) -> docker.Container:
+        name, child = self._name, self._child
+        image = docker.RemoteImage(
+            f"{name}-grafana-image", name=config.grafana_image, keep_locally=True, opts=child
+        )
+        data = docker.Volume(
+            f"{name}-grafana-data", name=f"{self._prefix}-grafana-data", opts=child
+        )
+        files = grafana_files(
+            f"http://{self._prefix}-prometheus:{PROMETHEUS_PORT}",
+            f"http://{self._prefix}-alertmanager:{ALERTMANAGER_PORT}",
+        )
+        mount, uploads = self._config_volume("grafana", files)
+        secret_env: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.concat("GF_SECURITY_ADMIN_PASSWORD=", password)
+        )
+        return docker.Container(
+            f"{name}-grafana",
+            name=f"{self._prefix}-grafana",
+            image=image.image_id,
+            envs=[
+                secret_env,
+                f"GF_PATHS_PROVISIONING={CONFIG_DIR}/provisioning",
+                f"GF_SERVER_HTTP_PORT={GRAFANA_PORT}",
+                "GF_USERS_ALLOW_SIGN_UP=false",
+                "GF_AUTH_ANONYMOUS_ENABLED=false",
+                # the root is read-only: logs to the container's output only
+                "GF_LOG_MODE=console",
+                # nothing leaves the machine
+                "GF_ANALYTICS_REPORTING_ENABLED=false",
+                "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
+                "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES=false",
+                "GF_NEWS_NEWS_FEED_ENABLED=false",
+            ],
+            ports=[
+                docker.ContainerPortArgs(
+                    internal=GRAFANA_PORT, external=config.grafana_port, ip="127.0.0.1"
+                )
+            ],
+            networks_advanced=self._on_network(),
+            volumes=[
+                mount,
+                docker.ContainerVolumeArgs(
+                    volume_name=data.name, container_path="/var/lib/grafana"
+                ),
+            ],
+            uploads=uploads,
+            tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.prometheus]),
             **HARDENED,
         )

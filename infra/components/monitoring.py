@@ -55,6 +55,13 @@ class Watched:
     """Lambda functions by short name (e.g. canary, housekeeping)."""
     canary_period_seconds: int | None = None
     """The canary's schedule in seconds, when the stack runs it."""
+    canary_alarm_probes: tuple[str, ...] = CANARY_PROBES
+    """The probes whose availability (and latency) the canary's alarms watch."""
+    canary_latency_alarms: bool = True
+    """Latency alarms besides the availability ones (off within the 10 free alarm metrics)."""
+    function_alarms: bool = True
+    """The functions' Errors and Throttles alarms and the failures queue's (off where the canary's
+    availability alarm, missing data breaching, catches a canary that fails or stops)."""
     job_name: str | None = None
     """The housekeeping job's `Job` dimension, when the stack runs it."""
     failures_queue_name: pulumi.Input[str] | None = None
@@ -173,7 +180,7 @@ class Monitoring(pulumi.ComponentResource):
         )
 
     def _queue_alarm(self, w: Watched) -> None:
-        if w.failures_queue_name is None:
+        if w.failures_queue_name is None or not w.function_alarms:
             return
         # A message is a function run that failed after its retries: someone must read it.
         self._alarm(
@@ -344,11 +351,16 @@ class Monitoring(pulumi.ComponentResource):
     # -- the alarms ----------------------------------------------------------------------------------
 
     def _alb_alarms(self, w: Watched) -> None:
-        m = self._cfg
         if w.alb_arn_suffix is None:
             return
         lb = {"LoadBalancer": w.alb_arn_suffix}
-        p = m.period_seconds
+        self._alb_5xx_alarm(lb)
+        if w.target_group_arn_suffix is not None:
+            self._alb_unhealthy_alarm(lb, w.target_group_arn_suffix)
+        self._alb_latency_alarm(lb)
+
+    def _alb_5xx_alarm(self, lb: dict[str, Any]) -> None:
+        m, p = self._cfg, self._cfg.period_seconds
 
         def q(qid: str, metric: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
             return aws.cloudwatch.MetricAlarmMetricQueryArgs(
@@ -380,22 +392,27 @@ class Monitoring(pulumi.ComponentResource):
             threshold=m.alb_error_rate_percent,
             missing="notBreaching",
         )
-        if w.target_group_arn_suffix is not None:
-            # A gap means no target group is reporting: the canary's availability alarm
-            # (breaching on missing data) owns that case; this one warns of partial failure.
-            self._alarm(
-                "alb-unhealthy-hosts",
-                f"At least {m.unhealthy_hosts} of the app's targets fail the health check "
-                "(/readyz). Check the pods (kubectl get pods -n backbone), their readiness "
-                "logs and the database; replace a broken node.",
-                namespace="AWS/ApplicationELB",
-                metric="UnHealthyHostCount",
-                dims={"TargetGroup": w.target_group_arn_suffix, **lb},
-                stat="Maximum",
-                comparison="GreaterThanOrEqualToThreshold",
-                threshold=m.unhealthy_hosts,
-                missing="notBreaching",
-            )
+
+    def _alb_unhealthy_alarm(self, lb: dict[str, Any], target_group: pulumi.Input[str]) -> None:
+        m = self._cfg
+        # A gap means no target group is reporting: the canary's availability alarm
+        # (breaching on missing data) owns that case; this one warns of partial failure.
+        self._alarm(
+            "alb-unhealthy-hosts",
+            f"At least {m.unhealthy_hosts} of the app's targets fail the health check "
+            "(/readyz). Check the pods (kubectl get pods -n backbone), their readiness "
+            "logs and the database; replace a broken node.",
+            namespace="AWS/ApplicationELB",
+            metric="UnHealthyHostCount",
+            dims={"TargetGroup": target_group, **lb},
+            stat="Maximum",
+            comparison="GreaterThanOrEqualToThreshold",
+            threshold=m.unhealthy_hosts,
+            missing="notBreaching",
+        )
+
+    def _alb_latency_alarm(self, lb: dict[str, Any]) -> None:
+        m = self._cfg
         # No requests: no latency to judge.
         self._alarm(
             "alb-target-p99",
@@ -415,90 +432,21 @@ class Monitoring(pulumi.ComponentResource):
         )
 
     def _db_alarms(self, w: Watched) -> None:
-        m = self._cfg
+        """The database's alarms, one per row of its tables (_db_capacity, _db_pressure)."""
         if w.db_instance_identifier is None:
             return
         db = {"DBInstanceIdentifier": w.db_instance_identifier}
-        # CPU and connections: a gap is a reboot or a failover, not load; the canary's health
-        # probe (readiness checks the database) alarms if the database is really gone.
-        self._alarm(
-            "db-cpu",
-            f"The database's CPU is above {m.db_cpu_percent:g}%. Look at Performance "
-            "Insights or pg_stat_statements for the top queries; add an index or scale the "
-            "instance class (database.instanceClass).",
-            namespace="AWS/RDS",
-            metric="CPUUtilization",
-            dims=db,
-            stat="Average",
-            comparison="GreaterThanThreshold",
-            threshold=m.db_cpu_percent,
-            missing="notBreaching",
-        )
-        # A gap keeps the state: free space does not come back by itself.
-        self._alarm(
-            "db-free-storage",
-            f"The database has less than {m.db_free_storage_gb:g} GiB free. Raise "
-            "database.maxAllocatedStorageGb (autoscaling ceiling) or allocatedStorageGb, and "
-            "look for runaway tables or WAL (replication slots).",
-            namespace="AWS/RDS",
-            metric="FreeStorageSpace",
-            dims=db,
-            stat="Minimum",
-            comparison="LessThanThreshold",
-            threshold=m.db_free_storage_gb * GIB,
-            missing="ignore",
-        )
-        self._alarm(
-            "db-connections",
-            f"The database has more than {m.db_connections} connections. Check the app's "
-            "pool size (DB_POOL_MAX x replicas) against max_connections and look for leaked or "
-            "idle-in-transaction sessions (pg_stat_activity).",
-            namespace="AWS/RDS",
-            metric="DatabaseConnections",
-            dims=db,
-            stat="Maximum",
-            comparison="GreaterThanThreshold",
-            threshold=m.db_connections,
-            missing="notBreaching",
-        )
-        # Memory and latency, like CPU: a gap is a reboot or failover, not a bad value.
-        self._alarm(
-            "db-freeable-memory",
-            self._db_logs(
-                w,
-                f"The database has less than {m.db_freeable_memory_mb:g} MiB of freeable "
-                "memory: it is about to swap and every query slows. Look for too many "
-                "connections (each takes work_mem), large sorts or hash joins in the slow "
-                "queries; scale the instance class (database.instanceClass).",
-            ),
-            namespace="AWS/RDS",
-            metric="FreeableMemory",
-            dims=db,
-            stat="Minimum",
-            comparison="LessThanThreshold",
-            threshold=m.db_freeable_memory_mb * MIB,
-            missing="notBreaching",
-        )
-        for what, metric, limit in (
-            ("read", "ReadLatency", m.db_read_latency_ms),
-            ("write", "WriteLatency", m.db_write_latency_ms),
-        ):
+        for check in (*_db_capacity(self._cfg), *_db_pressure(self._cfg)):
             self._alarm(
-                f"db-{what}-latency",
-                self._db_logs(
-                    w,
-                    f"The database's average {what} latency is above {limit:g} ms per I/O: "
-                    "its storage is saturated (IOPS or throughput at the volume's limit, burst "
-                    "credits spent) or a query scans too much. Compare ReadIOPS/WriteIOPS with "
-                    "the volume's provisioned IOPS; raise them (gp3) or fix the query.",
-                ),
+                check.part,
+                self._db_logs(w, check.description) if check.with_logs else check.description,
                 namespace="AWS/RDS",
-                metric=metric,
+                metric=check.metric,
                 dims=db,
-                stat="Average",
-                comparison="GreaterThanThreshold",
-                threshold=limit / 1000,
-                missing="notBreaching",
+                stat=check.stat,
+                comparison=check.comparison,
+                threshold=check.threshold,
+                missing=check.missing,
             )
 
     def _db_logs(self, w: Watched, text: str) -> pulumi.Input[str]:
@@ -514,6 +462,8 @@ class Monitoring(pulumi.ComponentResource):
 
     def _function_alarms(self, w: Watched) -> None:
         m = self._cfg
+        if not w.function_alarms:
+            return
         # Lambda publishes Errors and Throttles only when invoked: no invocation, no data, and a
         # schedule that stopped is caught by the canary's and the job's own alarms.
         for short, fn_name in sorted(w.function_names.items()):
@@ -554,13 +504,13 @@ class Monitoring(pulumi.ComponentResource):
             return
         period = w.canary_period_seconds
         periods = min(m.evaluation_periods, 86400 // period)
-        for probe in CANARY_PROBES:
+        for probe in w.canary_alarm_probes:
             dims = {"Stack": self._stack, "Probe": probe}
             what = "readiness (/readyz)" if probe == "health" else "read path"
             # No datapoint means the canary itself did not run: as bad as a failed probe.
             self._alarm(
                 f"canary-{probe}-availability",
-                f"The app's {what} failed from outside through the load balancer for "
+                f"The app's {what} failed from outside, at its public URL, for "
                 f"{periods} canary run(s). Open the app's URL; check the unhealthy-hosts, 5xx "
                 "and database alarms and the canary's log lines (event=probe, reason).",
                 namespace=CANARY_NAMESPACE,
@@ -573,6 +523,8 @@ class Monitoring(pulumi.ComponentResource):
                 period=period,
                 periods=periods,
             )
+            if not w.canary_latency_alarms:
+                continue
             # A probe with no answer has no latency: availability covers it.
             self._alarm(
                 f"canary-{probe}-latency",
@@ -639,6 +591,100 @@ class Monitoring(pulumi.ComponentResource):
         if log_group:
             widgets.append(_log_widget(log_group, w.app_namespace, self._region, len(rows) * 7))
         return {"widgets": widgets}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of a table of alarms that share a namespace and dimensions (the database's)."""
+
+    part: str
+    description: str
+    metric: str
+    stat: str
+    comparison: str
+    threshold: float
+    missing: str
+    with_logs: bool = False
+    """End the description with the log group and the Logs Insights query of what it watches."""
+
+
+def _db_capacity(m: MonitoringConfig) -> tuple[Check, ...]:
+    """CPU, free storage and connections. CPU and connections: a gap is a reboot or a failover,
+    not load; the canary's health probe alarms if the database is really gone. Free storage: a
+    gap keeps the state (free space does not come back by itself)."""
+    return (
+        Check(
+            "db-cpu",
+            f"The database's CPU is above {m.db_cpu_percent:g}%. Look at Performance "
+            "Insights or pg_stat_statements for the top queries; add an index or scale the "
+            "instance class (database.instanceClass).",
+            "CPUUtilization",
+            "Average",
+            "GreaterThanThreshold",
+            m.db_cpu_percent,
+            "notBreaching",
+        ),
+        Check(
+            "db-free-storage",
+            f"The database has less than {m.db_free_storage_gb:g} GiB free. Raise "
+            "database.maxAllocatedStorageGb (autoscaling ceiling) or allocatedStorageGb, and "
+            "look for runaway tables or WAL (replication slots).",
+            "FreeStorageSpace",
+            "Minimum",
+            "LessThanThreshold",
+            m.db_free_storage_gb * GIB,
+            "ignore",
+        ),
+        Check(
+            "db-connections",
+            f"The database has more than {m.db_connections} connections. Check the app's "
+            "pool size (DB_POOL_MAX x replicas) against max_connections and look for leaked or "
+            "idle-in-transaction sessions (pg_stat_activity).",
+            "DatabaseConnections",
+            "Maximum",
+            "GreaterThanThreshold",
+            m.db_connections,
+            "notBreaching",
+        ),
+    )
+
+
+def _db_pressure(m: MonitoringConfig) -> tuple[Check, ...]:
+    """Memory and latency, like CPU: a gap is a reboot or failover, not a bad value. Each ends
+    with the instance's PostgreSQL log group and the query for its slow statements."""
+    memory = Check(
+        "db-freeable-memory",
+        f"The database has less than {m.db_freeable_memory_mb:g} MiB of freeable "
+        "memory: it is about to swap and every query slows. Look for too many "
+        "connections (each takes work_mem), large sorts or hash joins in the slow "
+        "queries; scale the instance class (database.instanceClass).",
+        "FreeableMemory",
+        "Minimum",
+        "LessThanThreshold",
+        m.db_freeable_memory_mb * MIB,
+        "notBreaching",
+        with_logs=True,
+    )
+    latency = tuple(
+        Check(
+            f"db-{what}-latency",
+            f"The database's average {what} latency is above {limit:g} ms per I/O: "
+            "its storage is saturated (IOPS or throughput at the volume's limit, burst "
+            "credits spent) or a query scans too much. Compare ReadIOPS/WriteIOPS with "
+            "the volume's provisioned IOPS; raise them (gp3) or fix the query.",
+            metric,
+            "Average",
+            "GreaterThanThreshold",
+            limit / 1000,
+            "notBreaching",
+            with_logs=True,
+        )
+        for what, metric, limit in (
+            ("read", "ReadLatency", m.db_read_latency_ms),
+            ("write", "WriteLatency", m.db_write_latency_ms),
+        )
+    )
+    return (memory, *latency)
 
 
 def _key_policy(account: str, publishers: tuple[str, ...] = ()) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import iam
+from infra.components import iam, sg
 from infra.config import NetworkConfig
 
 # How long `pulumi destroy` waits for a private subnet to be free of a VPC function's interfaces.
@@ -248,14 +248,12 @@ class Network(pulumi.ComponentResource):
             tags={"Name": f"{name}-endpoints"},
             opts=self._child(),
         )
-        aws.vpc.SecurityGroupIngressRule(
+        sg.allow_in(
             f"{name}-endpoints-https",
-            security_group_id=group.id,
-            cidr_ipv4=self._cfg.cidr,
-            ip_protocol="tcp",
-            from_port=443,
-            to_port=443,
-            description="HTTPS from the VPC",
+            group.id,
+            443,
+            "HTTPS from the VPC",
+            cidr=self._cfg.cidr,
             opts=self._child(),
         )
         return [

@@ -9,7 +9,9 @@ evaluated (Amazon Managed Service for Prometheus), alerts that reach the alerts 
   `aws-service-role/scraper.aps.amazonaws.com/` path) with user name `aps-collector-user`, and a
   ClusterRole and ClusterRoleBinding for that user (read pods, endpoints, services, nodes).
 - kube-state-metrics as an EKS community add-on (cluster signals); the collector keeps only the
-  series the rules read.
+  series the rules read. Both add-ons here, like the cluster's own, run at the version EKS gives
+  them for the cluster's Kubernetes version (`aws.eks.get_addon_version`, looked up at deploy
+  time), after the node group: a `cluster.version` bump moves them after the nodes.
 - The kit's rules as a rule group namespace (the same `render_rules` the ConfigMap and
   `backbone dashboards` use; one APP_JOB for the scrape and the rules); an Alertmanager
   definition whose only receiver is the alerts topic (SNS, SigV4). The topic's policy admits
@@ -19,6 +21,11 @@ evaluated (Amazon Managed Service for Prometheus), alerts that reach the alerts 
   for its `amazon-cloudwatch/cloudwatch-agent` service account, after the program made its log
   groups (`/aws/containerinsights/<cluster>/{application,dataplane,host,performance}`) with the
   configured retention. A metric filter counts the app's error-level JSON lines.
+- With `managedGrafana`: an Amazon Managed Grafana workspace (sign-in through AWS IAM Identity
+  Center, which must be enabled in the account; AWS_SSO), whose own role (customer managed, only
+  grafana.amazonaws.com from this account) may query this stack's Prometheus workspace and read
+  CloudWatch metrics and this cluster's log groups: its data sources PROMETHEUS and CLOUDWATCH.
+  The dashboards `backbone dashboards` writes are imported into it (README).
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ from infra.components.prometheus import (
 )
 from infra.config import MonitoringConfig, ObservabilityConfig
 
+GRAFANA_VERSION = "12.4"
+"""Amazon Managed Grafana's version (pulumi-aws's Workspace docs list 9.4, 10.4, 12.4, 13.2): the
+first at or past the dashboards' schema (grafana-foundation-sdk 11.6)."""
+GRAFANA_DATA_SOURCES = ("PROMETHEUS", "CLOUDWATCH")
 COLLECTOR_USER = "aps-collector-user"
 COLLECTOR_ROLE = "aps-collector-role"
 LOG_KINDS = ("application", "dataplane", "host", "performance")
@@ -53,6 +64,17 @@ AGENT_ACCOUNT = "cloudwatch-agent"
 # into `log_processed`, Kubernetes metadata under `kubernetes`).
 ERROR_LEVELS = ("error", "critical")
 ERROR_METRIC_NAMESPACE = "Backbone/Logs"
+
+
+def addon_version(cluster: Cluster, addon_name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+    """The version EKS gives `addon_name` for the cluster's Kubernetes version (EKS's default for
+    it, as the cluster's own add-ons are pinned), so a version bump moves it too."""
+    return aws.eks.get_addon_version_output(
+        addon_name=addon_name,
+        kubernetes_version=cluster.cluster.version,
+        most_recent=False,
+        opts=pulumi.InvokeOutputOptions(parent=parent),
+    ).version
 
 
 def log_group_name(cluster_name: str, kind: str) -> str:
@@ -111,6 +133,12 @@ class Logs:
     addon: aws.eks.Addon
 
 
+@dataclass(frozen=True)
+class Grafana:
+    workspace: aws.grafana.Workspace
+    role: aws.iam.Role
+
+
 class Observability(pulumi.ComponentResource):
     """Needs providers aws and kubernetes (the cluster's) in opts."""
 
@@ -160,13 +188,15 @@ class Observability(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.topic_policy]),
         )
         self.error_filter = self._error_filter(app)
-        self.register_outputs(
-            {
-                "workspaceId": ws.id,
-                "prometheusEndpoint": ws.prometheus_endpoint,
-                "logGroups": {k: g.name for k, g in self.logs.groups.items()},
-            }
-        )
+        self.grafana = self._grafana(ws) if cfg.managed_grafana else None
+        outputs: dict[str, Any] = {
+            "workspaceId": ws.id,
+            "prometheusEndpoint": ws.prometheus_endpoint,
+            "logGroups": {k: g.name for k, g in self.logs.groups.items()},
+        }
+        if self.grafana:
+            outputs["grafanaEndpoint"] = self.grafana.workspace.endpoint
+        self.register_outputs(outputs)
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -182,6 +212,7 @@ class Observability(pulumi.ComponentResource):
                     f"{self._name}-kube-state-metrics",
                     cluster_name=cluster.cluster_name,
                     addon_name="kube-state-metrics",
+                    addon_version=addon_version(cluster, "kube-state-metrics", self),
                     resolve_conflicts_on_create="OVERWRITE",
                     resolve_conflicts_on_update="OVERWRITE",
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster.node_group]),
@@ -270,6 +301,42 @@ class Observability(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+    # -- Amazon Managed Grafana --------------------------------------------------------------------
+
+    def _grafana(self, ws: aws.amp.Workspace) -> Grafana:
+        """A Grafana workspace reading this stack's Prometheus workspace and CloudWatch, through
+        a role of its own that may do nothing else."""
+        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        role = aws.iam.Role(
+            f"{self._name}-grafana-role",
+            assume_role_policy=caller.account_id.apply(
+                lambda account: grafana_trust(account, self._region)
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        groups = [g.arn for g in self.logs.groups.values()]
+        policy = aws.iam.RolePolicy(
+            f"{self._name}-grafana-read",
+            role=role.id,
+            policy=pulumi.Output.all(ws.arn, *groups).apply(
+                lambda a: grafana_policy(a[0], list(a[1:]))
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        workspace = aws.grafana.Workspace(
+            f"{self._name}-grafana",
+            name=f"{self._prefix}-grafana",
+            description=f"backbone {self._stack}: dashboards over the stack's Prometheus workspace",
+            account_access_type="CURRENT_ACCOUNT",
+            authentication_providers=["AWS_SSO"],
+            permission_type="CUSTOMER_MANAGED",
+            role_arn=role.arn,
+            data_sources=list(GRAFANA_DATA_SOURCES),
+            grafana_version=GRAFANA_VERSION,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+        return Grafana(workspace, role)
+
     # -- logs ------------------------------------------------------------------------------------
 
     def _logs(self, cluster: Cluster, app: AppTarget) -> Logs:
@@ -302,6 +369,7 @@ class Observability(pulumi.ComponentResource):
             f"{self._name}-cloudwatch-observability",
             cluster_name=cluster.cluster_name,
             addon_name="amazon-cloudwatch-observability",
+            addon_version=addon_version(cluster, "amazon-cloudwatch-observability", self),
             service_account_role_arn=role.arn,
             configuration_values=json.dumps(addon_configuration(self._cfg)),
             resolve_conflicts_on_create="OVERWRITE",
@@ -353,6 +421,77 @@ def addon_configuration(cfg: ObservabilityConfig) -> dict[str, object]:
         "containerLogs": {"enabled": True},
         "agent": {"config": {"logs": {"metrics_collected": {"kubernetes": kubernetes}}}},
     }
+
+
+def grafana_trust(account: str, region: str) -> str:
+    """Only Amazon Managed Grafana, for a workspace of this account and region, assumes the
+    workspace's role (the confused-deputy conditions AWS's user guide gives for a customer
+    managed role)."""
+    return iam.document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "grafana.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account},
+                    "StringLike": {
+                        "aws:SourceArn": f"arn:aws:grafana:{region}:{account}:/workspaces/*"
+                    },
+                },
+            }
+        ]
+    )
+
+
+# What the workspace's data sources call: Prometheus queries (the AMP data source), CloudWatch
+# metrics and alarms (read), Logs Insights over the cluster's log groups.
+GRAFANA_PROMETHEUS_ACTIONS = (
+    "aps:QueryMetrics",
+    "aps:GetSeries",
+    "aps:GetLabels",
+    "aps:GetMetricMetadata",
+    "aps:DescribeWorkspace",
+)
+GRAFANA_CLOUDWATCH_ACTIONS = (
+    "cloudwatch:GetMetricData",
+    "cloudwatch:ListMetrics",
+    "cloudwatch:DescribeAlarms",
+    "cloudwatch:DescribeAlarmsForMetric",
+    "cloudwatch:DescribeAlarmHistory",
+    "logs:DescribeLogGroups",
+    "logs:GetQueryResults",
+    "logs:StopQuery",
+)
+GRAFANA_LOG_GROUP_ACTIONS = ("logs:StartQuery", "logs:GetLogEvents", "logs:GetLogGroupFields")
+
+
+def grafana_policy(amp_workspace_arn: str, log_group_arns: Sequence[str]) -> str:
+    """The Grafana workspace role's only permissions: query this stack's Prometheus workspace;
+    read CloudWatch metrics and alarms (their API has no resource-level permissions: `*`); query
+    this cluster's log groups."""
+    return iam.document(
+        [
+            {
+                "Sid": "QueryTheStacksPrometheus",
+                "Effect": "Allow",
+                "Action": list(GRAFANA_PROMETHEUS_ACTIONS),
+                "Resource": amp_workspace_arn,
+            },
+            {
+                "Sid": "ReadCloudWatch",
+                "Effect": "Allow",
+                "Action": list(GRAFANA_CLOUDWATCH_ACTIONS),
+                "Resource": "*",
+            },
+            {
+                "Sid": "QueryTheClustersLogs",
+                "Effect": "Allow",
+                "Action": list(GRAFANA_LOG_GROUP_ACTIONS),
+                "Resource": [f"{arn}:*" for arn in log_group_arns],
+            },
+        ]
+    )
 
 
 def topic_policy(topic_arn: str, workspace_arn: str, account: str) -> str:

@@ -204,11 +204,7 @@ def render_rules(
     """
     _check(error_ratio, latency_p99_seconds, latency_quantile, for_minutes, rate_window)
     extra = dict(labels or {})
-    for name in [*extra, *group_by]:
-        if not _LABEL_NAME.match(name) or name.startswith("__"):
-            raise ValueError(f"{name!r} is not a valid Prometheus label name")
-    if "severity" in extra or "alertname" in extra:
-        raise ValueError("labels must not set severity or alertname: each alert sets its own")
+    _check_labels(extra, group_by)
     logs = ""
     if log_group:
         query = logs_insights_query(cluster_namespace or namespace or "backbone")
@@ -228,6 +224,14 @@ def render_rules(
             {"name": "backbone-cluster", "rules": _cluster_alerts(ctx, cluster_namespace)}
         )
     return {"groups": groups}
+
+
+def _check_labels(extra: Mapping[str, str], group_by: Sequence[str]) -> None:
+    for name in [*extra, *group_by]:
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            raise ValueError(f"{name!r} is not a valid Prometheus label name")
+    if "severity" in extra or "alertname" in extra:
+        raise ValueError("labels must not set severity or alertname: each alert sets its own")
 
 
 def _check(
@@ -253,182 +257,231 @@ def _traffic_alerts(
     window: str,
     by: str,
 ) -> list[dict[str, Any]]:
-    quantile, latency = latency_quantile
+    return [
+        _error_ratio_alert(ctx, traffic, error_ratio, window, by),
+        _latency_alert(ctx, traffic, latency_quantile, window, by),
+    ]
+
+
+def _error_ratio_alert(
+    ctx: _Rules, traffic: list[tuple[str, str, str]], error_ratio: float, window: str, by: str
+) -> dict[str, Any]:
     sel_all = _selector(traffic)
     sel_5xx = _selector([*traffic, ("status", "=~", "5..")])
-    pct = f"{quantile * 100:g}"  # 0.99 -> 99, 0.999 -> 99.9
-    error_expr = (
+    return ctx.alert(
+        "BackboneAppHighErrorRatio",
         f"sum by ({by}) (rate(http_requests_total{sel_5xx}[{window}]))"
         f" / sum by ({by}) (rate(http_requests_total{sel_all}[{window}]))"
-        f" > {error_ratio:g}"
+        f" > {error_ratio:g}",
+        "critical",
+        (
+            f"More than {_percent(error_ratio)} of requests to {ctx.who} fail with 5xx",
+            f"For {ctx.duration}, over {_percent(error_ratio)} of the requests answered by "
+            f"{ctx.where} (operational routes excluded) were 5xx errors. Users see failures.",
+            "1. Look at the app's JSON logs for status >= 500 and their request ids; "
+            "app_db_errors_total shows whether the database is the cause (503). "
+            "2. If a deploy started it, roll back (kubectl rollout undo). "
+            "3. If the database is failing, check its CloudWatch alarms (CPU, connections, "
+            "free storage) and app_db_pool_requests_waiting.",
+        ),
     )
-    latency_expr = (
+
+
+def _latency_alert(
+    ctx: _Rules,
+    traffic: list[tuple[str, str, str]],
+    latency_quantile: tuple[float, float],
+    window: str,
+    by: str,
+) -> dict[str, Any]:
+    quantile, latency = latency_quantile
+    pct = f"{quantile * 100:g}"  # 0.99 -> 99, 0.999 -> 99.9
+    return ctx.alert(
+        "BackboneAppHighLatency",
         f"histogram_quantile({quantile:g}, sum by ({by}, le)"
-        f" (rate(http_request_duration_seconds_bucket{sel_all}[{window}])))"
-        f" > {latency:g}"
+        f" (rate(http_request_duration_seconds_bucket{_selector(traffic)}[{window}])))"
+        f" > {latency:g}",
+        "warning",
+        (
+            f"p{pct} latency of {ctx.who} is above {_seconds(latency)}",
+            f"For {ctx.duration}, the {quantile:g} quantile of request latency of "
+            f"{ctx.where} (operational routes excluded) was above {_seconds(latency)}.",
+            "1. Check saturation: app_db_pool_in_use against app_db_pool_max_size and "
+            "app_db_pool_requests_waiting (pool exhausted: raise DB_POOL_MAX or add "
+            "replicas). 2. Check the database's CPU and slow queries. "
+            "3. Check CPU throttling of the pods; scale out if they are at their limits. "
+            "4. A low app_cache_hits / app_cache_misses ratio sends redirects to the database.",
+        ),
     )
-    return [
-        ctx.alert(
-            "BackboneAppHighErrorRatio",
-            error_expr,
-            "critical",
-            (
-                f"More than {_percent(error_ratio)} of requests to {ctx.who} fail with 5xx",
-                f"For {ctx.duration}, over {_percent(error_ratio)} of the requests answered by "
-                f"{ctx.where} (operational routes excluded) were 5xx errors. Users see failures.",
-                "1. Look at the app's JSON logs for status >= 500 and their request ids; "
-                "app_db_errors_total shows whether the database is the cause (503). "
-                "2. If a deploy started it, roll back (kubectl rollout undo). "
-                "3. If the database is failing, check its CloudWatch alarms (CPU, connections, "
-                "free storage) and app_db_pool_requests_waiting.",
-            ),
-        ),
-        ctx.alert(
-            "BackboneAppHighLatency",
-            latency_expr,
-            "warning",
-            (
-                f"p{pct} latency of {ctx.who} is above {_seconds(latency)}",
-                f"For {ctx.duration}, the {quantile:g} quantile of request latency of "
-                f"{ctx.where} (operational routes excluded) was above {_seconds(latency)}.",
-                "1. Check saturation: app_db_pool_in_use against app_db_pool_max_size and "
-                "app_db_pool_requests_waiting (pool exhausted: raise DB_POOL_MAX or add "
-                "replicas). 2. Check the database's CPU and slow queries. "
-                "3. Check CPU throttling of the pods; scale out if they are at their limits. "
-                "4. A low app_cache_hits / app_cache_misses ratio sends redirects to the database.",
-            ),
-        ),
-    ]
+
+
+INSTANCE = "{{ $labels.instance }}"
+POD = "{{ $labels.pod }}"
 
 
 def _instance_alerts(ctx: _Rules) -> list[dict[str, Any]]:
+    """Each instance's own health: ready, its database reachable, scraped, any scraped at all."""
     sel = _selector(ctx.base)
-    instance = "{{ $labels.instance }}"
     return [
-        ctx.alert(
-            "BackboneAppNotReady",
-            f"app_ready{sel} == 0",
-            "warning",
-            (
-                f"An instance of {ctx.who} reports not ready",
-                f"For {ctx.duration}, {instance} of {ctx.where} has reported app_ready 0: the "
-                "pod is not serving (starting, its schema behind, or shutting down), so it gets "
-                "no traffic. Readiness does not follow the database (BackboneAppDatabaseDown).",
-                "1. Read the pod's logs for its start-up or shutdown lines. "
-                "2. A schema behind: the migration (init container) failed or is still running. "
-                "3. If only one pod is affected, delete it so it is rescheduled.",
-            ),
-        ),
-        ctx.alert(
-            "BackboneAppDatabaseDown",
-            f"max_over_time(app_db_up{sel}[2m]) == 0",
-            "critical",
-            (
-                f"{instance} of {ctx.who} cannot reach its database",
-                f"Every database check of {instance} of {ctx.where} failed for 2 minutes: "
-                "writes and uncached reads answer 503, cached redirects are still served.",
-                "1. Check the database's CloudWatch alarms and its status (a failover, a "
-                "reboot, storage full). 2. Check app_db_auth_failures_total and "
-                'app_db_credential_reads_total{result="failed"}: a rotated password not '
-                "re-read, or the secret unreadable (IAM). 3. Check the network path (security "
-                "group, NetworkPolicy egress to 5432, DNS).",
-            ),
-            for_minutes=0,
-        ),
-        ctx.alert(
-            "BackboneAppTargetDown",
-            f"up{sel} == 0",
-            "critical",
-            (
-                f"Prometheus cannot scrape {instance} of {ctx.who}",
-                f"For {ctx.duration}, the scrape of {instance} of {ctx.where} has failed: "
-                "the process is down, restarting, or its metrics port does not answer.",
-                "1. kubectl get pods: look for CrashLoopBackOff or OOMKilled and read the "
-                "previous container's logs (kubectl logs --previous). "
-                "2. Check liveness (/healthz) from inside the cluster. "
-                "3. Check the last deploy and roll back if it started there.",
-            ),
-        ),
-        ctx.alert(
-            "BackboneAppAbsent",
-            f"absent(up{sel})",
-            "critical",
-            (
-                f"No instance of {ctx.where} is being scraped",
-                f"For {ctx.duration}, Prometheus has found no target for {ctx.where}: the app "
-                "is not deployed, scaled to zero, or the scrape configuration does not select it.",
-                "1. kubectl get deploy,pods in the app's namespace: is the app running? "
-                "2. Check the scrape configuration (job name, namespace, the pods' labels and "
-                "their container port named metrics) against these rules' selector. "
-                "3. If the app was removed on purpose, remove these rules too.",
-            ),
-        ),
+        _not_ready(ctx, sel),
+        _database_down(ctx, sel),
+        _target_down(ctx, sel),
+        _absent(ctx, sel),
     ]
+
+
+def _not_ready(ctx: _Rules, sel: str) -> dict[str, Any]:
+    return ctx.alert(
+        "BackboneAppNotReady",
+        f"app_ready{sel} == 0",
+        "warning",
+        (
+            f"An instance of {ctx.who} reports not ready",
+            f"For {ctx.duration}, {INSTANCE} of {ctx.where} has reported app_ready 0: the "
+            "pod is not serving (starting, its schema behind, or shutting down), so it gets "
+            "no traffic. Readiness does not follow the database (BackboneAppDatabaseDown).",
+            "1. Read the pod's logs for its start-up or shutdown lines. "
+            "2. A schema behind: the migration (init container) failed or is still running. "
+            "3. If only one pod is affected, delete it so it is rescheduled.",
+        ),
+    )
+
+
+def _database_down(ctx: _Rules, sel: str) -> dict[str, Any]:
+    return ctx.alert(
+        "BackboneAppDatabaseDown",
+        f"max_over_time(app_db_up{sel}[2m]) == 0",
+        "critical",
+        (
+            f"{INSTANCE} of {ctx.who} cannot reach its database",
+            f"Every database check of {INSTANCE} of {ctx.where} failed for 2 minutes: "
+            "writes and uncached reads answer 503, cached redirects are still served.",
+            "1. Check the database's CloudWatch alarms and its status (a failover, a "
+            "reboot, storage full). 2. Check app_db_auth_failures_total and "
+            'app_db_credential_reads_total{result="failed"}: a rotated password not '
+            "re-read, or the secret unreadable (IAM). 3. Check the network path (security "
+            "group, NetworkPolicy egress to 5432, DNS).",
+        ),
+        for_minutes=0,
+    )
+
+
+def _target_down(ctx: _Rules, sel: str) -> dict[str, Any]:
+    return ctx.alert(
+        "BackboneAppTargetDown",
+        f"up{sel} == 0",
+        "critical",
+        (
+            f"Prometheus cannot scrape {INSTANCE} of {ctx.who}",
+            f"For {ctx.duration}, the scrape of {INSTANCE} of {ctx.where} has failed: "
+            "the process is down, restarting, or its metrics port does not answer.",
+            "1. kubectl get pods: look for CrashLoopBackOff or OOMKilled and read the "
+            "previous container's logs (kubectl logs --previous). "
+            "2. Check liveness (/healthz) from inside the cluster. "
+            "3. Check the last deploy and roll back if it started there.",
+        ),
+    )
+
+
+def _absent(ctx: _Rules, sel: str) -> dict[str, Any]:
+    return ctx.alert(
+        "BackboneAppAbsent",
+        f"absent(up{sel})",
+        "critical",
+        (
+            f"No instance of {ctx.where} is being scraped",
+            f"For {ctx.duration}, Prometheus has found no target for {ctx.where}: the app "
+            "is not deployed, scaled to zero, or the scrape configuration does not select it.",
+            "1. kubectl get deploy,pods in the app's namespace: is the app running? "
+            "2. Check the scrape configuration (job name, namespace, the pods' labels and "
+            "their container port named metrics) against these rules' selector. "
+            "3. If the app was removed on purpose, remove these rules too.",
+        ),
+    )
 
 
 def _cluster_alerts(ctx: _Rules, namespace: str) -> list[dict[str, Any]]:
+    """The cluster as kube-state-metrics reports it: nodes, the app's pods, its autoscaler."""
     ksm = [("job", "=", KSM_JOB)]
     app = [*ksm, ("namespace", "=", namespace)]
-    pod = "{{ $labels.pod }}"
     return [
-        ctx.alert(
-            "BackboneNodeNotReady",
-            "kube_node_status_condition"
-            f"{_selector([*ksm, ('condition', '=', 'Ready'), ('status', '=', 'true')])} == 0",
-            "warning",
-            (
-                "Node {{ $labels.node }} is not ready",
-                f"For {ctx.duration}, node {{{{ $labels.node }}}} has not reported Ready: its "
-                "pods are being evicted and rescheduled on the others.",
-                "1. kubectl describe node: look at its conditions (memory or disk pressure, "
-                "kubelet stopped). 2. In the EC2 console, check the instance's status checks; "
-                "the node group replaces an instance that fails them. 3. If pods are pending "
-                "too, the cluster lacks capacity: raise cluster.maxNodes.",
-            ),
-        ),
-        ctx.alert(
-            "BackbonePodPending",
-            f"sum by (namespace, pod) (kube_pod_status_phase{_selector([*app, ('phase', '=', 'Pending')])}) > 0",
-            "warning",
-            (
-                f"Pod {pod} in {namespace} is pending",
-                f"For {ctx.duration}, pod {pod} of namespace {namespace} could not be scheduled "
-                "or started.",
-                "1. kubectl describe pod: the events say why (Insufficient cpu/memory, an image "
-                "that cannot be pulled, a volume). 2. Insufficient resources: the nodes are full; "
-                "raise cluster.maxNodes or lower app.cpu/app.memory.",
-            ),
-        ),
-        ctx.alert(
-            "BackbonePodRestarting",
-            f"increase(kube_pod_container_status_restarts_total{_selector(app)}[15m]) > 2",
-            "warning",
-            (
-                f"Container {{{{ $labels.container }}}} of {pod} restarts",
-                f"A container of pod {pod} in {namespace} restarted more than twice in 15 "
-                "minutes (crash loop, OOMKilled, a failing liveness probe).",
-                "1. kubectl logs --previous for the last crash; kubectl describe pod for the "
-                "reason (OOMKilled: raise app.memory). 2. A failing liveness probe: check "
-                "/healthz and the node's load.",
-            ),
-            for_minutes=0,
-        ),
-        ctx.alert(
-            "BackboneHpaAtMax",
-            f"kube_horizontalpodautoscaler_status_current_replicas{_selector(app)}"
-            f" >= kube_horizontalpodautoscaler_spec_max_replicas{_selector(app)}",
-            "warning",
-            (
-                "The autoscaler {{ $labels.horizontalpodautoscaler }} is at its maximum",
-                f"For {HPA_AT_MAX_MINUTES} minutes the app in {namespace} has run at its "
-                "maximum replicas: it needs more than it may have, and latency follows.",
-                "1. Check the latency and error alerts and the pods' CPU. 2. Raise "
-                "app.maxReplicas (and cluster.maxNodes so they fit), or find what made the "
-                "load grow (a client retrying, a cache that stopped hitting).",
-            ),
-            for_minutes=HPA_AT_MAX_MINUTES,
-        ),
+        _node_not_ready(ctx, ksm),
+        _pod_pending(ctx, app, namespace),
+        _pod_restarting(ctx, app, namespace),
+        _hpa_at_max(ctx, app, namespace),
     ]
+
+
+Matchers = list[tuple[str, str, str]]
+
+
+def _node_not_ready(ctx: _Rules, ksm: Matchers) -> dict[str, Any]:
+    return ctx.alert(
+        "BackboneNodeNotReady",
+        "kube_node_status_condition"
+        f"{_selector([*ksm, ('condition', '=', 'Ready'), ('status', '=', 'true')])} == 0",
+        "warning",
+        (
+            "Node {{ $labels.node }} is not ready",
+            f"For {ctx.duration}, node {{{{ $labels.node }}}} has not reported Ready: its "
+            "pods are being evicted and rescheduled on the others.",
+            "1. kubectl describe node: look at its conditions (memory or disk pressure, "
+            "kubelet stopped). 2. In the EC2 console, check the instance's status checks; "
+            "the node group replaces an instance that fails them. 3. If pods are pending "
+            "too, the cluster lacks capacity: raise cluster.maxNodes.",
+        ),
+    )
+
+
+def _pod_pending(ctx: _Rules, app: Matchers, namespace: str) -> dict[str, Any]:
+    return ctx.alert(
+        "BackbonePodPending",
+        f"sum by (namespace, pod) (kube_pod_status_phase{_selector([*app, ('phase', '=', 'Pending')])}) > 0",
+        "warning",
+        (
+            f"Pod {POD} in {namespace} is pending",
+            f"For {ctx.duration}, pod {POD} of namespace {namespace} could not be scheduled "
+            "or started.",
+            "1. kubectl describe pod: the events say why (Insufficient cpu/memory, an image "
+            "that cannot be pulled, a volume). 2. Insufficient resources: the nodes are full; "
+            "raise cluster.maxNodes or lower app.cpu/app.memory.",
+        ),
+    )
+
+
+def _pod_restarting(ctx: _Rules, app: Matchers, namespace: str) -> dict[str, Any]:
+    return ctx.alert(
+        "BackbonePodRestarting",
+        f"increase(kube_pod_container_status_restarts_total{_selector(app)}[15m]) > 2",
+        "warning",
+        (
+            f"Container {{{{ $labels.container }}}} of {POD} restarts",
+            f"A container of pod {POD} in {namespace} restarted more than twice in 15 "
+            "minutes (crash loop, OOMKilled, a failing liveness probe).",
+            "1. kubectl logs --previous for the last crash; kubectl describe pod for the "
+            "reason (OOMKilled: raise app.memory). 2. A failing liveness probe: check "
+            "/healthz and the node's load.",
+        ),
+        for_minutes=0,
+    )
+
+
+def _hpa_at_max(ctx: _Rules, app: Matchers, namespace: str) -> dict[str, Any]:
+    return ctx.alert(
+        "BackboneHpaAtMax",
+        f"kube_horizontalpodautoscaler_status_current_replicas{_selector(app)}"
+        f" >= kube_horizontalpodautoscaler_spec_max_replicas{_selector(app)}",
+        "warning",
+        (
+            "The autoscaler {{ $labels.horizontalpodautoscaler }} is at its maximum",
+            f"For {HPA_AT_MAX_MINUTES} minutes the app in {namespace} has run at its "
+            "maximum replicas: it needs more than it may have, and latency follows.",
+            "1. Check the latency and error alerts and the pods' CPU. 2. Raise "
+            "app.maxReplicas (and cluster.maxNodes so they fit), or find what made the "
+            "load grow (a client retrying, a cache that stopped hitting).",
+        ),
+        for_minutes=HPA_AT_MAX_MINUTES,
+    )
 
 
 # -- scrape configuration ---------------------------------------------------------------------
@@ -485,27 +538,25 @@ def scrape_config(
             *(_copy(source, target) for source, target in POD_LABELS),
         ],
     }
-    jobs = [app]
-    if cluster_signals:
-        jobs.append(
-            {
-                "job_name": KSM_JOB,
-                "honor_labels": True,
-                "kubernetes_sd_configs": _pod_discovery(KSM_NAMESPACE),
-                "relabel_configs": [
-                    _keep(
-                        f"__meta_kubernetes_pod_label_{_label('app.kubernetes.io/name')}",
-                        KSM_JOB,
-                    ),
-                    _keep("__meta_kubernetes_pod_container_port_name", KSM_PORT_NAME),
-                ],
-                "metric_relabel_configs": [_keep("__name__", "|".join(KSM_KEPT))],
-            }
-        )
+    jobs = [app, _ksm_job()] if cluster_signals else [app]
     interval = f"{interval_seconds}s"
     return {
         "global": {"scrape_interval": interval, "scrape_timeout": f"{min(interval_seconds, 10)}s"},
         "scrape_configs": jobs,
+    }
+
+
+def _ksm_job() -> dict[str, Any]:
+    """kube-state-metrics, keeping only KSM_KEPT (its own labels win: `honor_labels`)."""
+    return {
+        "job_name": KSM_JOB,
+        "honor_labels": True,
+        "kubernetes_sd_configs": _pod_discovery(KSM_NAMESPACE),
+        "relabel_configs": [
+            _keep(f"__meta_kubernetes_pod_label_{_label('app.kubernetes.io/name')}", KSM_JOB),
+            _keep("__meta_kubernetes_pod_container_port_name", KSM_PORT_NAME),
+        ],
+        "metric_relabel_configs": [_keep("__name__", "|".join(KSM_KEPT))],
     }
 
 
@@ -523,17 +574,30 @@ def relabeled_metrics(config: Mapping[str, Any]) -> set[str]:
 # -- Alertmanager -----------------------------------------------------------------------------
 
 
+def alert_route(receiver: str) -> dict[str, Any]:
+    """The one routing and grouping of the kit's alerts (the workspace's and the local stack's
+    Alertmanager): every alert to `receiver`, grouped by alert, stack and namespace."""
+    return {
+        "receiver": receiver,
+        "group_by": ["alertname", "stack", "namespace"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "4h",
+    }
+
+
+def local_alertmanager_config() -> dict[str, Any]:
+    """The local stack's Alertmanager: the same route as the workspace's, to a receiver with no
+    integration (a null receiver): alerts are grouped and shown in Alertmanager's UI and API, and
+    sent nowhere. Add a webhook_configs entry to it to send them somewhere."""
+    return {"route": alert_route("local-nowhere"), "receivers": [{"name": "local-nowhere"}]}
+
+
 def alertmanager_config(*, topic_arn: str, region: str, stack: str) -> dict[str, Any]:
     """An Alertmanager configuration that sends every alert to the SNS topic (signed with the
     workspace's own identity, SigV4), grouped by alert and stack; resolved alerts too."""
     return {
-        "route": {
-            "receiver": "alerts-topic",
-            "group_by": ["alertname", "stack", "namespace"],
-            "group_wait": "30s",
-            "group_interval": "5m",
-            "repeat_interval": "4h",
-        },
+        "route": alert_route("alerts-topic"),
         "receivers": [
             {
                 "name": "alerts-topic",

@@ -1,4 +1,7 @@
-"""Synthetic canary: probe the app through its load balancer, publish what we saw to CloudWatch.
+"""Synthetic canary: probe the app from outside, publish what we saw to CloudWatch.
+
+The base URL is the app's public one: its load balancer's, or on the free-tier stack the host's
+own address (its Elastic IP); the function runs outside any VPC either way.
 
 Lambda handler: ``canary.handler``. Runs on a schedule (EventBridge). Stdlib HTTP only (urllib), so
 the package needs nothing beyond the boto3 that the Lambda Python runtime already ships.

@@ -1,15 +1,87 @@
-"""Dated AWS and Kubernetes facts the cluster's config rules and components read: each list with
-its source and the date it was taken. Pulumi-free (infra.config imports it).
+"""Dated AWS (and Kubernetes) facts the config's rules and the components read: each list with
+its source and the date it was taken, in this one module. Pulumi-free.
 
-Refresh a list by re-reading its source; a test (tests/test_cluster.py) keeps the lists
-consistent with each other (every supported Kubernetes version has an autoscaler image, every
-instance type its allocatable figures).
+Refresh a list by re-reading its source (and moving its date); tests keep the lists consistent
+with each other and with what they describe (tests/test_cluster.py: every supported Kubernetes
+version has an autoscaler image, every instance type its allocatable figures;
+tests/test_deploy_truth.py: the regions and the RDS CA bundle).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+
+# -- Regions --------------------------------------------------------------------------------------
+# AWS commercial regions (aws ec2 describe-regions, 2026). An unknown region is refused by config,
+# before the provider would fail on its first call.
+AWS_REGIONS = frozenset(
+    {
+        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "af-south-1", "ap-east-1",
+        "ap-east-2", "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2",
+        "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-7",
+        "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ca-central-1", "ca-west-1",
+        "eu-central-1", "eu-central-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-south-1",
+        "eu-south-2", "eu-north-1", "il-central-1", "me-south-1", "me-central-1", "mx-central-1",
+        "sa-east-1",
+    }
+)  # fmt: skip
+
+# Regions whose Amazon RDS root CAs app/certs/rds-global-bundle.pem does not hold (see its README;
+# tests/test_deploy_truth.py reads the bundle and keeps this list true): a database there would
+# fail sslmode=verify-full until the bundle is refreshed.
+RDS_CA_MISSING_REGIONS = frozenset({"ap-east-2"})
+
+# -- CloudWatch Logs ------------------------------------------------------------------------------
+# The only retention periods PutRetentionPolicy accepts (botocore logs 2014-03-28 service model,
+# shape Days, botocore 1.44).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                      2192, 2557, 2922, 3288, 3653)  # fmt: skip
+
+# -- AWS Lambda -----------------------------------------------------------------------------------
+# A function name is at most 64 characters (botocore lambda CreateFunction FunctionName).
+LAMBDA_NAME_MAX = 64
+
+# Python runtimes the functions run on: supported by Lambda (its runtime deprecation calendar,
+# 2026-11) and by the function code (3.12+). Older ones are deprecated or too old for the code.
+LAMBDA_PYTHON_RUNTIMES = ("python3.12", "python3.13")
+
+# -- Amazon RDS for PostgreSQL --------------------------------------------------------------------
+# PostgreSQL majors RDS supports under standard support, with its end (RDS release calendar,
+# 2026-11): 13 left standard support on 2026-02-28 and would be billed as Extended Support.
+POSTGRES_MAJORS = {"14": "2027-02-28", "15": "2028-02-29", "16": "2029-02-28", "17": "2030-02-28",
+                   "18": "2031-02-28"}  # fmt: skip
+
+# Instance classes PostgreSQL 14+ runs on (RDS "supported DB engines for DB instance classes",
+# 2026-11). Older generations (RDS_RETIRED_FAMILIES) exist but PostgreSQL 14+ refuses them.
+_RDS_SIZES = {
+    "t3": ("micro", "small", "medium", "large", "xlarge", "2xlarge"),
+    "t4g": ("micro", "small", "medium", "large", "xlarge", "2xlarge"),
+    "m5": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
+    "m6g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "m6i": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "32xlarge"),
+    "m7g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "r5": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
+    "r6g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "r6i": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge",
+            "32xlarge"),
+    "r7g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+}  # fmt: skip
+RDS_CLASSES = frozenset(f"db.{fam}.{size}" for fam, sizes in _RDS_SIZES.items() for size in sizes)
+RDS_RETIRED_FAMILIES = ("db.t2.", "db.m4.", "db.r4.", "db.m3.", "db.r3.")
+
+# -- The free tier --------------------------------------------------------------------------------
+# The free tier's EC2 and RDS sizes (12-month offers, accounts opened before 2025-07-15; AWS free
+# tier page, 2025-07): 750 hours of t2.micro or t3.micro (t2.micro only where a region has no t3),
+# 30 GB of EBS; RDS 750 hours of a Single-AZ micro class with 20 GB of gp2; ECR 500 MB of storage.
+FREE_TIER_HOST_TYPES = ("t3.micro", "t2.micro")
+FREE_TIER_EBS_GB = 30
+FREE_TIER_DB_CLASSES = ("db.t4g.micro", "db.t3.micro")
+FREE_TIER_DB_GB = 20
+FREE_TIER_ECR_MB = 500
+# The app's image as ECR stores it (gzip layers): 97 MB measured (docker save | gzip, 2026-12).
+APP_IMAGE_MB = 100
 
 # -- Kubernetes versions on EKS -------------------------------------------------------------------
 # Source: the Amazon EKS Kubernetes release calendar (docs.aws.amazon.com/eks/latest/userguide/
@@ -148,3 +220,18 @@ SYSTEM_PODS = (
     SystemPod("metrics-server", 100, 200, replicas=2),
     SystemPod("cluster-autoscaler", AUTOSCALER_CPU_M, AUTOSCALER_MEMORY_MIB),
 )
+
+
+def _rds_families() -> str:
+    """`db.t3, db.t4g, db.m5/m6g/...`: the families of RDS_CLASSES as rules name them (the
+    burstable ones each by name, the others grouped by class letter)."""
+    groups: dict[str, list[str]] = {}
+    for family in _RDS_SIZES:
+        groups.setdefault(family[0], []).append(family)
+    parts: list[str] = []
+    for letter, families in groups.items():
+        parts += [f"db.{f}" for f in families] if letter == "t" else ["db." + "/".join(families)]
+    return ", ".join(parts)
+
+
+RDS_FAMILIES_TEXT = _rds_families()

@@ -1,5 +1,5 @@
 """How many app pods the node group holds at its maximum: the arithmetic behind the capacity rule
-(infra.config) and the figures `tests/test_cluster.py` reports. Pulumi-free.
+(infra.config.stack) and the figures `tests/test_cluster.py` reports. Pulumi-free.
 
 The Deployment's rollout facts (infra/components/workload.py) are named here because the rule
 needs them: a rolling update runs `maxReplicas + APP_MAX_SURGE` pods at peak, and the registry
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from infra.catalogue import SYSTEM_PODS, InstanceType
+from infra.config.catalogues import SYSTEM_PODS, InstanceType
 
 APP_MAX_SURGE = 1
 APP_REVISION_HISTORY_LIMIT = 5
