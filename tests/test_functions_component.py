@@ -43,7 +43,11 @@ def mocked(plan, resource):
 
 
 def functions(plan):
-    return {r.inputs["handler"].split(".")[0]: r for r in plan.of_type(FN)}
+    """The Functions component's own (the password rotation's are tests/test_password_rotation.py)."""
+    (component,) = plan.of_type("backbone:functions:Functions")
+    return {
+        r.inputs["handler"].split(".")[0]: r for r in plan.of_type(FN) if r.parent == component.urn
+    }
 
 
 def as_list(value):
@@ -203,8 +207,8 @@ def test_canary_probes_the_load_balancer_from_outside_the_vpc(plan):
 
 
 def test_the_canary_follows_the_link_the_migration_creates(plan):
-    deployment = plan.one("kubernetes:apps/v1:Deployment", "app-deployment").inputs
-    (migrate,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    job = plan.one("kubernetes:batch/v1:Job", "app-migration").inputs
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
     made = {e["name"]: e["value"] for e in migrate["env"] if e["name"].startswith("CANARY_")}
     env = functions(plan)["canary"].inputs["environment"]["variables"]
     assert made == {
@@ -213,6 +217,7 @@ def test_the_canary_follows_the_link_the_migration_creates(plan):
     }
     assert env["CANARY_READ_PATH"] == f"/api/links/{made['CANARY_LINK_CODE']}"
     # only the migration makes it: the app's container does not carry it
+    deployment = plan.one("kubernetes:apps/v1:Deployment", "app-deployment").inputs
     (app,) = deployment["spec"]["template"]["spec"]["containers"]
     assert "env" not in app or not [e for e in app["env"] if e["name"].startswith("CANARY")]
 
@@ -284,7 +289,8 @@ def test_offline_plan_never_builds_an_archive(monkeypatch):
 
     monkeypatch.setattr(packaging, "build", refuse)
     plan = synth("dev", cwd=REPO)
-    assert len(plan.of_type(FN)) == 2
+    # the canary, the job and the two password rotation functions
+    assert len(plan.of_type(FN)) == 4
 
 
 def test_a_real_engine_gets_the_built_archive(monkeypatch, tmp_path):

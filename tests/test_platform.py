@@ -72,8 +72,12 @@ def test_database_admits_exactly_the_nodes_on_5432(plan):
     # the cluster security group EKS gives the managed nodes, as the engine returned it
     node_sg = plan.one("aws:eks/cluster:Cluster").outputs["vpcConfig"]["clusterSecurityGroupId"]
     job_sg = plan.one("aws:ec2/securityGroup:SecurityGroup", "functions-housekeeping-sg").id
+    # ...and the password rotation functions (tests/test_password_rotation.py)
+    rotation_sg = plan.one("aws:ec2/securityGroup:SecurityGroup", "rotation-sg").id
     rules = _sg_rules(plan, sg.id)
-    assert sorted(r.inputs["referencedSecurityGroupId"] for r in rules) == sorted([node_sg, job_sg])
+    assert sorted(r.inputs["referencedSecurityGroupId"] for r in rules) == sorted(
+        [node_sg, job_sg, rotation_sg]
+    )
     for rule in rules:
         assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (
             5432,
