@@ -30,6 +30,7 @@ def cluster(**settings: Any) -> Plan:
             name_prefix="backbone-test",
             region="us-east-1",
             network=network,
+            protect=False,
         )
 
     return synth_component(build)

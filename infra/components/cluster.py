@@ -148,7 +148,7 @@ class Cluster(pulumi.ComponentResource):
         name_prefix: str,
         region: str,
         network: Network,
-        protect: bool = False,
+        protect: bool,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:cluster:Cluster", name, None, opts)

@@ -140,7 +140,7 @@ class Database(pulumi.ComponentResource):
         vpc_id: pulumi.Input[str],
         subnet_ids: Sequence[Any],
         clients: Sequence[pulumi.Input[str]] = (),
-        protect: bool = False,
+        protect: bool,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:database:Database", name, None, opts)

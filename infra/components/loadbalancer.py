@@ -76,8 +76,8 @@ class LoadBalancer(pulumi.ComponentResource):
         public_subnet_ids: Sequence[Any],
         region: str,
         targets: Targets,
-        web_acl: bool = False,
-        protect: bool = False,
+        web_acl: bool,
+        protect: bool,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:loadbalancer:LoadBalancer", name, None, opts)

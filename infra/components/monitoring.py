@@ -103,7 +103,7 @@ class Monitoring(pulumi.ComponentResource):
         watched: Watched,
         rules_namespace: pulumi.Input[str] | None = None,
         publishers: tuple[str, ...] = (),
-        protect: bool = False,
+        protect: bool,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:monitoring:Monitoring", name, None, opts)

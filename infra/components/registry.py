@@ -75,7 +75,7 @@ class Registry(pulumi.ComponentResource):
         *,
         context: Path,
         platform: str,
-        protect: bool = False,
+        protect: bool,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:registry:Registry", name, None, opts)
