@@ -20,6 +20,7 @@ import pytest
 
 from backbone.plan import Plan
 from backbone.synth import synth
+from tests import cli_harness
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,16 +47,32 @@ def plan_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Plan]:
     return functools.cache(functools.partial(_shared_plan, root / "backbone-plans"))
 
 
+def _cli_env() -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+
+
 @pytest.fixture
 def backbone_cli():
-    """Run the `backbone` command in a subprocess, as a user would."""
+    """Run the `backbone` command as a user would, in this process (tests/cli_harness.py: the
+    same arguments, environment, working directory, output and exit status as
+    `python -m backbone.cli`, without a second or so of interpreter start and imports)."""
 
     def run(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+        return cli_harness.run(list(args), env=_cli_env(), cwd=cwd)
+
+    return run
+
+
+@pytest.fixture
+def backbone_process():
+    """Run the `backbone` command in a subprocess: the entry point itself (exit status, nothing
+    but the message on stderr) for the few tests that check the process."""
+
+    def run(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "backbone.cli", *args],
             cwd=cwd,
-            env=env,
+            env=_cli_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
