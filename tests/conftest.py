@@ -94,7 +94,6 @@ TOGETHER = frozenset(
     {
         "test_workload.py",  # the harness project's stacks, synthesised once per session
         "test_manifests.py",  # the harness plan and the rendered manifests, per module
-        "test_diff.py",  # a copy of the repository (git) per module
         "test_observability_scrape.py",  # the app and Prometheus, started once per module
         "test_host_boot.py",  # PostgreSQL on Docker's bridge, per module
         "functions/test_packaging.py",  # the job's archive, built once per module
