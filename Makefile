@@ -20,8 +20,13 @@ venv: $(BIN)/backbone  ## create .venv (the same one Pulumi.yaml names) and inst
 plan: venv  ## print the plan of a stack offline (STACK=dev by default; no cloud, no Pulumi CLI)
 	$(BIN)/backbone plan $(STACK)
 
-test: venv  ## run the whole test suite (pytest-xdist: one worker per core, a test file per worker)
-	$(BIN)/python -m pytest -n auto --dist loadfile
+# Two pytest-xdist workers per core: most real-part tests wait (on a server, a container, a
+# timeout) rather than compute. Tests spread one by one, except the files tests/conftest.py keeps
+# whole (costly module fixtures). WORKERS=2 make test for fewer.
+WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
+
+test: venv  ## run the whole test suite (pytest-xdist: two workers per core, tests spread one by one)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
 lint: venv  ## ruff lint + format check, mypy
 	$(BIN)/ruff check .

@@ -2,8 +2,10 @@
 (real HTTP on loopback), a small stand-in for the app, and a loopback "AWS" that answers every
 call with one chosen error (access denied, throttling), counting the calls.
 
-The commands run as a user runs them: `python -m backbone.cli ...` in a subprocess whose
-environment points boto3 at the emulator (AWS_ENDPOINT_URL) with throwaway credentials.
+The commands run as a user runs them, `python -m backbone.cli ...`, in this process through
+tests/cli_harness.py (the environment, working directory, output and exit status of that process,
+without its start-up), with an environment that points boto3 at the emulator (AWS_ENDPOINT_URL)
+with throwaway credentials.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import io
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests import cli_harness
 from tests.realparts import REPO
 from tests.realparts import moto_server as running_moto
 
@@ -111,7 +112,8 @@ def backbone(
     cwd: Path = REPO,
     timeout: float = 120,
 ) -> Run:
-    """Run `backbone ARGS` in a subprocess pointed at `endpoint` (None: no AWS settings at all)."""
+    """Run `backbone ARGS` pointed at `endpoint` (None: no AWS settings at all), with the
+    environment the process would have (tests/cli_harness.py)."""
     base = {
         k: v
         for k, v in os.environ.items()
@@ -121,14 +123,7 @@ def backbone(
     if endpoint is not None:
         base |= aws_env(endpoint)
     base |= env or {}
-    done = subprocess.run(
-        [sys.executable, "-m", "backbone.cli", *args],
-        cwd=cwd,
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = cli_harness.run(list(args), env=base, cwd=cwd)
     return Run(done.returncode, done.stdout, done.stderr)
 
 

@@ -2,7 +2,11 @@
 
 Under pytest-xdist (`-n`) every worker is a process of its own: the first worker that needs a
 stack's plan makes it, under a file lock, and leaves it (pickled) in the run's shared temporary
-folder; the others read it. One synthesis per stack per run.
+folder; the others read it. It is made through the kit's own Plan cache (backbone.cache, keyed by
+the content of the program, the stack file, app/ and the SDK versions), the one `backbone plan`
+and the other commands read: the CLI tests of a shipped stack take the Plan this fixture made
+instead of running the program again. One synthesis per stack per run (none when nothing that
+decides a Plan changed since the last run).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from backbone import cache
 from backbone.plan import Plan
-from backbone.synth import synth
+from backbone.synth import resolve
+from tests import cli_harness
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,7 +38,7 @@ def _shared_plan(folder: Path, stack: str) -> Plan:
         if path.exists():
             plan: Plan = pickle.loads(path.read_bytes())
             return plan
-        plan = synth(stack, cwd=REPO)
+        plan = cache.plan(resolve(stack, cwd=REPO))[0]
         path.write_bytes(pickle.dumps(plan))
         return plan
 
@@ -46,19 +52,60 @@ def plan_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Plan]:
     return functools.cache(functools.partial(_shared_plan, root / "backbone-plans"))
 
 
+def _cli_env() -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+
+
 @pytest.fixture
 def backbone_cli():
-    """Run the `backbone` command in a subprocess, as a user would."""
+    """Run the `backbone` command as a user would, in this process (tests/cli_harness.py: the
+    same arguments, environment, working directory, output and exit status as
+    `python -m backbone.cli`, without a second or so of interpreter start and imports)."""
 
     def run(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+        return cli_harness.run(list(args), env=_cli_env(), cwd=cwd)
+
+    return run
+
+
+@pytest.fixture
+def backbone_process():
+    """Run the `backbone` command in a subprocess: the entry point itself (exit status, nothing
+    but the message on stderr) for the few tests that check the process."""
+
+    def run(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "backbone.cli", *args],
             cwd=cwd,
-            env=env,
+            env=_cli_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
         )
 
     return run
+
+
+# pytest-xdist (`make test`: --dist loadgroup): tests spread over the workers one by one, so the
+# long real-part files (verify, the app's faults and rotations, bootstrap...) run side by side;
+# the files below stay whole on one worker, because their module- or session-scoped fixtures are
+# costly to make twice (a synthesis of harness stacks, a build, a server or cluster per module).
+TOGETHER = frozenset(
+    {
+        "test_workload.py",  # the harness project's stacks, synthesised once per session
+        "test_manifests.py",  # the harness plan and the rendered manifests, per module
+        "test_observability_scrape.py",  # the app and Prometheus, started once per module
+        "test_host_boot.py",  # PostgreSQL on Docker's bridge, per module
+        "functions/test_packaging.py",  # the job's archive, built once per module
+        "functions/test_housekeeping.py",  # a TLS PostgreSQL cluster per module
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = REPO / "tests"
+    for item in items:
+        rel = item.path.relative_to(tests).as_posix()
+        if rel in TOGETHER:
+            item.add_marker(pytest.mark.xdist_group(rel))

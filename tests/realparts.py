@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,18 @@ def shared_fixture(*parts: str) -> Path:
     if not path.exists():
         missing(str(path), "the shared fixtures folder sits beside the repository in CI")
     return path
+
+
+def remove_later(path: Path) -> None:
+    """Delete a throwaway tree without waiting for it (a test PostgreSQL cluster holds a database
+    per test, thousands of files): `rm -rf` in a process of its own, which may outlive the run."""
+    subprocess.Popen(
+        ["rm", "-rf", "--", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def free_port() -> int:

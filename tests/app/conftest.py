@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import os
 import pwd
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 import pytest
 
 from tests.app.tls import make_ca, make_server_cert
-from tests.realparts import REPO, require_tool
+from tests.realparts import REPO, remove_later, require_tool
 
 APP_DIR = REPO / "app"
 if str(APP_DIR) not in sys.path:
@@ -135,7 +134,8 @@ class PgCluster:
     def new_database(self) -> str:
         name = f"t{os.getpid()}_{next(self._ids)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            # FILE_COPY: the template's files copied, not written through the WAL (3x quicker)
+            conn.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
         return self.url(name)
 
     def destroy(self) -> None:
@@ -143,7 +143,7 @@ class PgCluster:
             return
         with contextlib.suppress(Exception):
             self.stop("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_later(self.root)  # a database per test: thousands of files, not waited for
         atexit.unregister(self.destroy)
 
 
@@ -164,7 +164,7 @@ class RdsDatabase:
                 conn.execute(
                     f"CREATE ROLE {self.MASTER} LOGIN CREATEROLE PASSWORD '{self.MASTER_PASSWORD}'"
                 )
-            conn.execute(f'CREATE DATABASE "{self.name}" OWNER {self.MASTER}')
+            conn.execute(f'CREATE DATABASE "{self.name}" OWNER {self.MASTER} STRATEGY FILE_COPY')
 
     def url(
         self, user: str, password: str, *, host: str = "localhost", ca: Path | None = None
