@@ -534,7 +534,7 @@ def test_every_rule_has_a_violating_and_a_compliant_case():
 
 
 def test_the_configs_rule_names_are_the_packs():
-    """infra/config.py validates backbone:policies without importing the pack: same list."""
+    """infra/config/ validates backbone:policies without importing the pack: same list."""
     assert tuple(POLICY_RULES) == rules.NAMES
 
 

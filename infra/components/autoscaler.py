@@ -5,7 +5,7 @@ Rendered by the kit (no Helm chart): a service account whose IAM role (IRSA, thr
 OIDC provider) may change only the Auto Scaling groups tagged as this cluster's (EKS tags a managed
 node group's group `k8s.io/cluster-autoscaler/<cluster name>: owned`), the RBAC the autoscaler's
 AWS example manifest lists, and a Deployment running the image of the cluster's Kubernetes minor
-(infra.catalogue.AUTOSCALER_VERSIONS) with auto-discovery of the node groups by those tags.
+(infra.config.catalogues.AUTOSCALER_VERSIONS) with auto-discovery of the node groups by those tags.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ DESCRIBE_ACTIONS = (
 
 # checkov findings accepted on the Deployment, each with its reason (checkov.io/skipN).
 CHECKOV_SKIPS = {
-    "checkov.io/skip1": "CKV_K8S_43=pinned by its release tag from infra/catalogue.py (one per "
+    "checkov.io/skip1": "CKV_K8S_43=pinned by its release tag from infra/config/catalogues.py (one per "
     "Kubernetes minor); the digests are not in any source this kit can read offline",
 }
 # The API token, mounted explicitly (automountServiceAccountToken stays off): a bound token that

@@ -167,71 +167,70 @@ def _saturation_panel() -> gts.Panel:
 
 def alerts_dashboard() -> dict[str, Any]:
     """The kit's alerts as Prometheus evaluates them, and the cluster signals they read."""
-    app_ns = f'{KSM},namespace="{APP_NAMESPACE}"'
     board = _board(
         "backbone-alerts",
         "backbone: alerts and the cluster",
         "Which of the kit's alerts fire now (ALERTS), and the kube-state-metrics series the "
         "cluster rules read: nodes, pending and restarting pods, the autoscaler.",
     )
-    board = (
-        board.with_row(gd.Row("Alerts"))
-        .with_panel(
-            _stat("Alerts firing", "none", 'count(ALERTS{alertstate="firing"}) or vector(0)')
-        )
-        .with_panel(
-            _series(
-                "Alerts by name and state",
-                "none",
-                ("sum by (alertname, alertstate) (ALERTS)", "{{alertname}} {{alertstate}}"),
-                width=18,
-            )
-        )
-        .with_row(gd.Row("The cluster"))
-        .with_panel(
-            _series(
-                "Nodes ready",
-                "none",
-                (
-                    f'sum(kube_node_status_condition{{{KSM},condition="Ready",status="true"}})',
-                    "ready",
-                ),
-                (
-                    f'sum(kube_node_status_condition{{{KSM},condition="Ready",status!="true"}})',
-                    "not ready",
-                ),
-            )
-        )
-        .with_panel(
-            _series(
-                "Pods pending and restarts (15m)",
-                "none",
-                (f'sum(kube_pod_status_phase{{{app_ns},phase="Pending"}})', "pending"),
-                (
-                    f"sum(increase(kube_pod_container_status_restarts_total{{{app_ns}}}[15m]))",
-                    "restarts",
-                ),
-            )
-        )
-        .with_panel(
-            _series(
-                "Autoscaler: replicas and maximum",
-                "none",
-                (
-                    f"sum by (horizontalpodautoscaler) "
-                    f"(kube_horizontalpodautoscaler_status_current_replicas{{{app_ns}}})",
-                    "{{horizontalpodautoscaler}} replicas",
-                ),
-                (
-                    f"sum by (horizontalpodautoscaler) "
-                    f"(kube_horizontalpodautoscaler_spec_max_replicas{{{app_ns}}})",
-                    "{{horizontalpodautoscaler}} maximum",
-                ),
-                width=24,
-            )
-        )
-    )
+    board = board.with_row(gd.Row("Alerts"))
+    for panel in _alert_panels():
+        board = board.with_panel(panel)
+    board = board.with_row(gd.Row("The cluster"))
+    for panel in _cluster_panels(f'{KSM},namespace="{APP_NAMESPACE}"'):
+        board = board.with_panel(panel)
     return _encode(board)
+
+
+def _alert_panels() -> list[Any]:
+    """How many alerts fire, and each by name and state."""
+    return [
+        _stat("Alerts firing", "none", 'count(ALERTS{alertstate="firing"}) or vector(0)'),
+        _series(
+            "Alerts by name and state",
+            "none",
+            ("sum by (alertname, alertstate) (ALERTS)", "{{alertname}} {{alertstate}}"),
+            width=18,
+        ),
+    ]
+
+
+def _cluster_panels(app_ns: str) -> list[Any]:
+    """The kube-state-metrics series the cluster rules read (`app_ns`: the app's namespace)."""
+    hpa = "sum by (horizontalpodautoscaler) "
+    return [
+        _series(
+            "Nodes ready",
+            "none",
+            (f'sum(kube_node_status_condition{{{KSM},condition="Ready",status="true"}})', "ready"),
+            (
+                f'sum(kube_node_status_condition{{{KSM},condition="Ready",status!="true"}})',
+                "not ready",
+            ),
+        ),
+        _series(
+            "Pods pending and restarts (15m)",
+            "none",
+            (f'sum(kube_pod_status_phase{{{app_ns},phase="Pending"}})', "pending"),
+            (
+                f"sum(increase(kube_pod_container_status_restarts_total{{{app_ns}}}[15m]))",
+                "restarts",
+            ),
+        ),
+        _series(
+            "Autoscaler: replicas and maximum",
+            "none",
+            (
+                f"{hpa}(kube_horizontalpodautoscaler_status_current_replicas{{{app_ns}}})",
+                "{{horizontalpodautoscaler}} replicas",
+            ),
+            (
+                f"{hpa}(kube_horizontalpodautoscaler_spec_max_replicas{{{app_ns}}})",
+                "{{horizontalpodautoscaler}} maximum",
+            ),
+            width=24,
+        ),
+    ]
 
 
 def _encode(board: gd.Dashboard) -> dict[str, Any]:

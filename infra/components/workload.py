@@ -372,21 +372,7 @@ class Workload(pulumi.ComponentResource):
             list(migration_inputs),
             list(migration_after),
         )
-        self._selector = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
-        self._labels = {
-            **self._selector,
-            "app.kubernetes.io/component": "api",
-            "app.kubernetes.io/part-of": "backbone",
-            "app.kubernetes.io/managed-by": "pulumi",
-        }
-        # The migration's pods: a name of their own, so no Service, PDB or app policy selects
-        # them (a Job's pod in the Service would get traffic on a port nothing listens on).
-        self._migration_selector = {**self._selector, "app.kubernetes.io/name": MIGRATION_NAME}
-        self._migration_labels = {
-            **self._labels,
-            **self._migration_selector,
-            "app.kubernetes.io/component": "migration",
-        }
+        self._labelled(name)
         self.namespace = self._namespace(namespace)
         data = settings(upstream)
         env_from, migrate_env_from = self._environment(
@@ -409,6 +395,24 @@ class Workload(pulumi.ComponentResource):
                 "nodePort": self.node_port,
             }
         )
+
+    def _labelled(self, name: str) -> None:
+        """The app's selector and labels, and the migration's (a name of their own, so no
+        Service, PDB or app policy selects them: a Job's pod in the Service would get traffic on
+        a port nothing listens on)."""
+        self._selector = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
+        self._labels = {
+            **self._selector,
+            "app.kubernetes.io/component": "api",
+            "app.kubernetes.io/part-of": "backbone",
+            "app.kubernetes.io/managed-by": "pulumi",
+        }
+        self._migration_selector = {**self._selector, "app.kubernetes.io/name": MIGRATION_NAME}
+        self._migration_labels = {
+            **self._labels,
+            **self._migration_selector,
+            "app.kubernetes.io/component": "migration",
+        }
 
     @property
     def _child(self) -> pulumi.ResourceOptions:
