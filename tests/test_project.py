@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -62,3 +63,38 @@ def test_readme_example_error_is_what_users_get(backbone_cli, tmp_path):
     readme = (REPO / "README.md").read_text()
     first_problem = result.stderr.splitlines()[1]
     assert first_problem in readme
+
+
+def _house_map() -> str:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("| path | what it is |")
+    return readme[start : readme.index("\n\n", start)]
+
+
+def test_the_readme_house_map_names_every_module():
+    """The README's map of the house matches the layout: every module of infra/, its config
+    package and its components, of the tool and of the pack is named in it (a module added,
+    moved or renamed without the map fails), and every name in it exists."""
+    table = _house_map()
+    folders = {
+        "infra": ("__main__.py", "program.py", "stack.py", "packaging.py"),
+        "infra/config": None,
+        "infra/components": None,
+        "backbone": None,
+        "policies": ("rules.py",),
+    }
+    missing = []
+    for folder, only in folders.items():
+        names = only or sorted(
+            p.name for p in (REPO / folder).glob("*.py") if p.name not in ("__init__.py",)
+        )
+        for name in names:
+            stem = name.removesuffix(".py")
+            spelled = (f"`{name}`", f"`{stem}`", f"`{folder}/{name}`")
+            if not any(form in table for form in spelled):
+                missing.append(f"{folder}/{name}")
+    assert not missing, f"the README's map of the house does not name: {', '.join(missing)}"
+    for folder in ("infra/config", "infra/components"):
+        assert f"`{folder}/`" in table
+    for named in re.findall(r"`((?:infra|backbone|policies|tests|app|stacks|bench)/[^`]*)`", table):
+        assert (REPO / named.split(" ")[0].rstrip("/")).exists(), named
