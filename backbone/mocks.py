@@ -398,6 +398,19 @@ def _amp_workspace(name: str, urn: str, inputs: dict[str, Any], region: str) -> 
     }
 
 
+@register("aws:grafana/workspace:Workspace")
+def _grafana_workspace(
+    name: str, urn: str, inputs: dict[str, Any], region: str
+) -> tuple[str, Outputs]:
+    # botocore grafana WorkspaceId: g-[0-9a-f]{10}; the endpoint is the workspace's own host.
+    wid = f"g-{_h(urn, n=10)}"
+    return wid, {
+        "arn": _arn("grafana", region, f"/workspaces/{wid}"),
+        "endpoint": f"{wid}.grafana-workspace.{region}.amazonaws.com",
+        "grafanaVersion": inputs.get("grafanaVersion") or "10.4",
+    }
+
+
 @register("aws:amp/scraper:Scraper")
 def _amp_scraper(name: str, urn: str, inputs: dict[str, Any], region: str) -> tuple[str, Outputs]:
     sid = f"s-{_h(urn, n=8)}-{_h(urn, 'a', n=4)}-{_h(urn, 'b', n=4)}-{_h(urn, 'c', n=4)}"

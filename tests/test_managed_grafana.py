@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,11 @@ def test_the_workspace_signs_in_through_identity_center_and_reads_prometheus_and
     assert set(i["dataSources"]) <= botocore_enum("DataSourceType")
     role = plan.one("aws:iam/role:Role", "observability-grafana-role")
     assert i["roleArn"] == mocked(plan, role)["arn"]
-    assert "grafanaEndpoint" in plan.outputs
+    # the workspace's own host, as AWS names it (botocore grafana WorkspaceId: g-[0-9a-f]{10})
+    assert re.fullmatch(
+        r"g-[0-9a-f]{10}\.grafana-workspace\.us-east-1\.amazonaws\.com",
+        plan.outputs["grafanaEndpoint"],
+    )
     # the names the engine receives are the SDK's own (a misspelt one would be dropped)
     from tests.test_wire_format import sdk_input_names
 
