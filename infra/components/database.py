@@ -22,7 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from infra.components import iam
+from infra.components import iam, sg
 from infra.config import DB_APP_ROLE, DB_JOB_ROLE, DatabaseConfig
 
 PORT = 5432
@@ -408,13 +408,11 @@ class Database(pulumi.ComponentResource):
 
     def admit(self, key: str, security_group_id: pulumi.Input[str], description: str) -> None:
         """Open 5432 to one more client security group (e.g. a function's, made after this)."""
-        aws.vpc.SecurityGroupIngressRule(
+        sg.allow_in(
             f"{self._name}-from-{key}",
-            security_group_id=self.security_group.id,
-            referenced_security_group_id=security_group_id,
-            ip_protocol="tcp",
-            from_port=PORT,
-            to_port=PORT,
-            description=description,
+            self.security_group.id,
+            PORT,
+            description,
+            peer=security_group_id,
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import iam, project_stack
+from infra.components import iam, project_stack, sg
 from infra.config import FunctionsConfig, rate_seconds
 
 if TYPE_CHECKING:
@@ -184,24 +184,20 @@ class Functions(pulumi.ComponentResource):
             description="housekeeping job: out to PostgreSQL and HTTPS only; no ingress",
             opts=child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        sg.allow_out(
             f"{name}-housekeeping-to-db",
-            security_group_id=group.id,
-            referenced_security_group_id=database.security_group.id,
-            ip_protocol="tcp",
-            from_port=database.port,
-            to_port=database.port,
-            description="PostgreSQL",
+            group.id,
+            database.port,
+            "PostgreSQL",
+            peer=database.security_group.id,
             opts=child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        sg.allow_out(
             f"{name}-housekeeping-to-https",
-            security_group_id=group.id,
-            cidr_ipv4="0.0.0.0/0",
-            ip_protocol="tcp",
-            from_port=443,
-            to_port=443,
-            description="HTTPS to Secrets Manager and CloudWatch (through the NAT gateway)",
+            group.id,
+            443,
+            "HTTPS to Secrets Manager and CloudWatch (through the NAT gateway)",
+            cidr="0.0.0.0/0",
             opts=child,
         )
         return group

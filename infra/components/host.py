@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import APP_UID, project_stack
+from infra.components import APP_UID, project_stack, sg
 from infra.components.iam import document, trust
 from infra.config import HostConfig
 
@@ -269,44 +269,38 @@ class Host(pulumi.ComponentResource):
         self, vpc_id: pulumi.Input[str], database_sg: pulumi.Input[str], public: bool
     ) -> aws.ec2.SecurityGroup:
         name, child = self._name, self._child
-        sg = aws.ec2.SecurityGroup(
+        group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=vpc_id,
             description="the app host: HTTP in; HTTPS and PostgreSQL out; no SSH",
             opts=child,
         )
         if public:
-            aws.vpc.SecurityGroupIngressRule(
+            sg.allow_in(
                 f"{name}-http-in",
-                security_group_id=sg.id,
-                cidr_ipv4="0.0.0.0/0",
-                ip_protocol="tcp",
-                from_port=HTTP_PORT,
-                to_port=HTTP_PORT,
-                description="HTTP from the internet to the app",
+                group.id,
+                HTTP_PORT,
+                "HTTP from the internet to the app",
+                cidr="0.0.0.0/0",
                 opts=child,
             )
-        aws.vpc.SecurityGroupEgressRule(
+        sg.allow_out(
             f"{name}-https-out",
-            security_group_id=sg.id,
-            cidr_ipv4="0.0.0.0/0",
-            ip_protocol="tcp",
-            from_port=443,
-            to_port=443,
-            description="HTTPS to ECR, S3, Systems Manager and the package repositories",
+            group.id,
+            443,
+            "HTTPS to ECR, S3, Systems Manager and the package repositories",
+            cidr="0.0.0.0/0",
             opts=child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        sg.allow_out(
             f"{name}-db-out",
-            security_group_id=sg.id,
-            referenced_security_group_id=database_sg,
-            ip_protocol="tcp",
-            from_port=DB_PORT,
-            to_port=DB_PORT,
-            description="PostgreSQL to the database",
+            group.id,
+            DB_PORT,
+            "PostgreSQL to the database",
+            peer=database_sg,
             opts=child,
         )
-        return sg
+        return group
 
     def _identity(self, repository_arn: pulumi.Input[str]) -> Identity:
         name, child = self._name, self._child
