@@ -4,7 +4,9 @@ For GitOps users and for scanners (checkov, kubeconform, kubernetes-validate). E
 resource's inputs exactly as the Pulumi Kubernetes provider receives them (apiVersion, kind,
 metadata, spec, data...), one file per object named ``NN-<kind>-<name>.yaml``, numbered in apply
 order (Namespace first, then policies, accounts, configuration, Services, workloads, autoscalers:
-the order Helm installs kinds in), so ``kubectl apply -f DIR`` applies them in a sound order.
+the order Helm installs kinds in), except that an object the program makes wait for another comes
+after it (the app's Deployment after the migration's Job), so ``kubectl apply -f DIR`` applies
+them in a sound order.
 
 Secrets: every value under a Secret's ``data`` and ``stringData`` is written as ``[redacted]``,
 whether or not the Plan marked it secret. When the provider masked the whole map, keys included,
@@ -134,13 +136,17 @@ def render(plan: Plan) -> list[Manifest]:
     """Every Kubernetes object of the plan, in apply order, with its file name."""
     resources = [r for r in plan.resources if is_kubernetes_object(r)]
     rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
-    ordered = sorted(
-        enumerate(resources),
-        key=lambda ir: (rank.get(ir[1].inputs["kind"], len(KIND_ORDER)), ir[0]),
-    )
+    by_kind = [
+        r
+        for _, r in sorted(
+            enumerate(resources),
+            key=lambda ir: (rank.get(ir[1].inputs["kind"], len(KIND_ORDER)), ir[0]),
+        )
+    ]
+    ordered = _after_dependencies(by_kind)
     width = max(2, len(str(len(ordered))))
     out = []
-    for n, (_, r) in enumerate(ordered, start=1):
+    for n, r in enumerate(ordered, start=1):
         obj = to_object(r)
         name = (obj.get("metadata") or {}).get("name")
         # A name the provider would generate at deploy time (autonaming) is not known offline:
@@ -148,6 +154,23 @@ def render(plan: Plan) -> list[Manifest]:
         shown = name if isinstance(name, str) and name != SECRET else r.name
         filename = f"{n:0{width}d}-{_slug(obj['kind'])}-{_slug(shown)}.yaml"
         out.append(Manifest(filename, obj, r.urn))
+    return out
+
+
+def _after_dependencies(by_kind: list[Resource]) -> list[Resource]:
+    """Helm's kind order, except that an object the program makes wait for another (the
+    Deployment for the migration's Job: Pulumi applies it only once the Job has completed) comes
+    after it, so `kubectl apply -f DIR` applies them in the program's order too."""
+    urns = {r.urn for r in by_kind}
+    done: set[str] = set()
+    left, out = list(by_kind), []
+    while left:
+        ready = next(
+            (r for r in left if all(d in done for d in r.dependencies if d in urns)), left[0]
+        )  # left[0]: a cycle (none in a Pulumi program) keeps the kind order
+        left.remove(ready)
+        done.add(ready.urn)
+        out.append(ready)
     return out
 
 

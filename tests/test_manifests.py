@@ -39,10 +39,11 @@ APPLY_ORDER = [
     "08-secret-shortener-secrets.yaml",
     "09-configmap-shortener-config.yaml",
     "10-service-shortener.yaml",
-    "11-deployment-shortener.yaml",
-    "12-horizontalpodautoscaler-shortener.yaml",
-    # the migration's Job, named by a hash of what it runs (tests/test_workload.py)
-    "13-job-shortener-migrate-HASH.yaml",
+    # the migration's Job, named by a hash of what it runs (tests/test_workload.py), before the
+    # Deployment that waits for it
+    "11-job-shortener-migrate-HASH.yaml",
+    "12-deployment-shortener.yaml",
+    "13-horizontalpodautoscaler-shortener.yaml",
 ]
 _JOB_HASH = re.compile(r"(job-shortener-migrate-)[0-9a-f]{10}(\.yaml)$")
 
@@ -232,7 +233,7 @@ def test_objects_validate_on_every_supported_eks_version(written: Path, cluster:
 
 def test_strict_validation_catches_an_unknown_field(written: Path) -> None:
     """A control: strict mode really refuses what the API server would drop or refuse."""
-    deployment = yaml.safe_load((written / "11-deployment-shortener.yaml").read_text())
+    deployment = yaml.safe_load((written / "12-deployment-shortener.yaml").read_text())
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, schema_version(H.K8S_VERSION), strict=True)
