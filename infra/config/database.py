@@ -15,9 +15,11 @@ from infra.config.catalogues import (
     RDS_RETIRED_FAMILIES,
 )
 from infra.config.schedules import (
+    DAY,
     DDD,
     HHMM,
     daily_window,
+    overlaps_daily_daily,
     overlaps_daily_weekly,
     weekly_window,
 )
@@ -85,9 +87,24 @@ class DatabaseConfig(Section):
     migration reads it from there at every run; otherwise the kit generates one (pulumi-random)
     and keeps it as a Pulumi secret."""
 
-    app_password_rotation_days: int = Field(default=30, ge=1, le=1000)
-    """With the cluster: days between rotations of the app's and the housekeeping job's database
-    role passwords (a Secrets Manager rotation function; AWS accepts 1 to 1000)."""
+    app_password_rotation_days: int = bounded(
+        30,
+        1,
+        999,
+        "With the cluster: days between rotations of the app's and the housekeeping job's "
+        "database role passwords (a Secrets Manager rotation function, on the schedule "
+        "rate(N days); Secrets Manager accepts {low} to {high}).",
+    )
+
+    password_rotation_window_hours: int = bounded(
+        2,
+        1,
+        24,
+        "With the cluster: the rotations' window, in hours from 00:00 UTC (a rate(N days) "
+        "schedule's window opens at midnight; Secrets Manager accepts {low} to {high} hours, "
+        "within the UTC day). It must end before the backup window and keep out of the "
+        "maintenance window, so a rotation never meets a snapshot or a patch reboot.",
+    )
 
     log_retention_days: int = 30
     """How long the exported PostgreSQL and upgrade logs are kept (a CloudWatch Logs retention
@@ -220,6 +237,51 @@ class DatabaseConfig(Section):
                 )
             )
         return out
+
+    def rotation_window(self) -> tuple[int, int]:
+        """The password rotations' daily window, [start, end) minutes of the UTC day."""
+        return 0, self.password_rotation_window_hours * 60
+
+    def rotation_problems(self) -> list[Problem]:
+        """With the cluster (the roles' passwords rotate): the rotation window keeps out of the
+        backup window and the maintenance window (on every weekday: N days drift over them)."""
+        if not self.enabled:
+            return []
+        backup, maintenance = (
+            daily_window(self.backup_window),
+            weekly_window(self.maintenance_window),
+        )
+
+        def clear(hours: int) -> bool:
+            window = (0, hours * 60)
+            return not (
+                overlaps_daily_daily(window, backup) or overlaps_daily_weekly(window, maintenance)
+            )
+
+        hours = self.password_rotation_window_hours
+        if clear(hours):
+            return []
+        fits = [h for h in range(1, DAY // 60 + 1) if clear(h)]
+        allowed = (
+            f"{'1 to ' if max(fits) > 1 else ''}{max(fits)} (the window ends by "
+            f"{max(fits):02d}:00 UTC)"
+            if fits
+            else "none with these windows; move database.backupWindow and "
+            "database.maintenanceWindow so that 00:00-01:00 UTC is free of both"
+        )
+        hit = (
+            f"the backup window {self.backup_window!r}"
+            if overlaps_daily_daily((0, hours * 60), backup)
+            else f"the maintenance window {self.maintenance_window!r}"
+        )
+        return [
+            Problem(
+                self.key("passwordRotationWindowHours"),
+                f"{hours} makes the password rotation window 00:00-{hours:02d}:00 UTC, inside "
+                f"{hit} (Secrets Manager would rotate during a snapshot or a patch); allowed: "
+                f"{allowed}",
+            )
+        ]
 
     def _username_problems(self) -> list[Problem]:
         out = list[Problem]()
