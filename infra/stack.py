@@ -448,11 +448,13 @@ def add_rotation(p: Parts) -> PasswordRotation | None:
     job = job_secret(p)
     if job:
         rotated.append(RotatedSecret("job", job, database.job_username))
+    # config refuses a stack with the cluster whose database windows leave no hour after 00:00
+    window_hours = p.cfg.database.rotation_window_hours()
+    assert window_hours is not None
     rotation = PasswordRotation(
         "rotation",
         schedule=RotationSchedule(
-            days=p.cfg.database.app_password_rotation_days,
-            window_hours=p.cfg.database.password_rotation_window_hours,
+            days=p.cfg.database.app_password_rotation_days, window_hours=window_hours
         ),
         secrets=rotated,
         database=database,

@@ -221,6 +221,10 @@ def test_the_rotation_window_is_a_setting_kept_out_of_the_database_windows(
     assert _rules(_variant(tmp_path, **{"database.passwordRotationWindowHours": 3})) == {
         ("rate(30 days)", "3h")
     }
+    # unset, it is 2 hours, cut shorter by a window that starts earlier
+    assert _rules(_variant(tmp_path, **{"database.backupWindow": "01:00-02:00"})) == {
+        ("rate(30 days)", "1h")
+    }
     # into the 03:00-04:00 backup window: refused, naming it and the hours allowed
     text = _refusal(backbone_cli, _variant(tmp_path, **{"database.passwordRotationWindowHours": 4}))
     assert "backbone:database.passwordRotationWindowHours" in text, text
@@ -239,18 +243,20 @@ def test_the_rotation_window_is_a_setting_kept_out_of_the_database_windows(
     )
     assert "maintenance window 'wed:01:00-wed:01:30'" in text, text
     assert "allowed: 1 (the window ends by 01:00 UTC)" in text, text
-    # no free hour after midnight: say which windows to move
-    text = _refusal(
-        backbone_cli,
-        _variant(
-            tmp_path,
-            **{
-                "database.backupWindow": "23:45-00:30",
-                "database.passwordRotationWindowHours": 1,
-            },
-        ),
-    )
-    assert "move database.backupWindow and database.maintenanceWindow" in text, text
+    # no free hour after midnight, set or not: say which windows to move
+    for hours in (1, None):
+        text = _refusal(
+            backbone_cli,
+            _variant(
+                tmp_path,
+                **{
+                    "database.backupWindow": "23:45-00:30",
+                    "database.passwordRotationWindowHours": hours,
+                },
+            ),
+        )
+        assert "no hour from 00:00 UTC is free of the backup window '23:45-00:30'" in text, text
+        assert "move database.backupWindow and database.maintenanceWindow" in text, text
     # and more than a UTC day is what Secrets Manager refuses
     text = _refusal(
         backbone_cli, _variant(tmp_path, **{"database.passwordRotationWindowHours": 25})
