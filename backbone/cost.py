@@ -980,14 +980,26 @@ def _lambda_requests(ctx: _Context, r: Resource) -> tuple[float, str]:
     for rotation in ctx.plan.of_type("aws:secretsmanager/secretRotation:SecretRotation"):
         # a rotation function: Secrets Manager invokes it 4 times (its steps) per rotation
         arn = str(rotation.inputs.get("rotationLambdaArn") or "")
-        days = (rotation.inputs.get("rotationRules") or {}).get("automaticallyAfterDays")
+        every: dict[str, Any] = rotation.inputs.get("rotationRules") or {}
+        days = every.get("automaticallyAfterDays") or _rotation_rate_days(
+            str(every.get("scheduleExpression") or "")
+        )
         if (arn.endswith(f":function:{fname}") or ctx.ref(arn) is r) and days:
             total += 4 * ctx.hours / 24 / float(days)
-            found.append(f"4 steps every {days} days (Secrets Manager rotation)")
+            found.append(f"4 steps every {days:g} days (Secrets Manager rotation)")
     if found:
         return total, f"on {', '.join(found)}"
     n = float(ctx.use("lambda", "unscheduled_requests_per_month"))
     return n, "no schedule in the Plan (usage)"
+
+
+def _rotation_rate_days(expression: str) -> float | None:
+    """Days between rotations of a Secrets Manager `rate(N day(s)|hour(s))` schedule, or None."""
+    m = re.fullmatch(r"rate\((\d+) (day|days|hour|hours)\)", expression.strip())
+    if m is None:
+        return None
+    n = float(m[1])
+    return n if m[2].startswith("day") else n / 24
 
 
 def _lambda_function(ctx: _Context, r: Resource) -> None:

@@ -17,6 +17,7 @@ from infra.components.cluster import Cluster
 from infra.components.database import Database
 from infra.components.functions import (
     CANARY_PROBES,
+    CANARY_REDIRECT_PROBE,
     CanaryLink,
     Functions,
     JobNetwork,
@@ -29,7 +30,7 @@ from infra.components.monitoring import Monitoring, Watched
 from infra.components.network import Network
 from infra.components.observability import AppTarget, Observability
 from infra.components.registry import Registry
-from infra.components.rotation import PasswordRotation, RotatedSecret
+from infra.components.rotation import PasswordRotation, RotatedSecret, RotationSchedule
 from infra.components.workload import APP_NAME, SecretCredentials, Upstream, Workload
 from infra.config import StackConfig, rate_seconds
 
@@ -140,6 +141,7 @@ class Parts:
     balancer: LoadBalancer | None = None
     functions: Functions | None = None
     workload: Workload | None = None
+    rotation: PasswordRotation | None = None
 
     def opts(self, kubernetes: bool = False) -> pulumi.ResourceOptions:
         """The AWS provider, and the cluster's Kubernetes provider when asked for."""
@@ -176,7 +178,7 @@ def build(cfg: StackConfig, package: Packager = built_archive) -> dict[str, Any]
     p.balancer = add_balancer(p)
     p.functions = add_functions(p)
     p.workload = add_workload(p)
-    add_rotation(p)
+    p.rotation = add_rotation(p)
     add_monitoring(p)
     if p.host:
         # The host's own alarms: EC2 heals it, and the alerts topic (when there is one) is told.
@@ -358,12 +360,7 @@ def add_functions(p: Parts) -> Functions | None:
         network=p.job_network(),
         # The job logs in as its own role (SELECT/DELETE on links, its stats table).
         database=database,
-        # The cluster's and the host's migrations create the canary's link.
-        canary_link=(
-            CanaryLink(code=cfg.app.canary_link_code, url=cfg.app.canary_link_url)
-            if p.cluster or p.host
-            else None
-        ),
+        canary_link=canary_link(p),
         opts=p.opts(),
     )
     p.outputs["canaryFunction"] = functions.canary.name
@@ -371,6 +368,14 @@ def add_functions(p: Parts) -> Functions | None:
         database.admit("housekeeping", functions.job_security_group.id, "PostgreSQL from the job")
         p.outputs["housekeepingFunction"] = functions.housekeeping.name
     return functions
+
+
+def canary_link(p: Parts) -> CanaryLink | None:
+    """The known link the canary's redirect probe follows: the cluster's and the host's
+    migrations create it."""
+    if not (p.cluster or p.host):
+        return None
+    return CanaryLink(code=p.cfg.app.canary_link_code, url=p.cfg.app.canary_link_url)
 
 
 def job_secret(p: Parts) -> pulumi.Output[str] | None:
@@ -443,9 +448,14 @@ def add_rotation(p: Parts) -> PasswordRotation | None:
     job = job_secret(p)
     if job:
         rotated.append(RotatedSecret("job", job, database.job_username))
+    # config refuses a stack with the cluster whose database windows leave no hour after 00:00
+    window_hours = p.cfg.database.rotation_window_hours()
+    assert window_hours is not None
     rotation = PasswordRotation(
         "rotation",
-        days=p.cfg.database.app_password_rotation_days,
+        schedule=RotationSchedule(
+            days=p.cfg.database.app_password_rotation_days, window_hours=window_hours
+        ),
         secrets=rotated,
         database=database,
         network=p.job_network(),
@@ -471,11 +481,15 @@ def watched(p: Parts, logged: AppTarget | None) -> Watched:
         db_instance_identifier=p.database.instance.identifier if p.database else None,
         function_names=dict(functions.names) if functions else {},
         canary_period_seconds=(rate_seconds(cfg.functions.canary_schedule) if functions else None),
+        canary_probes=(*CANARY_PROBES, CANARY_REDIRECT_PROBE) if canary_link(p) else CANARY_PROBES,
         canary_alarm_probes=("read",) if one_alarm else CANARY_PROBES,
         canary_latency_alarms=not one_alarm,
         function_alarms=not one_alarm,
         job_name="housekeeping" if functions and functions.housekeeping else None,
         failures_queue_name=functions.failures.name if functions else None,
+        rotation_functions=(
+            {part: fn.name for part, fn in p.rotation.functions.items()} if p.rotation else {}
+        ),
         **(logged.watched(cfg.stack) if logged else {}),
     )
 

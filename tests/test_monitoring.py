@@ -93,21 +93,43 @@ def real_metrics(plan):
     return known
 
 
+# What the housekeeping job publishes (app/functions/README.md, its metrics table).
+JOB_METRICS = (
+    "Success",
+    "PurgedLinks",
+    "PurgedExpired",
+    "PurgedUnused",
+    "PurgeBatches",
+    "PurgeComplete",
+    "LiveLinks",
+    "ExpiredLinks",
+)
+
+
 def custom_metrics(plan):
-    """What the functions publish (app/functions/README.md), read from their own settings."""
+    """What the functions publish (app/functions/README.md), read from their own settings: the
+    canary's Availability and Latency per probe (health, read, and redirect when it is given the
+    known link), its two certificate metrics on https; the job's eight."""
     out = set()
     for fn in plan.of_type("aws:lambda/function:Function"):
         env = fn.inputs["environment"]["variables"]
         part = fn.inputs["handler"].split(".")[0]
         if part == "canary":
             assert env["METRICS_NAMESPACE"] == "Backbone/Canary"
-            for probe in ("health", "read"):
+            probes = ["health", "read"] + (["redirect"] if "CANARY_REDIRECT_CODE" in env else [])
+            for probe in probes:
                 dims = {"Stack": env["STACK_NAME"], "Probe": probe}
                 out |= {key("Backbone/Canary", m, dims) for m in ("Availability", "Latency")}
+            if str(env["CANARY_BASE_URL"]).startswith("https://"):
+                dims = {"Stack": env["STACK_NAME"], "Probe": "certificate"}
+                out |= {
+                    key("Backbone/Canary", m, dims)
+                    for m in ("CertificateExpiring", "CertificateDaysLeft")
+                }
         elif part == "housekeeping":
             assert env["METRICS_NAMESPACE"] == "Backbone/Jobs"
             dims = {"Stack": env["STACK_NAME"], "Job": "housekeeping"}
-            out |= {key("Backbone/Jobs", m, dims) for m in ("Success", "PurgedLinks", "LiveLinks")}
+            out |= {key("Backbone/Jobs", m, dims) for m in JOB_METRICS}
     return out
 
 
@@ -169,6 +191,9 @@ def test_the_alarm_set_of_each_stack(plan):
         }
         expected |= {"job-housekeeping"} if f.housekeeping else set()
         expected.add("fn-failures-queue")
+    # each role password's rotation function (the stacks with the cluster)
+    rotations = plan.of_type("aws:secretsmanager/secretRotation:SecretRotation")
+    expected |= {f"{r.name}-errors" for r in rotations}
     if plan.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter"):
         expected.add("app-error-logs")
     if plan.of_type("aws:ec2/instance:Instance"):  # the free-tier host heals itself
@@ -176,6 +201,7 @@ def test_the_alarm_set_of_each_stack(plan):
     assert names == expected
     if plan.stack in ("dev", "prod"):
         assert {"alb-5xx-rate", "db-read-latency", "fn-failures-queue", "app-error-logs"} <= names
+        assert {"rotation-app-errors", "rotation-job-errors"} <= names
     else:
         assert "billing" in names
 
@@ -222,13 +248,31 @@ def free_tier_usage(plan):
 def test_free_tier_monitoring_fits_the_always_free_allowances(plan_of):
     usage = free_tier_usage(plan_of("free-tier"))
     assert all(usage[k] <= FREE[k] for k in FREE), usage
-    # the canary's (tests/test_stack_free_tier.py counts its 6, the redirect probe's included)
-    assert usage["custom_metrics"] > 0
+    # the canary's 6: 2 metrics x 3 probes, the redirect probe's included (the host's migration
+    # makes the known link); tests/test_stack_free_tier.py counts the same 6 through backbone cost
+    assert usage["custom_metrics"] == 6
 
 
-def test_the_functions_custom_metrics_alone_fit_the_free_allowance(plan_of):
-    # 4 canary (2 metrics x 2 probes) + 3 job metrics, as app/functions/README.md promises.
-    assert free_tier_usage(plan_of("dev"))["custom_metrics"] == 7 <= FREE["custom_metrics"]
+def test_the_functions_custom_metrics_pass_the_free_allowance_and_cost_charges_the_rest(
+    plan_of, backbone_cli
+):
+    # 6 canary (2 metrics x 3 probes: health, read, the known link's redirect; dev serves http,
+    # so no certificate metrics) + 8 job metrics, as app/functions/README.md says: 14, past the
+    # always-free 10.
+    published = free_tier_usage(plan_of("dev"))["custom_metrics"]
+    assert published == 14 > FREE["custom_metrics"]
+    # backbone cost prices the same 14 (backbone/data/usage.yaml), the free 10 applied once.
+    report = json.loads(backbone_cli("cost", "dev", "--format", "json").stdout)
+    lines = [
+        x
+        for x in report["lines"]
+        if x["item"] == "cloudwatch/custom-metric" and x["type"] == "aws:lambda/function:Function"
+    ]
+    assert sum(x["quantity"] for x in lines) == published
+    charged = sum(x["quantity"] - x["freeQuantity"] for x in lines)
+    assert charged == published - FREE["custom_metrics"] == 4
+    price = lines[0]["price"]["usd"]
+    assert sum(x["usd"] for x in lines) == pytest.approx(4 * price)
 
 
 def test_prometheus_rules_reach_the_cluster_from_the_same_thresholds(plan):
@@ -260,3 +304,31 @@ def test_backbone_manifests_writes_the_rules(plan_of, tmp_path):
     obj = yaml.safe_load(file.read_text())
     rules = yaml.safe_load(obj["data"]["backbone-app.rules.yaml"])
     assert tuple(r["alert"] for r in rules["groups"][0]["rules"]) == ALERTS
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_each_rotation_function_has_an_errors_alarm_with_its_runbook(plan_of, stack):
+    plan = plan_of(stack)
+    topic = mocked(plan, plan.one("aws:sns/topic:Topic"))["arn"]
+    for part in ("app", "job"):
+        fn = plan.one("aws:lambda/function:Function", f"rotation-{part}")
+        alarm = plan.one(ALARM, f"monitoring-rotation-{part}-errors").inputs
+        assert (alarm["namespace"], alarm["metricName"]) == ("AWS/Lambda", "Errors")
+        assert alarm["dimensions"] == {"FunctionName": fn.inputs["name"]}
+        assert alarm["statistic"] == "Sum" and alarm["threshold"] == 1
+        assert alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        # rotating is 4 invocations every N days: no invocation is no failure
+        assert alarm["treatMissingData"] == "notBreaching"
+        assert alarm["alarmActions"] == alarm["okActions"] == [topic]
+        text = alarm["alarmDescription"]
+        logs = plan.one("aws:cloudwatch/logGroup:LogGroup", f"rotation-{part}-logs").inputs["name"]
+        assert f"CloudWatch Logs group {logs};" in text
+        # the query finds the line the function logs on a failed step (app/functions/rotation)
+        assert (
+            "Logs Insights: fields @timestamp, @message | filter @message like /rotation " in text
+        )
+        assert "aws secretsmanager rotate-secret" in text
+    board = json.loads(plan.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    (errors,) = [w for w in board["widgets"] if w["properties"].get("title") == "Errors"]
+    shown = {line[3] for line in errors["properties"]["metrics"]}
+    assert {f"backbone-{stack}-rotate-app", f"backbone-{stack}-rotate-job"} <= shown

@@ -41,8 +41,12 @@ def test_each_role_secret_rotates_on_the_schedule_after_the_migration(
         function = plan.one(FUNCTION, f"rotation-{part}")
         assert rotation.inputs["secretId"] == _secret(plan, part).outputs["arn"]
         assert rotation.inputs["rotationLambdaArn"] == function.outputs["arn"]
-        # the default: every 30 days; the first after 30 days, not at creation
-        assert rotation.inputs["rotationRules"] == {"automaticallyAfterDays": 30}
+        # the default: every 30 days, in 00:00-02:00 UTC (before the 03:00 backup window); the
+        # first after 30 days, not at creation
+        assert rotation.inputs["rotationRules"] == {
+            "scheduleExpression": "rate(30 days)",
+            "duration": "2h",
+        }
         assert rotation.inputs["rotateImmediately"] is False
         # after the migration has made the role with the secret's password, and after the
         # permission that lets Secrets Manager invoke the function
@@ -146,10 +150,16 @@ def test_the_rotation_functions_role_rotates_its_one_secret_and_nothing_else(
 
 def test_the_schedule_is_a_setting_aws_bounds(tmp_path: Path, backbone_cli: Any) -> None:
     plan = synth(str(_variant(tmp_path, **{"database.appPasswordRotationDays": 7})))
-    assert {
-        r.inputs["rotationRules"]["automaticallyAfterDays"] for r in plan.of_type(ROTATION)
-    } == {7}
-    for days in (0, 1001):
+    assert {r.inputs["rotationRules"]["scheduleExpression"] for r in plan.of_type(ROTATION)} == {
+        "rate(7 days)"
+    }
+    plan = synth(str(_variant(tmp_path, **{"database.appPasswordRotationDays": 1})))
+    # Secrets Manager's rate: one day, not "1 days"
+    assert {r.inputs["rotationRules"]["scheduleExpression"] for r in plan.of_type(ROTATION)} == {
+        "rate(1 day)"
+    }
+    # the rate's longest period is 999 days (Secrets Manager user guide, rotation schedules)
+    for days in (0, 1000):
         text = _refusal(
             backbone_cli, _variant(tmp_path, **{"database.appPasswordRotationDays": days})
         )
@@ -194,3 +204,70 @@ def test_the_migration_job_exists_in_every_stack_with_a_cluster(plan_of: Any, st
     secret = plan.one("kubernetes:core/v1:Secret", "app-migration-secret")
     names = {plan.by_urn(u).name for u in secret.dependencies}
     assert not {"database-app-password", "database-job-password"} & names
+
+
+def _rules(path: Path) -> set[tuple[str, str]]:
+    plan = synth(str(path))
+    return {
+        (r.inputs["rotationRules"]["scheduleExpression"], r.inputs["rotationRules"]["duration"])
+        for r in plan.of_type(ROTATION)
+    }
+
+
+def test_the_rotation_window_is_a_setting_kept_out_of_the_database_windows(
+    tmp_path: Path, backbone_cli: Any
+) -> None:
+    # the window opens at 00:00 UTC (a rate()'s does) and may run up to the backup window
+    assert _rules(_variant(tmp_path, **{"database.passwordRotationWindowHours": 3})) == {
+        ("rate(30 days)", "3h")
+    }
+    # unset, it is 2 hours, cut shorter by a window that starts earlier
+    assert _rules(_variant(tmp_path, **{"database.backupWindow": "01:00-02:00"})) == {
+        ("rate(30 days)", "1h")
+    }
+    # into the 03:00-04:00 backup window: refused, naming it and the hours allowed
+    text = _refusal(backbone_cli, _variant(tmp_path, **{"database.passwordRotationWindowHours": 4}))
+    assert "backbone:database.passwordRotationWindowHours" in text, text
+    assert "00:00-04:00 UTC" in text and "backup window '03:00-04:00'" in text, text
+    assert "allowed: 1 to 3 (the window ends by 03:00 UTC)" in text, text
+    # the maintenance window too, on any weekday (30 days drift over the week)
+    text = _refusal(
+        backbone_cli,
+        _variant(
+            tmp_path,
+            **{
+                "database.maintenanceWindow": "wed:01:00-wed:01:30",
+                "database.passwordRotationWindowHours": 2,
+            },
+        ),
+    )
+    assert "maintenance window 'wed:01:00-wed:01:30'" in text, text
+    assert "allowed: 1 (the window ends by 01:00 UTC)" in text, text
+    # no free hour after midnight, set or not: say which windows to move
+    for hours in (1, None):
+        text = _refusal(
+            backbone_cli,
+            _variant(
+                tmp_path,
+                **{
+                    "database.backupWindow": "23:45-00:30",
+                    "database.passwordRotationWindowHours": hours,
+                },
+            ),
+        )
+        assert "no hour from 00:00 UTC is free of the backup window '23:45-00:30'" in text, text
+        assert "move database.backupWindow and database.maintenanceWindow" in text, text
+    # and more than a UTC day is what Secrets Manager refuses
+    text = _refusal(
+        backbone_cli, _variant(tmp_path, **{"database.passwordRotationWindowHours": 25})
+    )
+    assert "passwordRotationWindowHours" in text, text
+
+
+def test_a_stack_without_the_cluster_is_not_held_to_the_rotation_window(
+    tmp_path: Path, backbone_cli: Any
+) -> None:
+    # free-tier rotates nothing: its backup window may open at midnight
+    path = _variant(tmp_path, "free-tier", **{"database.backupWindow": "00:00-01:00"})
+    result = backbone_cli("plan", str(path), "-f", "json")
+    assert result.returncode == 0, result.stderr

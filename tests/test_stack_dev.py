@@ -1,6 +1,10 @@
 """dev: a small, cheap copy of production: two zones, one NAT gateway, nothing protected."""
 
+import json
+
 from tests.network_checks import check_network
+
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
 def test_network_two_zones_one_nat(plan_of):
@@ -40,6 +44,35 @@ def test_functions_and_monitoring_are_wired(plan_of):
     assert plan.outputs["housekeepingFunction"] == "backbone-dev-housekeeping"
     assert plan.outputs["alertsTopicArn"].startswith("arn:aws:sns:us-east-1:123456789012:")
     # 15, and (issue 16) the database's memory and read/write latency, the failures queue and the
-    # app's error-level log lines
-    assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 20
+    # app's error-level log lines; (issue 17) the errors of the two password rotation functions
+    assert len(plan.of_type(ALARM)) == 22
     assert len(plan.of_type("aws:cloudwatch/dashboard:Dashboard")) == 1
+
+
+def test_the_dashboard_shows_the_cluster_and_every_canary_probe(plan_of):
+    plan = plan_of("dev")
+    board = json.loads(plan.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    headings = [w["properties"]["markdown"] for w in board["widgets"] if w["type"] == "text"]
+    assert headings == [
+        "## Load balancer",
+        "## The app, as a user sees it (canary)",
+        "## Database",
+        "## Functions",
+        "## The housekeeping job",
+        "## The cluster's app and the failures queue",
+    ]
+    graphs = {w["properties"]["title"]: w for w in board["widgets"] if w["type"] == "metric"}
+    for title in ("Availability (1 = up)", "Latency (ms)"):
+        lines = graphs[title]["properties"]["metrics"]
+        assert [line[5] for line in lines] == ["health", "read", "redirect"], title
+
+
+def test_the_canary_alarms_point_at_the_load_balancers_alarms(plan_of):
+    plan = plan_of("dev")
+    names = {a.inputs["name"] for a in plan.of_type(ALARM)}
+    assert {"backbone-dev-alb-5xx-rate", "backbone-dev-alb-unhealthy-hosts"} <= names
+    for probe in ("health", "read"):
+        text = plan.one(ALARM, f"monitoring-canary-{probe}-availability").inputs["alarmDescription"]
+        assert "the load balancer's unhealthy-hosts and 5xx alarms" in text
+        assert "host-reboot" not in text  # no host here
+        assert "CloudWatch Logs group /aws/lambda/backbone-dev-canary; Logs Insights:" in text

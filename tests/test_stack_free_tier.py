@@ -426,3 +426,43 @@ def test_the_job_on_a_free_stack_is_refused_for_its_nat(backbone_cli, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "backbone:network.nat: 'none' leaves the housekeeping job" in result.stderr
     assert "or functions.housekeeping: false (the canary only)" in result.stderr
+
+
+def _dashboard(plan):
+    board = json.loads(plan.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    headings = [w["properties"]["markdown"] for w in board["widgets"] if w["type"] == "text"]
+    graphs = {
+        w["properties"]["title"]: w["properties"] for w in board["widgets"] if w["type"] == "metric"
+    }
+    return headings, graphs
+
+
+def test_the_dashboard_shows_what_the_free_stack_has(plan_of):
+    plan = plan_of("free-tier")
+    headings, graphs = _dashboard(plan)
+    # no cluster here: no heading about the cluster's app; the functions' failures queue is real
+    assert headings == [
+        "## The app, as a user sees it (canary)",
+        "## Database",
+        "## Functions",
+        "## The functions' failures queue",
+    ]
+    # the canary row: each of the three probes it publishes, the redirect of the known link too
+    for title in ("Availability (1 = up)", "Latency (ms)"):
+        probes = [line[5] for line in graphs[title]["metrics"]]
+        assert probes == ["health", "read", "redirect"], title
+
+
+def test_the_canary_alarms_runbook_names_what_the_free_stack_has(plan_of):
+    plan = plan_of("free-tier")
+    (alarm,) = [a for a in plan.of_type(ALARM) if a.inputs.get("namespace") == "Backbone/Canary"]
+    text = alarm.inputs["alarmDescription"]
+    # no load balancer: no 5xx or unhealthy-hosts alarm to look at, the host's own alarms instead
+    assert "5xx" not in text and "unhealthy" not in text and "load balancer" not in text
+    names = {a.inputs["name"] for a in plan.of_type(ALARM)}
+    assert {"backbone-free-tier-host-reboot", "backbone-free-tier-host-recover"} <= names
+    assert "host-reboot, host-recover" in text and "docker logs" in text
+    # the canary's own log group and the query for its failed probes
+    fn = plan.one(LAMBDA).inputs["name"]
+    assert f"CloudWatch Logs group /aws/lambda/{fn}; Logs Insights: fields @timestamp" in text
+    assert '/"event": "probe"/' in text

@@ -40,6 +40,15 @@ RULES_FILE = "backbone-app.rules.yaml"
 # The 5xx rate is only judged over at least this many requests in a period: 1 error in 2
 # requests is not a 50% outage.
 MIN_REQUESTS = 10
+# What the rotation and the canary functions log when something fails (their JSON lines).
+ROTATION_QUERY = (
+    "fields @timestamp, @message | filter @message like /rotation failed/ "
+    "| sort @timestamp desc | limit 20"
+)
+CANARY_QUERY = (
+    'fields @timestamp, @message | filter @message like /"event": "probe"/ '
+    "| sort @timestamp desc | limit 50"
+)
 GIB = 1024**3
 MIB = 1024**2
 
@@ -55,6 +64,9 @@ class Watched:
     """Lambda functions by short name (e.g. canary, housekeeping)."""
     canary_period_seconds: int | None = None
     """The canary's schedule in seconds, when the stack runs it."""
+    canary_probes: tuple[str, ...] = CANARY_PROBES
+    """The probes the canary publishes (health, read, and redirect where the known link is
+    wired): the dashboard's canary row."""
     canary_alarm_probes: tuple[str, ...] = CANARY_PROBES
     """The probes whose availability (and latency) the canary's alarms watch."""
     canary_latency_alarms: bool = True
@@ -72,6 +84,8 @@ class Watched:
     """The app's Kubernetes namespace, for the Logs Insights query in the runbooks."""
     error_metric: tuple[str, str] | None = None
     """(namespace, name) of the app's error-line count (the log group's metric filter)."""
+    rotation_functions: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    """The database roles' password rotation functions, by the secret they rotate (app, job)."""
 
     @property
     def anything(self) -> bool:
@@ -120,6 +134,7 @@ class Monitoring(pulumi.ComponentResource):
         self._alb_alarms(watched)
         self._db_alarms(watched)
         self._function_alarms(watched)
+        self._rotation_alarms(watched)
         self._canary_alarms(watched)
         self._job_alarms(watched)
         self._queue_alarm(watched)
@@ -250,6 +265,8 @@ class Monitoring(pulumi.ComponentResource):
     def _dashboard_resource(self, w: Watched) -> aws.cloudwatch.Dashboard | None:
         if not w.anything:
             return None
+        # The rotation functions' invocations and errors beside the other functions'.
+        rotation = {f"rotate-{k}": v for k, v in w.rotation_functions.items()}
         return aws.cloudwatch.Dashboard(
             f"{self._name}-dashboard",
             dashboard_name=self._prefix,
@@ -257,7 +274,7 @@ class Monitoring(pulumi.ComponentResource):
                 w.alb_arn_suffix,
                 w.target_group_arn_suffix,
                 w.db_instance_identifier,
-                pulumi.Output.all(**w.function_names) if w.function_names else {},
+                pulumi.Output.all(**w.function_names, **rotation) if w.function_names else {},
                 pulumi.Output.all(w.failures_queue_name, w.app_log_group),
             ).apply(lambda a: json.dumps(self._dashboard(w, *a))),
             opts=pulumi.ResourceOptions(parent=self),
@@ -510,9 +527,13 @@ class Monitoring(pulumi.ComponentResource):
             # No datapoint means the canary itself did not run: as bad as a failed probe.
             self._alarm(
                 f"canary-{probe}-availability",
-                f"The app's {what} failed from outside, at its public URL, for "
-                f"{periods} canary run(s). Open the app's URL; check the unhealthy-hosts, 5xx "
-                "and database alarms and the canary's log lines (event=probe, reason).",
+                pulumi.Output.concat(
+                    f"The app's {what} failed from outside, at its public URL, for {periods} "
+                    f"canary run(s). Open the app's URL; {self._canary_checks(w)}; and the "
+                    "canary's log lines (event=probe, reason): CloudWatch Logs group /aws/lambda/",
+                    w.function_names.get("canary", f"{self._prefix}-canary"),
+                    f"; Logs Insights: {CANARY_QUERY}",
+                ),
                 namespace=CANARY_NAMESPACE,
                 metric="Availability",
                 dims=dims,
@@ -529,7 +550,9 @@ class Monitoring(pulumi.ComponentResource):
             self._alarm(
                 f"canary-{probe}-latency",
                 f"The app's {what} took more than {m.canary_latency_ms:g} ms on average, as "
-                "a user sees it. Check the target response time and database alarms.",
+                "a user sees it. Check the "
+                + ("load balancer's target response time and the " if w.alb_arn_suffix else "")
+                + "database alarms.",
                 namespace=CANARY_NAMESPACE,
                 metric="Latency",
                 dims=dims,
@@ -539,6 +562,53 @@ class Monitoring(pulumi.ComponentResource):
                 missing="notBreaching",
                 period=period,
                 periods=periods,
+            )
+
+    def _canary_checks(self, w: Watched) -> str:
+        """What a failed probe points at, by what the stack has: the load balancer's alarms, or
+        the free-tier host's own (its status checks and its container)."""
+        checks = []
+        if w.alb_arn_suffix is not None:
+            checks.append("the load balancer's unhealthy-hosts and 5xx alarms")
+        if w.db_instance_identifier is not None:
+            checks.append("the database alarms")
+        if w.alb_arn_suffix is None:
+            checks.append(
+                "the host's status-check alarms (host-reboot, host-recover) and its container "
+                "(Session Manager: docker ps, docker logs)"
+            )
+        return "check " + ", ".join(checks)
+
+    def _rotation_alarms(self, w: Watched) -> None:
+        """A rotation that fails leaves the old password in use (AWSCURRENT moves only when all
+        four steps succeed), and the next try comes a rotation period later: someone must look."""
+        m = self._cfg
+        for part, fn_name in sorted(w.rotation_functions.items()):
+            self._alarm(
+                f"rotation-{part}-errors",
+                pulumi.Output.concat(
+                    f"The {part} role's password rotation (Lambda ",
+                    fn_name,
+                    f") failed at least {m.function_errors} time(s). Until a rotation succeeds "
+                    "the secret keeps its current password (AWSCURRENT moves at the last step), "
+                    "so the app and the job go on working. Logs: CloudWatch Logs group "
+                    "/aws/lambda/",
+                    fn_name,
+                    f"; Logs Insights: {ROTATION_QUERY} (the step and the error: a refused "
+                    "login, the database or Secrets Manager unreachable, a stuck AWSPENDING "
+                    "version). Fix it, then rotate once by hand: aws secretsmanager "
+                    "rotate-secret --secret-id <the secret>, and read its describe-secret "
+                    "(LastRotatedDate, the version stages).",
+                ),
+                namespace="AWS/Lambda",
+                metric="Errors",
+                dims={"FunctionName": fn_name},
+                stat="Sum",
+                comparison="GreaterThanOrEqualToThreshold",
+                threshold=m.function_errors,
+                # Invoked only while rotating (4 steps every N days): no invocation, no data.
+                missing="notBreaching",
+                periods=1,
             )
 
     def _job_alarms(self, w: Watched) -> None:
@@ -578,7 +648,7 @@ class Monitoring(pulumi.ComponentResource):
         if alb:
             rows.append(_alb_row(alb, tg))
         if w.canary_period_seconds:
-            rows.append(_canary_row(self._stack, w.canary_period_seconds))
+            rows.append(_canary_row(self._stack, w.canary_period_seconds, w.canary_probes))
         if db:
             rows.append(_db_row(db))
         if functions:
@@ -797,9 +867,9 @@ def _alb_row(alb: str, tg: str | None) -> Row:
     )
 
 
-def _canary_row(stack: str, period: int) -> Row:
+def _canary_row(stack: str, period: int, published: tuple[str, ...]) -> Row:
     c = CANARY_NAMESPACE
-    probes = [("Stack", stack, "Probe", p) for p in CANARY_PROBES]
+    probes = [("Stack", stack, "Probe", p) for p in published]
     return (
         "The app, as a user sees it (canary)",
         [
@@ -900,7 +970,12 @@ def _queue_and_errors_row(queue: str | None, error_metric: tuple[str, str] | Non
         graphs.append(
             ("Errors: the app's error-level log lines", [[*error_metric, {"stat": "Sum"}]], {})
         )
-    return ("The cluster's app and the failures queue", graphs)
+    title = {
+        (True, True): "The cluster's app and the failures queue",
+        (True, False): "The functions' failures queue",
+        (False, True): "The cluster's app",
+    }[(bool(queue), bool(error_metric))]
+    return (title, graphs)
 
 
 def _log_widget(log_group: str, namespace: str, region: str, y: int) -> dict[str, Any]:

@@ -9,9 +9,12 @@ Secrets Manager secrets; each secret gets, here:
   database admits it), its log group with retention, and an execution role that may read, write
   and relabel that one secret and nothing else;
 - the invoke permission for secretsmanager.amazonaws.com, for that secret only (SourceArn);
-- ``aws.secretsmanager.SecretRotation``: every N days (``database.appPasswordRotationDays``),
-  not at creation (the first rotation comes after N days; Secrets Manager runs the testSecret
-  step at once to check the wiring).
+- ``aws.secretsmanager.SecretRotation``: every N days (``database.appPasswordRotationDays``) as
+  the schedule ``rate(N days)``, whose window opens at 00:00 UTC and lasts
+  ``database.passwordRotationWindowHours`` (config keeps it out of the backup and maintenance
+  windows: a days-only rule, ``automaticallyAfterDays``, may rotate at any hour of the day), not
+  at creation (the first rotation comes after N days; Secrets Manager runs the testSecret step at
+  once to check the wiring).
 
 The secrets are encrypted with the account's AWS managed key (aws/secretsmanager): its key policy
 admits any principal of the account calling through Secrets Manager, so the role needs no KMS
@@ -52,6 +55,21 @@ SECRET_ACTIONS = (
 
 
 @dataclass(frozen=True)
+class RotationSchedule:
+    """Every `days` days, in a window of `window_hours` from 00:00 UTC."""
+
+    days: int
+    window_hours: int
+
+    @property
+    def rules(self) -> aws.secretsmanager.SecretRotationRotationRulesArgs:
+        unit = "day" if self.days == 1 else "days"
+        return aws.secretsmanager.SecretRotationRotationRulesArgs(
+            schedule_expression=f"rate({self.days} {unit})", duration=f"{self.window_hours}h"
+        )
+
+
+@dataclass(frozen=True)
 class RotatedSecret:
     """One role's secret to rotate: `part` names its resources (app, job)."""
 
@@ -61,7 +79,7 @@ class RotatedSecret:
 
 
 class PasswordRotation(pulumi.ComponentResource):
-    """Rotation functions and schedules for the given secrets, every `days` days. `runtime` is
+    """Rotation functions and schedules for the given secrets, on `schedule`. `runtime` is
     the functions' config (runtime, architecture, log retention); `after` what must have run
     first (the migration that creates the roles with the secrets' passwords)."""
 
@@ -72,7 +90,7 @@ class PasswordRotation(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        days: int,
+        schedule: RotationSchedule,
         secrets: Sequence[RotatedSecret],
         database: Database,
         network: JobNetwork,
@@ -101,7 +119,7 @@ class PasswordRotation(pulumi.ComponentResource):
         for secret in secrets:
             function = self._function(secret)
             self.functions[secret.part] = function
-            self._schedule(secret, function, days, after)
+            self._schedule(secret, function, schedule, after)
         self.register_outputs(
             {part: fn.name for part, fn in self.functions.items()}
             | {"securityGroupId": self.security_group.id}
@@ -227,7 +245,7 @@ class PasswordRotation(pulumi.ComponentResource):
         self,
         secret: RotatedSecret,
         function: aws.lambda_.Function,
-        days: int,
+        schedule: RotationSchedule,
         after: Sequence[pulumi.Resource],
     ) -> None:
         name, part = self._name, secret.part
@@ -243,9 +261,7 @@ class PasswordRotation(pulumi.ComponentResource):
             f"{name}-{part}",
             secret_id=secret.secret_arn,
             rotation_lambda_arn=function.arn,
-            rotation_rules=aws.secretsmanager.SecretRotationRotationRulesArgs(
-                automatically_after_days=days
-            ),
+            rotation_rules=schedule.rules,
             # The role must exist with the secret's password first (the migration makes it).
             rotate_immediately=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[permission, *after]),

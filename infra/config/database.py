@@ -15,9 +15,11 @@ from infra.config.catalogues import (
     RDS_RETIRED_FAMILIES,
 )
 from infra.config.schedules import (
+    DAY,
     DDD,
     HHMM,
     daily_window,
+    overlaps_daily_daily,
     overlaps_daily_weekly,
     weekly_window,
 )
@@ -30,6 +32,8 @@ DB_ROLES = (DB_APP_ROLE, DB_JOB_ROLE)
 # Master user names RDS PostgreSQL reserves.
 RESERVED_USERNAMES = frozenset({"admin", "postgres", "rdsadmin", "user", "root"})
 MIN_WINDOW_MINUTES = 30  # RDS's shortest backup window
+# The password rotations' window from 00:00 UTC when not set: cut shorter by an earlier window.
+ROTATION_WINDOW_HOURS = 2
 
 EnhancedMonitoring = Literal[0, 1, 5, 10, 15, 30, 60]
 _MONITORING_INTERVALS = ", ".join(str(s) for s in typing.get_args(EnhancedMonitoring) if s)
@@ -85,9 +89,25 @@ class DatabaseConfig(Section):
     migration reads it from there at every run; otherwise the kit generates one (pulumi-random)
     and keeps it as a Pulumi secret."""
 
-    app_password_rotation_days: int = Field(default=30, ge=1, le=1000)
-    """With the cluster: days between rotations of the app's and the housekeeping job's database
-    role passwords (a Secrets Manager rotation function; AWS accepts 1 to 1000)."""
+    app_password_rotation_days: int = bounded(
+        30,
+        1,
+        999,
+        "With the cluster: days between rotations of the app's and the housekeeping job's "
+        "database role passwords (a Secrets Manager rotation function, on the schedule "
+        "rate(N days); Secrets Manager accepts {low} to {high}).",
+    )
+
+    password_rotation_window_hours: int | None = Field(
+        default=None,
+        ge=1,
+        le=24,
+        description="With the cluster: the rotations' window, in hours from 00:00 UTC (a "
+        "rate(N days) schedule's window opens at midnight; Secrets Manager accepts 1 to 24 "
+        "hours, within the UTC day). It must end before the backup window and keep out of the "
+        "maintenance window, so a rotation never meets a snapshot or a patch reboot. Unset: "
+        f"{ROTATION_WINDOW_HOURS} hours, or fewer when a window starts earlier.",
+    )
 
     log_retention_days: int = 30
     """How long the exported PostgreSQL and upgrade logs are kept (a CloudWatch Logs retention
@@ -220,6 +240,62 @@ class DatabaseConfig(Section):
                 )
             )
         return out
+
+    def _rotation_clear(self, hours: int) -> bool:
+        """Whether 00:00-hh:00 UTC keeps out of the backup window and, on every weekday (N days
+        drift over the week), the maintenance window."""
+        window = (0, hours * 60)
+        backup, maintenance = (
+            daily_window(self.backup_window),
+            weekly_window(self.maintenance_window),
+        )
+        return not (
+            overlaps_daily_daily(window, backup) or overlaps_daily_weekly(window, maintenance)
+        )
+
+    def rotation_window_hours(self) -> int | None:
+        """The rotations' window in hours from 00:00 UTC: the setting, else the default cut to
+        end before the first database window; None when not even the first hour is free."""
+        if self.password_rotation_window_hours is not None:
+            return self.password_rotation_window_hours
+        fits = [h for h in range(1, ROTATION_WINDOW_HOURS + 1) if self._rotation_clear(h)]
+        return max(fits) if fits else None
+
+    def rotation_problems(self) -> list[Problem]:
+        """With the cluster (the roles' passwords rotate): the rotation window keeps out of the
+        backup and maintenance windows."""
+        hours = self.rotation_window_hours()
+        if not self.enabled or (hours is not None and self._rotation_clear(hours)):
+            return []
+        key = self.key("passwordRotationWindowHours")
+        fits = [h for h in range(1, DAY // 60 + 1) if self._rotation_clear(h)]
+        if not fits:
+            return [
+                Problem(
+                    key,
+                    "no hour from 00:00 UTC is free of the backup window "
+                    f"{self.backup_window!r} and the maintenance window "
+                    f"{self.maintenance_window!r}, so the password rotations would meet a "
+                    "snapshot or a patch; allowed: move database.backupWindow and "
+                    "database.maintenanceWindow so that 00:00-01:00 UTC is free of both",
+                )
+            ]
+        assert hours is not None  # set: the derived window is always clear
+        hit = (
+            f"the backup window {self.backup_window!r}"
+            if overlaps_daily_daily((0, hours * 60), daily_window(self.backup_window))
+            else f"the maintenance window {self.maintenance_window!r}"
+        )
+        most = max(fits)
+        return [
+            Problem(
+                key,
+                f"{hours} makes the password rotation window 00:00-{hours:02d}:00 UTC, inside "
+                f"{hit} (Secrets Manager would rotate during a snapshot or a patch); allowed: "
+                f"{'1 to ' if most > 1 else ''}{most} (the window ends by {most:02d}:00 UTC), "
+                "or leave it unset",
+            )
+        ]
 
     def _username_problems(self) -> list[Problem]:
         out = list[Problem]()

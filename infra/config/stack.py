@@ -186,6 +186,8 @@ class StackConfig(Section):
             "cluster",
             "the app the cluster runs needs its database",
         )
+        # the roles' passwords rotate (with the cluster): outside the database's windows
+        out += self.database.rotation_problems()
         if self.network.nat == "none":
             out.append(
                 Problem(
