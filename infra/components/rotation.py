@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_aws as aws
 
-from infra.components import iam, project_stack
+from infra.components import iam, project_stack, sg
 from infra.components.functions import VPC_ENI_ACTIONS, JobNetwork, Packager
 from infra.config import FunctionsConfig
 
@@ -137,24 +137,20 @@ class PasswordRotation(pulumi.ComponentResource):
             description="password rotation: out to PostgreSQL and HTTPS only; no ingress",
             opts=self._child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        sg.allow_out(
             f"{name}-to-db",
-            security_group_id=group.id,
-            referenced_security_group_id=database.security_group.id,
-            ip_protocol="tcp",
-            from_port=database.port,
-            to_port=database.port,
-            description="PostgreSQL",
+            group.id,
+            database.port,
+            "PostgreSQL",
+            peer=database.security_group.id,
             opts=self._child,
         )
-        aws.vpc.SecurityGroupEgressRule(
+        sg.allow_out(
             f"{name}-to-https",
-            security_group_id=group.id,
-            cidr_ipv4="0.0.0.0/0",
-            ip_protocol="tcp",
-            from_port=443,
-            to_port=443,
-            description="HTTPS to Secrets Manager (through the NAT gateway)",
+            group.id,
+            443,
+            "HTTPS to Secrets Manager (through the NAT gateway)",
+            cidr="0.0.0.0/0",
             opts=self._child,
         )
         return group
