@@ -1,6 +1,6 @@
 """Apply the schema migrations and exit: `python -m shortener.migrate`.
 
-Run as a Kubernetes init container or Job before the app starts, with the master user's
+Run as a Kubernetes Job (or the free-tier host's first container) before the app starts, with the master user's
 DATABASE_URL (the app's pods then run as the app role with MIGRATE_ON_STARTUP=false). With
 APP_DB_USER/APP_DB_PASSWORD and JOB_DB_USER/JOB_DB_PASSWORD it also creates (or resets the password
 of) the app's and the housekeeping job's login roles and grants each exactly what it needs

@@ -216,7 +216,7 @@ class Cluster(pulumi.ComponentResource):
     def _kubernetes(self, grants: list[aws.eks.AccessPolicyAssociation]) -> k8s.Provider:
         """The one Kubernetes provider. Every Kubernetes object waits for the nodes, the access
         grants and CoreDNS (the add-on is created once its pods are ACTIVE): the app's migration
-        init container resolves the database's DNS name first thing, and would crash-loop
+        Job resolves the database's DNS name first thing, and would crash-loop
         without it."""
         return k8s.Provider(
             f"{self._name}-k8s",

@@ -341,7 +341,8 @@ def _not_ready(ctx: _Rules, sel: str) -> dict[str, Any]:
             "pod is not serving (starting, its schema behind, or shutting down), so it gets "
             "no traffic. Readiness does not follow the database (BackboneAppDatabaseDown).",
             "1. Read the pod's logs for its start-up or shutdown lines. "
-            "2. A schema behind: the migration (init container) failed or is still running. "
+            "2. A schema behind: the migration's Job failed or is still running (kubectl get "
+            "jobs, kubectl logs job/<name> in the app's namespace). "
             "3. If only one pod is affected, delete it so it is rescheduled.",
         ),
     )

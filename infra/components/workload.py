@@ -228,7 +228,7 @@ def settings(upstream: Upstream) -> dict[str, str]:
         "LOG_LEVEL": LOG_LEVEL,
         "PORT": str(CONTAINER_PORT),
         "HOST": "0.0.0.0",
-        # The init container migrates before the app starts.
+        # The migration's Job migrates before the app rolls (the Deployment waits for it).
         "MIGRATE_ON_STARTUP": "false",
         "SHUTDOWN_TIMEOUT_SECONDS": str(DRAIN_SECONDS),
         "SHUTDOWN_DRAIN_SECONDS": str(APP_DRAIN_SECONDS),
