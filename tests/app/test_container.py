@@ -113,10 +113,9 @@ def test_container_serves_against_postgres(container: tuple[str, str, str]) -> N
     logs = docker("logs", name).stdout
     assert '"msg": "request"' in logs and TOKEN not in logs
 
-    # SIGTERM (docker stop) ends it cleanly and promptly, as PID 1
-    started = time.monotonic()
+    # SIGTERM (docker stop) ends it cleanly, as PID 1: had it not, Docker would have killed it
+    # (SIGKILL, exit status 137) once the 10 s were up
     docker("stop", "-t", "10", name)
-    assert time.monotonic() - started < 8
     assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
 
 
