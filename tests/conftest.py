@@ -15,6 +15,7 @@ import fcntl
 import functools
 import os
 import pickle
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from backbone import cache
 from backbone.plan import Plan
 from backbone.synth import resolve
 from tests import cli_harness
+from tests.realparts import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,6 +52,27 @@ def plan_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Plan]:
     # xdist: basetemp is per worker (.../popen-gw0); its parent is the run's, shared by all.
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     return functools.cache(functools.partial(_shared_plan, root / "backbone-plans"))
+
+
+CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'checkov>=3.2,<4'"
+
+
+@pytest.fixture(scope="session")
+def checkov(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An executable that is checkov run once per distinct scan in this test run
+    (tests/checkov_cache.py): the Dockerfile that `backbone check` and the policy tests both scan
+    with the same arguments is scanned once, whichever worker asks first."""
+    real = require_tool("checkov", CHECKOV_HOW)
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    wrapper = base / "checkov"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec {shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'tests' / 'checkov_cache.py'))} "
+        f'{shlex.quote(str(root / "backbone-checkov"))} {shlex.quote(real)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 def _cli_env() -> dict[str, str]:

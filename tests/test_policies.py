@@ -34,7 +34,7 @@ from backbone import check as offline
 from backbone.synth import load_config, resolve
 from infra.config import POLICY_RULES
 from policies import rules
-from tests.realparts import REPO, require_tool
+from tests.realparts import REPO
 
 STACKS = ["local", "free-tier", "dev", "prod"]
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -768,12 +768,10 @@ def test_backbone_plan_shows_the_verdict_in_one_line(backbone_cli):
 # checkov over what the kit renders
 
 
-CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'checkov>=3.2,<4'"
-
-
 @pytest.mark.realpart
-def test_checkov_findings_are_reported_as_violations(plan_of, tmp_path):
-    require_tool("checkov", CHECKOV_HOW)
+def test_checkov_findings_are_reported_as_violations(plan_of, tmp_path, checkov, monkeypatch):
+    # checkov itself, each distinct scan once per test run (tests/checkov_cache.py)
+    monkeypatch.setattr(offline, "find_checkov", lambda: checkov)
     plan = plan_of("dev")
     shipped = offline.Verdict("dev")
     offline.checkov_violations(plan, shipped)
@@ -791,8 +789,8 @@ def test_checkov_findings_are_reported_as_violations(plan_of, tmp_path):
 
 
 @pytest.mark.realpart
-def test_backbone_check_runs_checkov(backbone_cli):
-    require_tool("checkov", CHECKOV_HOW)
+def test_backbone_check_runs_checkov(backbone_cli, checkov, monkeypatch):
+    monkeypatch.setattr(offline, "find_checkov", lambda: checkov)
     result = backbone_cli("check", "local", timeout=600)
     assert "checkov scanned app/Dockerfile" in result.stdout, result.stdout + result.stderr
     assert shutil.which("true")  # the command ran to its verdict line

@@ -54,6 +54,9 @@ class Settings:
     db_pool_max: int = 10
     db_pool_timeout_seconds: float = 5.0  # how long a request waits for a connection
     db_connect_timeout_seconds: int = 5
+    # after a failed connection attempt the pool waits this long before the next one, doubling
+    # after each failure (psycopg_pool's own backoff, whose first delay is 1 s)
+    db_reconnect_backoff_seconds: float = 1.0
     db_statement_timeout_ms: int = 5_000
     # the database check (a background task, every DB_CHECK_INTERVAL_SECONDS) waits this long
     ready_timeout_seconds: float = 2.0
@@ -370,6 +373,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         db_connect_timeout_seconds=_int(
             env, "DB_CONNECT_TIMEOUT_SECONDS", d.db_connect_timeout_seconds, 1, 120
+        ),
+        db_reconnect_backoff_seconds=_float(
+            env, "DB_RECONNECT_BACKOFF_SECONDS", d.db_reconnect_backoff_seconds, 0.01, 60.0
         ),
         db_statement_timeout_ms=_int(
             env, "DB_STATEMENT_TIMEOUT_MS", d.db_statement_timeout_ms, 100, 600_000

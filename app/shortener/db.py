@@ -16,6 +16,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 
 from .config import Settings
 from .credentials import Credentials, CredentialsError, is_auth_failure
@@ -527,6 +528,9 @@ class Store:
 
     def _new_pool(self) -> AsyncConnectionPool:
         timeout_ms = self.settings.db_statement_timeout_ms
+        # psycopg_pool reads its reconnection backoff from this class attribute (no pool
+        # argument); the app's pools are the only ones in its process
+        AttemptWithBackoff.INITIAL_DELAY = self.settings.db_reconnect_backoff_seconds
 
         async def configure(conn: AsyncConnection) -> None:
             # a statement that hangs must not hold a connection forever

@@ -8,10 +8,14 @@ cluster on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +27,7 @@ from .conftest import TOKEN, PgCluster, RdsDatabase, free_port
 pytestmark = [pytest.mark.realpart, pytest.mark.slow]
 
 BASE_IMAGE = "backbone/python-base:3.11"
-IMAGE = "backbone/shortener:test"
+IMAGE = "backbone/shortener:test"  # and the digest of its inputs
 HOW = "install and start a Docker engine: bash .ci/docker.sh"
 # where DATABASE_URL's sslrootcert points (/work/notes/app-interface.md, app/Dockerfile)
 BUNDLE_IN_IMAGE = "/opt/app/certs/rds-global-bundle.pem"
@@ -35,8 +39,23 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
     )
 
 
+def _inputs_digest(base_image_id: str) -> str:
+    """What the build reads: every file under app/ (more than the context .dockerignore lets
+    through, so never less) and the base image."""
+    digest = hashlib.sha256(base_image_id.encode() + b"\0")
+    app = REPO / "app"
+    for path in sorted(app.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(app).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="module")
 def image() -> str:
+    """The image, tagged with the digest of what it is built from: built once for those inputs
+    (the test modules of xdist workers and concurrent runs wait on one build, under a file
+    lock), and never an image another checkout's app/ tagged."""
     require_tool("docker", HOW)
     if docker("info", check=False).returncode != 0:
         missing("a running Docker engine", HOW)
@@ -44,12 +63,19 @@ def image() -> str:
         if not in_ci():
             missing(f"the base image {BASE_IMAGE}", HOW)
         subprocess.run(["bash", str(REPO / ".ci" / "docker.sh")], check=True, timeout=900)
-    built = docker(
-        "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", IMAGE, str(REPO / "app"),
-        timeout=900, check=False,
-    )  # fmt: skip
+    base_id = docker("image", "inspect", "-f", "{{.Id}}", BASE_IMAGE).stdout.strip()
+    tag = f"{IMAGE}-{_inputs_digest(base_id)}"
+    lock_path = Path(tempfile.gettempdir()) / f"backbone-image-{tag.rsplit('-', 1)[1]}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if docker("image", "inspect", tag, check=False).returncode == 0:
+            return tag
+        built = docker(
+            "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", tag, str(REPO / "app"),
+            timeout=900, check=False,
+        )  # fmt: skip
     assert built.returncode == 0, f"docker build failed:\n{built.stdout}\n{built.stderr}"
-    return IMAGE
+    return tag
 
 
 @pytest.fixture
@@ -113,10 +139,9 @@ def test_container_serves_against_postgres(container: tuple[str, str, str]) -> N
     logs = docker("logs", name).stdout
     assert '"msg": "request"' in logs and TOKEN not in logs
 
-    # SIGTERM (docker stop) ends it cleanly and promptly, as PID 1
-    started = time.monotonic()
+    # SIGTERM (docker stop) ends it cleanly, as PID 1: had it not, Docker would have killed it
+    # (SIGKILL, exit status 137) once the 10 s were up
     docker("stop", "-t", "10", name)
-    assert time.monotonic() - started < 8
     assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
 
 

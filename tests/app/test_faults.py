@@ -37,6 +37,39 @@ def _wait_status(url: str, want: int, within: float) -> float:
     raise AssertionError(f"{url} did not answer {want} within {within}s (last: {last!r})")
 
 
+def wait_until(what: str, condition, within: float) -> None:
+    """Polls `condition` (a callable) until it is true; fails naming `what` after `within` s."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within}s")
+        time.sleep(0.05)
+
+
+def _server_latency(
+    text: str, route: str, method: str, status: str, le: str
+) -> tuple[float, float]:
+    """(requests answered, of them within `le` seconds) from the app's latency histogram."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    count = bucket = None
+    for family in text_string_to_metric_families(text):
+        if family.name != "http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if (labels.get("route"), labels.get("method"), labels.get("status")) != (
+                route, method, status,
+            ):  # fmt: skip
+                continue
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_bucket") and labels.get("le") == le:
+                bucket = sample.value
+    assert count is not None and bucket is not None, f"no {method} {route} {status} in metrics"
+    return count, bucket
+
+
 class Load:
     """Traffic while the database goes away: `readers` keep-alive clients following cached links,
     one writer creating links, one probe of /readyz and /healthz. Every answer is recorded with
@@ -64,6 +97,8 @@ class Load:
                     status = type(exc).__name__
                 with self.lock:
                     self.redirects.append((sent, status))
+                # a steady stream, not a busy loop: the machine is shared with other tests
+                time.sleep(0.01)
 
     def _write(self) -> None:
         with httpx.Client(timeout=10, headers=AUTH) as c:
@@ -99,6 +134,15 @@ class Load:
                     self.probes.append((sent, ready, live))
                 time.sleep(0.1)
 
+    def writes_since(self, t: float) -> list[int | str]:
+        """Statuses of the writes sent at or after `t` that have been answered."""
+        with self.lock:
+            return [s for sent, s, _, _ in self.writes if sent >= t]
+
+    def redirects_since(self, t: float) -> list[int | str]:
+        with self.lock:
+            return [s for sent, s in self.redirects if sent >= t]
+
     def __enter__(self) -> Load:
         targets = [lambda i=i: self._read(i) for i in range(self.readers)]
         self.threads = [threading.Thread(target=t, daemon=True) for t in targets]
@@ -121,9 +165,20 @@ def test_database_outage_under_load(pg_own: PgCluster, live_server_factory) -> N
     Retry-After within 1 s, the pod stays ready; after the restart no click and no acknowledged
     write is lost, and writes work again within 5 s."""
     db = pg_own.new_database()
+    ttl, backoff = 0.5, 10.0
     server = live_server_factory(
-        # a short TTL, so most of the outage is served from entries past it (stale on error)
-        app_env(db, CACHE_TTL_SECONDS="1", CLICK_FLUSH_SECONDS="0.2")
+        app_env(
+            db,
+            # a short TTL, so most of the outage is served from entries past it (stale on error)
+            CACHE_TTL_SECONDS=str(ttl),
+            CLICK_FLUSH_SECONDS="0.2",
+            # The state a long outage leaves, without lasting it: the pool backs off longer
+            # than the 5 s the writes have to recover in (after an 8 s outage with the default
+            # 1, 2, 4 s backoff its next attempt is 7 s away; here 10 s from its first failure).
+            # Its own retry cannot be what makes writes work again: the app must (the database
+            # check renews the pool, or a request grows it with a fresh connection).
+            DB_RECONNECT_BACKOFF_SECONDS=str(backoff),
+        )
     )
     server.wait_up()
     base = server.base
@@ -135,15 +190,44 @@ def test_database_outage_under_load(pg_own: PgCluster, live_server_factory) -> N
         assert httpx.get(f"{base}/{codes[-1]}").status_code == 307  # cached
 
     with Load(base, codes) as load:
-        time.sleep(1.5)
+        begun = time.monotonic()
+        wait_until(
+            "traffic before the outage",
+            lambda: (
+                load.writes_since(begun).count(201) >= 3
+                and load.redirects_since(begun).count(307) >= 30
+            ),
+            within=30,
+        )
         stopped_at = time.monotonic()
         pg_own.stop("fast")
-        # longer than the pool's reconnection backoff (1, 2, 4 s) and the cache TTL
-        time.sleep(8)
+        # longer than the cache TTL, and long enough to be measured: over 100 redirects and
+        # writes refused while the app knows the database is down
+        long_enough = ttl + 0.5
+        wait_until(
+            "the outage measured",
+            lambda: (
+                time.monotonic() - stopped_at >= long_enough
+                and len(load.redirects_since(stopped_at)) > 150
+                and load.writes_since(stopped_at + 0.2).count(503) >= 3
+            ),
+            within=60,
+        )
         metrics_down = httpx.get(server.metrics, timeout=5).text
         started_at = time.monotonic()
         pg_own.start()
-        time.sleep(6)
+        # until writes work again, then a few more of them (all answered before the load stops)
+        wait_until(
+            "writes after the restart",
+            lambda: load.writes_since(started_at).count(201) >= 1,
+            within=30,
+        )
+        recovered_at = time.monotonic()
+        wait_until(
+            "writes after the recovery",
+            lambda: len(load.writes_since(recovered_at)) >= 5,
+            within=30,
+        )
     assert server.proc.poll() is None, "the process must stay up"
 
     outage = (stopped_at, started_at)
@@ -159,12 +243,15 @@ def test_database_outage_under_load(pg_own: PgCluster, live_server_factory) -> N
         f"({100 * served / len(during):.2f}%); writes during it {len(down_writes)}, statuses "
         f"{sorted({w[1] for w in down_writes}, key=str)}, slowest {slowest * 1000:.0f} ms; "
         f"readiness probes {len(load.probes)}, not 200: {len(not_ready)}; first write after "
-        f"restart {first_ok:.2f}s"
+        f"restart {first_ok:.2f}s; pool renewed: {'connection pool renewed' in server.output()}"
     )
     assert len(during) > 100 and served / len(during) >= 0.99
     assert down_writes and {w[1] for w in down_writes} == {503}
     assert all(w[3] is not None for w in down_writes), "503 carries Retry-After"
-    assert slowest < 1.0
+    # within 1 s as the server measured it (its latency histogram), not as this loaded test
+    # process's threads saw it
+    answered, within_1s = _server_latency(metrics_down, "/api/links", "POST", "503", "1.0")
+    assert answered >= len(down_writes) and within_1s == answered, (answered, within_1s)
     assert not not_ready, not_ready[:5]
     assert first_ok < 5.0
     assert "app_db_up 0.0" in metrics_down and "app_ready 1.0" in metrics_down
@@ -215,11 +302,30 @@ def test_sigterm_drains_in_flight_requests(pg: PgCluster, live_server_factory) -
 
     t = threading.Thread(target=slow_write)
     t.start()
-    time.sleep(0.5)  # the request is now waiting on the lock
+    with psycopg.connect(db) as watcher:
+        wait_until(
+            "the write waiting on the lock",
+            lambda: (
+                watcher.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                    "WHERE NOT l.granted AND d.datname = current_database()"
+                ).fetchone()
+                == (1,)
+            ),
+            within=20,
+        )
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    assert server.proc.poll() is None, "the server must wait for the in-flight request"
+
+    def refused() -> bool:
+        try:
+            httpx.get(f"{server.base}/healthz", timeout=1)
+        except httpx.HTTPError:
+            return True
+        return False
+
     # no new connections are accepted while draining
+    wait_until("new connections refused after SIGTERM", refused, within=10)
+    assert server.proc.poll() is None, "the server must wait for the in-flight request"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{server.base}/healthz", timeout=1)
     locker.rollback()  # release the lock: the write completes

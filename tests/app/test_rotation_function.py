@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from .conftest import APP_DIR, TOKEN, RdsDatabase, app_env, aws_env
-from .test_faults import Load
+from .test_faults import Load, wait_until
 from .test_rotation import OLD, _location, _migrate_with_app_role
 
 pytestmark = pytest.mark.realpart
@@ -248,7 +248,15 @@ def test_the_app_under_traffic_survives_a_rotation_by_the_function(
 
     fn_env, token = _env(rds), str(uuid.uuid4())
     with Load(server.base, codes, readers=2) as load:
-        time.sleep(1.0)
+        begun = time.monotonic()
+        wait_until(
+            "traffic before the rotation",
+            lambda: (
+                load.writes_since(begun).count(201) >= 3
+                and load.redirects_since(begun).count(307) >= 10
+            ),
+            within=30,
+        )
         started = time.monotonic()
         rotation.rotate_step(sm, arn, token, "createSecret", fn_env)
         rotation.rotate_step(sm, arn, token, "setSecret", fn_env)
@@ -261,7 +269,12 @@ def test_the_app_under_traffic_survives_a_rotation_by_the_function(
         rotation.rotate_step(sm, arn, token, "testSecret", fn_env)
         rotation.rotate_step(sm, arn, token, "finishSecret", fn_env)
         finished_at = time.monotonic()
-        time.sleep(6)
+        # watched until past the 3 s the failures must end within, and writes work again
+        wait_until(
+            "writes sent past the window, answered",
+            lambda: load.writes_since(finished_at + 3.0).count(201) >= 3,
+            within=30,
+        )
     assert server.proc.poll() is None and server.proc.pid == pid, "no restart"
     new = _value(sm, arn)["password"]
     assert new != OLD and not _logs_in(rds, user, OLD)

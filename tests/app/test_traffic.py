@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from .conftest import TOKEN, PgCluster, app_env
+from .test_faults import wait_until
 
 pytestmark = pytest.mark.realpart
 
@@ -111,16 +112,24 @@ def test_sigterm_under_a_keepalive_stream_fails_no_request(pg: PgCluster, live_s
     code = _create(server.base, "https://example.org/drain").json()["code"]
 
     with LoadBalancer(server.base, f"/{code}", clients=4) as lb:
-        time.sleep(1.5)  # the stream is steady
+        # the stream is steady: every connection served several requests
+        wait_until("a steady stream", lambda: sum(lb.statuses.values()) > 40, within=30)
         before = sum(lb.statuses.values())
         lb.sigterm_at = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        # during the drain: a new connection is still served, readiness says we are going
-        time.sleep(0.3)
+        # during the drain: readiness says we are going, a new connection is still served
+        ready = None
+
+        def going() -> bool:
+            nonlocal ready
+            ready = httpx.get(f"{server.base}/readyz", timeout=5)
+            return ready.status_code != 200
+
+        wait_until("readiness after SIGTERM", going, within=10)
+        assert ready is not None
+        assert ready.status_code == 503 and ready.json()["detail"] == "shutting down"
         fresh = httpx.get(f"{server.base}/{code}", follow_redirects=False, timeout=5)
         assert fresh.status_code == 307 and fresh.headers["connection"] == "close"
-        ready = httpx.get(f"{server.base}/readyz", timeout=5)
-        assert ready.status_code == 503 and ready.json()["detail"] == "shutting down"
         exit_status = server.proc.wait(20)
     total = sum(lb.statuses.values())
     print(

@@ -98,6 +98,7 @@ def test_config_defaults_run_locally() -> None:
         ({"CANARY_LINK_CODE": "api", "CANARY_LINK_URL": "https://a.example/"}, ["reserved"]),
         ({"CANARY_LINK_CODE": "canary", "CANARY_LINK_URL": "ftp://x"}, ["CANARY_LINK_URL"]),
         ({"DOCS_ENABLED": "perhaps"}, ["DOCS_ENABLED", "boolean"]),
+        ({"DB_RECONNECT_BACKOFF_SECONDS": "0"}, ["DB_RECONNECT_BACKOFF_SECONDS", "0.01..60"]),
     ],
 )
 def test_config_errors_name_the_variable(env: dict[str, str], words: list[str]) -> None:
@@ -105,6 +106,21 @@ def test_config_errors_name_the_variable(env: dict[str, str], words: list[str]) 
         config.load(env)
     for word in words:
         assert word in str(err.value)
+
+
+def test_the_pools_reconnection_backoff_is_a_setting_defaulting_to_psycopg_pools() -> None:
+    from psycopg_pool.base import AttemptWithBackoff
+    from shortener.db import Store
+
+    default = AttemptWithBackoff.INITIAL_DELAY
+    assert config.load({}).db_reconnect_backoff_seconds == 1.0 == default
+    try:
+        Store(config.load({"DB_RECONNECT_BACKOFF_SECONDS": "0.1"}))
+        assert AttemptWithBackoff.INITIAL_DELAY == 0.1  # the pool's first wait after a failure
+        Store(config.load({}))
+        assert default == AttemptWithBackoff.INITIAL_DELAY
+    finally:
+        AttemptWithBackoff.INITIAL_DELAY = default
 
 
 def test_keepalive_follows_the_load_balancer_idle_timeout() -> None:

@@ -28,6 +28,39 @@ class FakeContext:
         return int((self.end - time.monotonic()) * 1000)
 
 
+class Attempts:
+    """Records each attempt the canary makes (the real `_attempt` still runs): the URL, the
+    timeout it was given and how much of the handler's deadline was left at the latest moment
+    before the canary chose that timeout (the probe's start, or the previous attempt's end), on
+    the canary's own clock."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made: list[tuple[str, float, float | None]] = []
+        self.deadlines: list[float | None] = []
+        self.mark = 0.0
+        real_attempt, real_probe = canary._attempt, canary.probe
+
+        def probe(*args: Any, **kwargs: Any) -> Any:
+            self.deadlines.append(kwargs.get("deadline"))
+            self.mark = time.monotonic()
+            return real_probe(*args, **kwargs)
+
+        def attempt(url: str, timeout: float, *args: Any) -> Any:
+            deadline = self.deadlines[-1]
+            left = None if deadline is None else deadline - self.mark
+            self.made.append((url, timeout, left))
+            try:
+                return real_attempt(url, timeout, *args)
+            finally:
+                self.mark = time.monotonic()
+
+        monkeypatch.setattr(canary, "probe", probe)
+        monkeypatch.setattr(canary, "_attempt", attempt)
+
+    def to(self, path: str) -> list[tuple[float, float | None]]:
+        return [(timeout, left) for url, timeout, left in self.made if url.endswith(path)]
+
+
 def configure(monkeypatch: pytest.MonkeyPatch, base: str, read: str, **extra: str) -> None:
     monkeypatch.setenv("CANARY_BASE_URL", base)
     monkeypatch.setenv("CANARY_READ_PATH", read)
@@ -133,10 +166,9 @@ def test_slow_app_times_out_within_bounds(
 ) -> None:
     base, hits = app_server  # /slow sleeps 3 s before answering
     configure(monkeypatch, base, "/slow", timeout="0.4", attempts="2", delay="0.05")
+    attempts = Attempts(monkeypatch)
 
-    started = time.monotonic()
     result = canary.handler({}, FakeContext(30_000))
-    elapsed = time.monotonic() - started
 
     read = next(p for p in result["probes"] if p["probe"] == "read")
     assert (read["ok"], read["status"], read["error"], read["attempts"]) == (
@@ -146,9 +178,8 @@ def test_slow_app_times_out_within_bounds(
         2,
     )
     assert hits.count("/slow") == 2
-    # Two bounded attempts, not the server's 3 s each (the other probes and the metric calls run
-    # in the same handler, so the bound is the slow answers it must not have waited for).
-    assert elapsed < 2 * 3.0
+    # two attempts, each given the configured 0.4 s, not the server's 3 s
+    assert [timeout for timeout, _ in attempts.to("/slow")] == [0.4, 0.4]
     assert [a["Sum"] for a in availability("read")] == [0.0]
     assert latency("read") == []  # no answer, no latency: availability says it
     assert [a["Sum"] for a in availability("health")] == [1.0]
@@ -159,10 +190,20 @@ def test_lambda_deadline_cuts_retries_short(
 ) -> None:
     base, _ = app_server
     configure(monkeypatch, base, "/slow", timeout="5", attempts="3")
-    # 4.2 s left, 3 s reserved for publishing: the probes get about 1.2 s in all
-    started = time.monotonic()
-    result = canary.handler({}, FakeContext(4_200))
-    assert time.monotonic() - started < 3.0
+    attempts = Attempts(monkeypatch)
+    # 4.2 s left, 3 s reserved for publishing: the probes get at most 1.2 s in all
+    context = FakeContext(4_200)
+    result = canary.handler({}, context)
+    # the deadline handed to the probes is the Lambda's end less the reserve
+    assert attempts.deadlines and all(
+        d is not None and d <= context.end - canary.PUBLISH_RESERVE_SECONDS
+        for d in attempts.deadlines
+    )
+    # every attempt's timeout fits in what was left of it, never the configured 5 s
+    assert attempts.made
+    assert all(left is not None and timeout <= left for _, timeout, left in attempts.made)
+    [(read_timeout, _)] = attempts.to("/slow")
+    assert read_timeout <= 4.2 - canary.PUBLISH_RESERVE_SECONDS < 5
     read = next(p for p in result["probes"] if p["probe"] == "read")
     assert read["ok"] is False
     assert (
