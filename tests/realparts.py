@@ -9,8 +9,10 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +87,27 @@ def moto_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def wait_until(
+    what: str,
+    probe: Callable[[], Any],
+    within: float = 30.0,
+    *,
+    every: float = 0.05,
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Polls `probe` until it returns something true, and returns it; an exception in
+    `tolerate` counts as not yet. Fails naming `what` (and the last answer) after `within` s."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+            if last:
+                return last
+        except tolerate as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within:g} s (last: {last!r})")
+        time.sleep(every)

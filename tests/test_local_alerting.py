@@ -12,7 +12,6 @@ reaches Alertmanager's API through the kit's route to its receiver.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.realparts import free_port, require_tool
+from tests.realparts import free_port, require_tool, wait_until
 
 pytestmark = pytest.mark.realpart
 CONTAINER = "docker:index/container:Container"
@@ -35,17 +34,7 @@ def uploaded(plan: Any, name: str) -> dict[str, str]:
 
 
 def _until(what: str, probe: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-            if last:
-                return last
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
+    return wait_until(what, probe, timeout, every=0.25, tolerate=(httpx.HTTPError,))
 
 
 def _run(args: list[str], log: Path) -> subprocess.Popen[bytes]:

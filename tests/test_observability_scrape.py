@@ -30,7 +30,7 @@ import yaml
 from backbone import dashboards
 from infra.components.prometheus import APP_JOB, relabeled_metrics
 from tests.app.conftest import TOKEN, LiveServer, PgCluster, app_env, free_port
-from tests.realparts import require_tool
+from tests.realparts import require_tool, wait_until
 
 pytestmark = pytest.mark.realpart
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -243,17 +243,7 @@ def _api(base: str, path: str, **params: str) -> Any:
 
 
 def _until(what: str, probe: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-            if last:
-                return last
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
+    return wait_until(what, probe, timeout, every=0.25, tolerate=(httpx.HTTPError,))
 
 
 def test_prometheus_scrapes_the_app_with_the_kits_configuration(prometheus) -> None:

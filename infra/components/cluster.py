@@ -492,6 +492,10 @@ def _desired_of(scaling: Any) -> int:
     return int(value or 0)
 
 
+# The audience EKS's pod identity webhook mints projected service account tokens for (IRSA).
+STS_AUDIENCE = "sts.amazonaws.com"
+
+
 def irsa_trust(provider_arn: str, issuer: str, namespace: str, service_account: str) -> str:
     """Trust for a role assumed by one Kubernetes service account through the OIDC provider."""
     host = issuer.removeprefix("https://")
@@ -503,7 +507,7 @@ def irsa_trust(provider_arn: str, issuer: str, namespace: str, service_account: 
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {
                     "StringEquals": {
-                        f"{host}:aud": "sts.amazonaws.com",
+                        f"{host}:aud": STS_AUDIENCE,
                         f"{host}:sub": f"system:serviceaccount:{namespace}:{service_account}",
                     }
                 },

@@ -40,6 +40,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.components import APP_UID, iam
+from infra.components.cluster import STS_AUDIENCE, irsa_trust
 from infra.config import AppConfig
 
 CORE = k8s.core.v1
@@ -162,7 +163,7 @@ class Upstream:
 
 # Where the pod's service account token for AWS (IRSA) is projected, and for whom it is minted.
 AWS_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
-AWS_TOKEN_AUDIENCE = "sts.amazonaws.com"
+AWS_TOKEN_AUDIENCE = STS_AUDIENCE
 
 
 @dataclass(frozen=True)
@@ -201,25 +202,6 @@ def _secret_arns(creds: SecretCredentials) -> list[pulumi.Input[str]]:
         for a in (creds.app_secret_arn, creds.job_secret_arn, creds.master_secret_arn)
         if a is not None
     ]
-
-
-def _irsa_trust(provider_arn: str, issuer: str, namespace: str, account: str) -> str:
-    host = issuer.removeprefix("https://")
-    return iam.document(
-        [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        f"{host}:aud": AWS_TOKEN_AUDIENCE,
-                        f"{host}:sub": f"system:serviceaccount:{namespace}:{account}",
-                    }
-                },
-            }
-        ]
-    )
 
 
 def settings(upstream: Upstream) -> dict[str, str]:
@@ -731,7 +713,7 @@ class Workload(pulumi.ComponentResource):
             f"{self._name}-{part}",
             description=description,
             assume_role_policy=pulumi.Output.all(creds.oidc_provider_arn, creds.oidc_issuer).apply(
-                lambda a: _irsa_trust(a[0], a[1], namespace, account)
+                lambda a: irsa_trust(a[0], a[1], namespace, account)
             ),
             opts=self._child,
         )

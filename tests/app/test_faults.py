@@ -15,6 +15,8 @@ import httpx
 import psycopg
 import pytest
 
+from tests.realparts import wait_until
+
 from .conftest import TOKEN, PgCluster, app_env
 
 pytestmark = pytest.mark.realpart
@@ -35,15 +37,6 @@ def _wait_status(url: str, want: int, within: float) -> float:
             return time.monotonic() - start
         time.sleep(0.1)
     raise AssertionError(f"{url} did not answer {want} within {within}s (last: {last!r})")
-
-
-def wait_until(what: str, condition, within: float) -> None:
-    """Polls `condition` (a callable) until it is true; fails naming `what` after `within` s."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within}s")
-        time.sleep(0.05)
 
 
 def _server_latency(

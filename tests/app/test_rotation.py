@@ -16,8 +16,10 @@ import boto3
 import httpx
 import pytest
 
+from tests.realparts import wait_until
+
 from .conftest import TOKEN, RdsDatabase, app_env, aws_env
-from .test_faults import Load, wait_until
+from .test_faults import Load
 
 pytestmark = pytest.mark.realpart
 

@@ -16,8 +16,9 @@ import httpx
 import psycopg
 import pytest
 
+from tests.realparts import wait_until
+
 from .conftest import TOKEN, PgCluster, app_env
-from .test_faults import wait_until
 
 pytestmark = pytest.mark.realpart
 
