@@ -23,6 +23,7 @@ from infra.config import ConfigError, capacity, parse
 from infra.config import catalogues as catalogue
 from tests.network_checks import subnets
 from tests.realparts import REPO, require_tool
+from tests.stack_files import stack_variant
 
 STACKS = ["dev", "prod"]
 CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'checkov>=3.2,<4'"
@@ -47,17 +48,7 @@ def plan(request, plan_of):
 
 def variant(tmp_path: Path, base: str = "dev", name: str | None = None, **changes: Any) -> Path:
     """A stack file: `base`'s with settings changed ("cluster.maxNodes": 2; None deletes)."""
-    data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{base}.yaml").read_text())
-    for key, value in changes.items():
-        section, _, field = key.partition(".")
-        target = data["config"].setdefault(f"backbone:{section}", {})
-        if value is None:
-            target.pop(field, None)
-        else:
-            target[field] = value
-    path = tmp_path / f"Pulumi.{name or base}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return stack_variant(tmp_path, base, f"Pulumi.{name or base}.yaml", changes)
 
 
 def problems(path: Path) -> list[str]:

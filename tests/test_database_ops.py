@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from backbone.plan import Plan
 from backbone.synth import synth
+from tests.stack_files import stack_variant
 
 REPO = Path(__file__).resolve().parent.parent
 INSTANCE = "aws:rds/instance:Instance"
@@ -20,17 +20,7 @@ INSTANCE = "aws:rds/instance:Instance"
 
 def _variant(tmp_path: Path, stack: str = "dev", /, **changes: Any) -> Path:
     """A shipped stack file under another name with some settings changed (None deletes a key)."""
-    data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{stack}.yaml").read_text())
-    for key, value in changes.items():
-        section, _, field = key.partition(".")
-        target = data["config"].setdefault(f"backbone:{section}", {})
-        if value is None:
-            target.pop(field, None)
-        else:
-            target[field] = value
-    path = tmp_path / f"Pulumi.{stack}-copy.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return stack_variant(tmp_path, stack, f"Pulumi.{stack}-copy.yaml", changes)
 
 
 def _refusal(backbone_cli: Any, path: Path) -> str:

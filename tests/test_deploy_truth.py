@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.stack_files import stack_variant
+
 REPO = Path(__file__).resolve().parent.parent
 AWS_STACKS = ["free-tier", "dev", "prod"]
 EKS_STACKS = ["dev", "prod"]
@@ -133,17 +135,7 @@ def test_image_tag_names_the_platform(tmp_path, plan_of):
 
 def _prod_variant(tmp_path, name="Pulumi.copy.yaml", **changes):
     """prod's stack file under another name with some settings changed (None deletes a key)."""
-    data = yaml.safe_load((REPO / "stacks" / "Pulumi.prod.yaml").read_text())
-    for key, value in changes.items():
-        section, _, field = key.partition(".")
-        target = data["config"].setdefault(f"backbone:{section}", {})
-        if value is None:
-            target.pop(field, None)
-        else:
-            target[field] = value
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return stack_variant(tmp_path, "prod", name, changes)
 
 
 def _refusal(backbone_cli, path):
