@@ -261,9 +261,9 @@ def test_arm64_archive_holds_aarch64_native_code(tmp_path: Path) -> None:
         assert all(tag_fits(t, "cp312", "aarch64") for t in info["tags"]), dist
 
 
-def local_variant(tmp_path: Path) -> Path:
-    """The job's archive built for THIS interpreter's version and machine, unpacked as Lambda
-    unpacks it into its task directory (native extensions cannot load from inside a zip)."""
+def archive_for_this_interpreter(source: Path, tmp_path: Path) -> Path:
+    """A function's archive built for THIS interpreter's version and machine (so it can be
+    imported here); missing on a machine with no manylinux wheels."""
     machine = platform.machine()
     arch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(machine)
     if arch is None or not sys.platform.startswith("linux"):
@@ -272,11 +272,16 @@ def local_variant(tmp_path: Path) -> Path:
             "run on Linux x86_64 or aarch64",
         )
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    zip_path = packaging.build(
-        HOUSEKEEPING, architecture=arch, python_version=version, build_dir=tmp_path / "b"
+    return packaging.build(
+        source, architecture=arch, python_version=version, build_dir=tmp_path / "b"
     )
+
+
+def local_variant(tmp_path: Path) -> Path:
+    """The job's archive built for this interpreter, unpacked as Lambda unpacks it into its task
+    directory (native extensions cannot load from inside a zip)."""
     task = tmp_path / "task"
-    with zipfile.ZipFile(zip_path) as z:
+    with zipfile.ZipFile(archive_for_this_interpreter(HOUSEKEEPING, tmp_path)) as z:
         z.extractall(task)
     return task
 

@@ -5,7 +5,6 @@ fresh interpreter."""
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 import zipfile
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from infra import packaging
-from tests.realparts import REPO, missing
+from tests.functions.test_packaging import archive_for_this_interpreter
+from tests.realparts import REPO
 
 FUNCTIONS = REPO / "app" / "functions"
 ROTATION = FUNCTIONS / "rotation"
@@ -40,17 +40,7 @@ def test_the_archive_holds_the_handler_and_the_jobs_credentials_code() -> None:
 
 @pytest.mark.slow
 def test_the_archive_imports_in_a_fresh_process(tmp_path: Path) -> None:
-    machine = platform.machine()
-    arch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(machine)
-    if arch is None or not sys.platform.startswith("linux"):
-        missing(
-            f"manylinux wheels for this machine ({sys.platform}/{machine})",
-            "run on Linux x86_64 or aarch64",
-        )
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    zip_path = packaging.build(
-        ROTATION, architecture=arch, python_version=version, build_dir=tmp_path / "b"
-    )
+    zip_path = archive_for_this_interpreter(ROTATION, tmp_path)
     task = tmp_path / "task"
     with zipfile.ZipFile(zip_path) as z:
         # real files in the archive, never links
