@@ -371,68 +371,72 @@ class Local(pulumi.ComponentResource):
             **HARDENED,
         )
 
+    def _service(
+        self,
+        part: str,
+        image: str,
+        ports: tuple[int, int],
+        data_path: str,
+        files: dict[str, str],
+        opts: pulumi.ResourceOptions,
+        **container: Any,
+    ) -> docker.Container:
+        """One of the monitoring containers: its pinned image, a data volume at `data_path`, its
+        configuration `files` in a volume, `ports` (inside, on 127.0.0.1) and the hardening."""
+        name, child = self._name, self._child
+        pulled = docker.RemoteImage(
+            f"{name}-{part}-image", name=image, keep_locally=True, opts=child
+        )
+        data = docker.Volume(f"{name}-{part}-data", name=f"{self._prefix}-{part}-data", opts=child)
+        mount, uploads = self._config_volume(part, files)
+        return docker.Container(
+            f"{name}-{part}",
+            name=f"{self._prefix}-{part}",
+            image=pulled.image_id,
+            ports=[docker.ContainerPortArgs(internal=ports[0], external=ports[1], ip="127.0.0.1")],
+            networks_advanced=self._on_network(),
+            volumes=[
+                mount,
+                docker.ContainerVolumeArgs(volume_name=data.name, container_path=data_path),
+            ],
+            uploads=uploads,
+            opts=opts,
+            **container,
+            **HARDENED,
+        )
+
     def _prometheus(
         self, config: LocalConfig, replicas: list[str], monitoring: MonitoringConfig
     ) -> docker.Container:
-        name, child = self._name, self._child
-        image = docker.RemoteImage(
-            f"{name}-prometheus-image", name=config.prometheus_image, keep_locally=True, opts=child
-        )
-        data = docker.Volume(
-            f"{name}-prometheus-data", name=f"{self._prefix}-prometheus-data", opts=child
-        )
-        mount, uploads = self._config_volume(
+        files = {
+            "prometheus.yml": prometheus_config(
+                replicas, f"{self._prefix}-alertmanager:{ALERTMANAGER_PORT}"
+            ),
+            "rules.yml": alert_rules(monitoring),
+        }
+        return self._service(
             "prometheus",
-            {
-                "prometheus.yml": prometheus_config(
-                    replicas, f"{self._prefix}-alertmanager:{ALERTMANAGER_PORT}"
-                ),
-                "rules.yml": alert_rules(monitoring),
-            },
-        )
-        return docker.Container(
-            f"{name}-prometheus",
-            name=f"{self._prefix}-prometheus",
-            image=image.image_id,
+            config.prometheus_image,
+            (PROMETHEUS_PORT, config.prometheus_port),
+            "/prometheus",
+            files,
+            pulumi.ResourceOptions(parent=self, depends_on=[*self.apps, self.alertmanager]),
             command=[
                 f"--config.file={CONFIG_DIR}/prometheus.yml",
                 "--storage.tsdb.path=/prometheus",
                 "--storage.tsdb.retention.time=7d",
                 f"--web.listen-address=:{PROMETHEUS_PORT}",
             ],
-            ports=[
-                docker.ContainerPortArgs(
-                    internal=PROMETHEUS_PORT, external=config.prometheus_port, ip="127.0.0.1"
-                )
-            ],
-            networks_advanced=self._on_network(),
-            volumes=[
-                mount,
-                docker.ContainerVolumeArgs(volume_name=data.name, container_path="/prometheus"),
-            ],
-            uploads=uploads,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.apps, self.alertmanager]),
-            **HARDENED,
         )
 
     def _alertmanager(self, config: LocalConfig) -> docker.Container:
-        name, child = self._name, self._child
-        image = docker.RemoteImage(
-            f"{name}-alertmanager-image",
-            name=config.alertmanager_image,
-            keep_locally=True,
-            opts=child,
-        )
-        data = docker.Volume(
-            f"{name}-alertmanager-data", name=f"{self._prefix}-alertmanager-data", opts=child
-        )
-        mount, uploads = self._config_volume(
-            "alertmanager", {"alertmanager.yml": alertmanager_config()}
-        )
-        return docker.Container(
-            f"{name}-alertmanager",
-            name=f"{self._prefix}-alertmanager",
-            image=image.image_id,
+        return self._service(
+            "alertmanager",
+            config.alertmanager_image,
+            (ALERTMANAGER_PORT, config.alertmanager_port),
+            "/alertmanager",
+            {"alertmanager.yml": alertmanager_config()},
+            self._child,
             command=[
                 f"--config.file={CONFIG_DIR}/alertmanager.yml",
                 "--storage.path=/alertmanager",
@@ -440,41 +444,23 @@ class Local(pulumi.ComponentResource):
                 # one instance: no high-availability gossip port
                 "--cluster.listen-address=",
             ],
-            ports=[
-                docker.ContainerPortArgs(
-                    internal=ALERTMANAGER_PORT, external=config.alertmanager_port, ip="127.0.0.1"
-                )
-            ],
-            networks_advanced=self._on_network(),
-            volumes=[
-                mount,
-                docker.ContainerVolumeArgs(volume_name=data.name, container_path="/alertmanager"),
-            ],
-            uploads=uploads,
-            opts=child,
-            **HARDENED,
         )
 
     def _grafana(self, config: LocalConfig, password: pulumi.Output[str]) -> docker.Container:
-        name, child = self._name, self._child
-        image = docker.RemoteImage(
-            f"{name}-grafana-image", name=config.grafana_image, keep_locally=True, opts=child
-        )
-        data = docker.Volume(
-            f"{name}-grafana-data", name=f"{self._prefix}-grafana-data", opts=child
-        )
         files = grafana_files(
             f"http://{self._prefix}-prometheus:{PROMETHEUS_PORT}",
             f"http://{self._prefix}-alertmanager:{ALERTMANAGER_PORT}",
         )
-        mount, uploads = self._config_volume("grafana", files)
         secret_env: pulumi.Output[str] = pulumi.Output.secret(
             pulumi.Output.concat("GF_SECURITY_ADMIN_PASSWORD=", password)
         )
-        return docker.Container(
-            f"{name}-grafana",
-            name=f"{self._prefix}-grafana",
-            image=image.image_id,
+        return self._service(
+            "grafana",
+            config.grafana_image,
+            (GRAFANA_PORT, config.grafana_port),
+            "/var/lib/grafana",
+            files,
+            pulumi.ResourceOptions(parent=self, depends_on=[self.prometheus]),
             envs=[
                 secret_env,
                 f"GF_PATHS_PROVISIONING={CONFIG_DIR}/provisioning",
@@ -489,20 +475,5 @@ class Local(pulumi.ComponentResource):
                 "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES=false",
                 "GF_NEWS_NEWS_FEED_ENABLED=false",
             ],
-            ports=[
-                docker.ContainerPortArgs(
-                    internal=GRAFANA_PORT, external=config.grafana_port, ip="127.0.0.1"
-                )
-            ],
-            networks_advanced=self._on_network(),
-            volumes=[
-                mount,
-                docker.ContainerVolumeArgs(
-                    volume_name=data.name, container_path="/var/lib/grafana"
-                ),
-            ],
-            uploads=uploads,
             tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.prometheus]),
-            **HARDENED,
         )
