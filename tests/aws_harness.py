@@ -10,6 +10,7 @@ with throwaway credentials.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -86,9 +87,16 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def client(service: str, region: str = REGION) -> Any:
+    """A boto3 client of the emulated account the environment points at (made once per
+    service, region and endpoint: every test's account has the same throwaway credentials)."""
+    return _client(service, region, os.environ.get("AWS_ENDPOINT_URL"))
+
+
+@functools.cache
+def _client(service: str, region: str, endpoint: str | None) -> Any:
     import boto3
 
-    return boto3.client(service, region_name=region)
+    return boto3.Session().client(service, region_name=region, endpoint_url=endpoint)
 
 
 # --------------------------------------------------------------------------- running the CLI

@@ -26,10 +26,12 @@ import pytest
 from backbone import cache
 from backbone.plan import Plan
 from backbone.synth import resolve
-from tests import cli_harness
+from tests import boto_share, cli_harness
 from tests.realparts import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
+
+boto_share.install()  # one botocore model cache per test process (tests/boto_share.py)
 
 
 def _shared_plan(folder: Path, stack: str) -> Plan:
@@ -127,6 +129,8 @@ TOGETHER = frozenset(
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return  # `-p no:xdist`: one process, nothing to keep together (and no xdist_group mark)
     tests = REPO / "tests"
     for item in items:
         rel = item.path.relative_to(tests).as_posix()
