@@ -85,6 +85,8 @@ class PasswordRotation(pulumi.ComponentResource):
 
     security_group: aws.ec2.SecurityGroup
     functions: dict[str, aws.lambda_.Function]
+    secret_arns: dict[str, pulumi.Input[str]]
+    """The rotated secrets' ARNs, by part (app, job): monitoring watches their failed rotations."""
 
     def __init__(
         self,
@@ -116,6 +118,7 @@ class PasswordRotation(pulumi.ComponentResource):
             "STACK_NAME": stack_name,
         }
         self.functions = {}
+        self.secret_arns = {secret.part: secret.secret_arn for secret in secrets}
         for secret in secrets:
             function = self._function(secret)
             self.functions[secret.part] = function
