@@ -475,14 +475,15 @@ def watched(p: Parts, logged: AppTarget | None) -> Watched:
     cfg, balancer, functions = p.cfg, p.balancer, p.functions
     # functions.alarms `availability`: the read probe's availability alone.
     one_alarm = cfg.functions.alarms == "availability"
+    probes = (*CANARY_PROBES, CANARY_REDIRECT_PROBE) if canary_link(p) else CANARY_PROBES
     return Watched(
         alb_arn_suffix=balancer.alb.arn_suffix if balancer else None,
         target_group_arn_suffix=balancer.target_group.arn_suffix if balancer else None,
         db_instance_identifier=p.database.instance.identifier if p.database else None,
         function_names=dict(functions.names) if functions else {},
         canary_period_seconds=(rate_seconds(cfg.functions.canary_schedule) if functions else None),
-        canary_probes=(*CANARY_PROBES, CANARY_REDIRECT_PROBE) if canary_link(p) else CANARY_PROBES,
-        canary_alarm_probes=("read",) if one_alarm else CANARY_PROBES,
+        canary_probes=probes,
+        canary_alarm_probes=("read",) if one_alarm else probes,
         canary_latency_alarms=not one_alarm,
         function_alarms=not one_alarm,
         job_name="housekeeping" if functions and functions.housekeeping else None,
@@ -490,6 +491,7 @@ def watched(p: Parts, logged: AppTarget | None) -> Watched:
         rotation_functions=(
             {part: fn.name for part, fn in p.rotation.functions.items()} if p.rotation else {}
         ),
+        rotation_secrets=dict(p.rotation.secret_arns) if p.rotation else {},
         **(logged.watched(cfg.stack) if logged else {}),
     )
 
@@ -523,7 +525,9 @@ def add_monitoring(p: Parts) -> Monitoring | None:
     p.outputs["alertsTopicArn"] = monitoring.topic.arn
     p.outputs["alarmNames"] = [alarm.name for alarm in monitoring.alarms]
     if logged:
-        add_observability(p, logged, monitoring)
+        add_observability(p, logged, monitoring)  # it makes the topic's policy, with its workspace
+    else:
+        monitoring.publish_policy()
     return monitoring
 
 
@@ -539,7 +543,7 @@ def add_observability(p: Parts, app: AppTarget, monitoring: Monitoring) -> Obser
         cluster=p.cluster,
         private_subnet_ids=p.network.private_subnet_ids,
         app=app,
-        topic=monitoring.topic,
+        alerts=monitoring,
         opts=p.opts(kubernetes=True),
     )
     p.outputs["prometheusWorkspaceId"] = observability.metrics.workspace.id

@@ -186,9 +186,11 @@ def test_the_alarm_set_of_each_stack(plan):
     elif plan.of_type("aws:lambda/function:Function"):
         parts = ("canary", "housekeeping") if f.housekeeping else ("canary",)
         expected |= {f"fn-{p}-{m}" for p in parts for m in ("errors", "throttles")}
-        expected |= {
-            f"canary-{p}-{m}" for p in ("health", "read") for m in ("availability", "latency")
-        }
+        # each probe the canary publishes: the redirect's where the known link is wired
+        canary = plan.one("aws:lambda/function:Function", "functions-canary")
+        wired = "CANARY_REDIRECT_CODE" in canary.inputs["environment"]["variables"]
+        probes = ("health", "read", "redirect") if wired else ("health", "read")
+        expected |= {f"canary-{p}-{m}" for p in probes for m in ("availability", "latency")}
         expected |= {"job-housekeeping"} if f.housekeeping else set()
         expected.add("fn-failures-queue")
     # each role password's rotation function (the stacks with the cluster)
@@ -202,6 +204,7 @@ def test_the_alarm_set_of_each_stack(plan):
     if plan.stack in ("dev", "prod"):
         assert {"alb-5xx-rate", "db-read-latency", "fn-failures-queue", "app-error-logs"} <= names
         assert {"rotation-app-errors", "rotation-job-errors"} <= names
+        assert {"canary-redirect-availability", "canary-redirect-latency"} <= names
     else:
         assert "billing" in names
 

@@ -63,8 +63,9 @@ def test_functions_and_monitoring_are_wired(plan_of):
     assert plan.outputs["housekeepingFunction"] == "backbone-prod-housekeeping"
     assert plan.outputs["alertsTopicArn"].startswith("arn:aws:sns:us-east-1:123456789012:")
     # 15, and (issue 16) the database's memory and read/write latency, the failures queue and the
-    # app's error-level log lines; (issue 17) the errors of the two password rotation functions
-    assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 22
+    # app's error-level log lines; (issue 17) the errors of the two password rotation functions;
+    # the redirect probe's availability and latency
+    assert len(plan.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")) == 24
     assert len(plan.of_type("aws:cloudwatch/dashboard:Dashboard")) == 1
     # the alerts topic's key is kept with the stack (what the key admits: test_component_monitoring)
     key = plan.one("aws:kms/key:Key", "monitoring-alerts-key")

@@ -15,13 +15,29 @@ cloudwatch.amazonaws.com, so an alarm's publish to such a topic fails and no one
 false leaves the topic unencrypted (the free-tier stack: alarm messages hold alarm names and
 metric values, no data).
 
+A rotation can fail without its function erroring (the function timed out or was never invoked,
+a step never finished): Secrets Manager then records a `RotationFailed` (or, right after the
+rotation is configured, `TestRotationFailed`) CloudTrail service event. An EventBridge rule per
+rotated secret matches those events for that secret's ARN only (`source` aws.secretsmanager,
+`detail-type` "AWS Service Event via CloudTrail", the ARN in `detail.additionalEventData.SecretId`:
+Secrets Manager user guide, "CloudTrail entries" and "Match events with EventBridge") and
+publishes to the topic a text that names the secret, the error and what to do. EventBridge
+receives CloudTrail-delivered events only from an account with a trail that logs management
+events (EventBridge user guide, "AWS service events delivered via AWS CloudTrail"); the kit makes
+none (one per account, usually an organization's: README). Rules matching AWS service events on
+the default bus cost nothing. The topic's one policy (`publish_policy`) admits the account,
+CloudWatch alarms, these rules (by ARN) and, with observability, the workspace's Alertmanager;
+the topic's key admits events.amazonaws.com as it admits each publisher.
+
 Prometheus rules (infra/components/prometheus.py) go to the cluster as a ConfigMap: no CRD needed;
 a Prometheus with a rule-file sidecar (or `kubectl get cm -o jsonpath`) loads it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +47,12 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from infra.components import iam, project_stack
-from infra.components.functions import CANARY_NAMESPACE, CANARY_PROBES, JOBS_NAMESPACE
+from infra.components.functions import (
+    CANARY_NAMESPACE,
+    CANARY_PROBES,
+    CANARY_REDIRECT_PROBE,
+    JOBS_NAMESPACE,
+)
 from infra.components.prometheus import logs_insights_query, render_rules, thresholds
 from infra.config import MonitoringConfig
 
@@ -51,6 +72,44 @@ CANARY_QUERY = (
 )
 GIB = 1024**3
 MIB = 1024**2
+# What a canary probe checks, for its alarms' descriptions.
+PROBE_WHAT = {
+    "health": "readiness (/readyz)",
+    "read": "read path",
+    CANARY_REDIRECT_PROBE: "cached redirect (the canary link: a 3xx to its URL)",
+}
+# What a failed probe points at besides the stack's own alarms.
+PROBE_HINT = {
+    CANARY_REDIRECT_PROBE: "a 404 means the canary link is gone (every migration upserts it: run "
+    "the migration again), a 3xx elsewhere that app.canaryLinkUrl and the link differ; ",
+}
+# The Secrets Manager events of a failed rotation (CloudTrail service events, eventType
+# AwsServiceEvent): the scheduled one, and the test it runs when rotation is configured.
+ROTATION_FAILED_EVENTS = ("RotationFailed", "TestRotationFailed")
+SERVICE_EVENT = "AWS Service Event via CloudTrail"
+EVENTS_PRINCIPAL = "events.amazonaws.com"
+
+
+def rotation_failed_pattern(secret_arn: str) -> dict[str, Any]:
+    """The EventBridge pattern of a failed rotation of the secret `secret_arn`, and only of it."""
+    return {
+        "source": ["aws.secretsmanager"],
+        "detail-type": [SERVICE_EVENT],
+        "detail": {
+            "eventSource": ["secretsmanager.amazonaws.com"],
+            "eventName": list(ROTATION_FAILED_EVENTS),
+            "additionalEventData": {"SecretId": [secret_arn]},
+        },
+    }
+
+
+# Where the input transformer finds what the message names (the CloudTrail record in `detail`).
+ROTATION_EVENT_PATHS = {
+    "secret": "$.detail.additionalEventData.SecretId",
+    "event": "$.detail.eventName",
+    "error": "$.detail.errorMessage",
+    "at": "$.time",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +145,8 @@ class Watched:
     """(namespace, name) of the app's error-line count (the log group's metric filter)."""
     rotation_functions: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     """The database roles' password rotation functions, by the secret they rotate (app, job)."""
+    rotation_secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    """The rotated secrets' ARNs, by the same names: a failed rotation of one is an event."""
 
     @property
     def anything(self) -> bool:
@@ -106,6 +167,8 @@ class Monitoring(pulumi.ComponentResource):
 
     topic: aws.sns.Topic
     alarms: list[aws.cloudwatch.MetricAlarm]
+    event_rules: list[aws.cloudwatch.EventRule]
+    topic_policy: aws.sns.TopicPolicy | None
 
     def __init__(
         self,
@@ -127,7 +190,11 @@ class Monitoring(pulumi.ComponentResource):
         self._region = region
         self._prefix = project_stack(stack)
         self.alarms = []
-        self._publishers = publishers
+        self.event_rules = []
+        self.topic_policy = None
+        # The rotation events' rules publish too: the key must admit EventBridge.
+        events = (EVENTS_PRINCIPAL,) if watched.rotation_secrets else ()
+        self._publishers = (*publishers, *(e for e in events if e not in publishers))
         self._watched = watched
 
         self.topic = self._topic(protect)
@@ -135,6 +202,7 @@ class Monitoring(pulumi.ComponentResource):
         self._db_alarms(watched)
         self._function_alarms(watched)
         self._rotation_alarms(watched)
+        self._rotation_events(watched)
         self._canary_alarms(watched)
         self._job_alarms(watched)
         self._queue_alarm(watched)
@@ -179,6 +247,37 @@ class Monitoring(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
         return topic
+
+    def publish_policy(
+        self,
+        workspace_arn: pulumi.Input[str] | None = None,
+        *,
+        aliases: Sequence[pulumi.Input[str]] = (),
+    ) -> aws.sns.TopicPolicy | None:
+        """The topic's policy (a topic has one): the account manages it; CloudWatch alarms, the
+        rotation events' rules and, given `workspace_arn`, that Prometheus workspace's
+        Alertmanager publish. Call once, when the last publisher exists (Observability calls it
+        with its workspace, else the stack); `aliases`: its former URNs. None when only the account's alarms publish: the
+        topic's default policy admits them."""
+        if workspace_arn is None and not self.event_rules:
+            return None
+        if self.topic_policy is not None:
+            raise RuntimeError(
+                "the alerts topic's policy is already made: call publish_policy once"
+            )
+        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        self.topic_policy = aws.sns.TopicPolicy(
+            f"{self._name}-alerts-policy",
+            arn=self.topic.arn,
+            policy=pulumi.Output.all(
+                self.topic.arn,
+                caller.account_id,
+                pulumi.Output.all(*(r.arn for r in self.event_rules)),
+                workspace_arn,
+            ).apply(lambda a: topic_policy(a[0], a[1], rule_arns=a[2], workspace_arn=a[3])),
+            opts=pulumi.ResourceOptions(parent=self, aliases=list(aliases)),
+        )
+        return self.topic_policy
 
     def _with_logs(self, text: str) -> pulumi.Input[str]:
         """An app alarm's description, ending with the app's log group and the Logs Insights
@@ -523,13 +622,14 @@ class Monitoring(pulumi.ComponentResource):
         periods = min(m.evaluation_periods, 86400 // period)
         for probe in w.canary_alarm_probes:
             dims = {"Stack": self._stack, "Probe": probe}
-            what = "readiness (/readyz)" if probe == "health" else "read path"
+            what = PROBE_WHAT[probe]
             # No datapoint means the canary itself did not run: as bad as a failed probe.
             self._alarm(
                 f"canary-{probe}-availability",
                 pulumi.Output.concat(
                     f"The app's {what} failed from outside, at its public URL, for {periods} "
-                    f"canary run(s). Open the app's URL; {self._canary_checks(w)}; and the "
+                    f"canary run(s). Open the app's URL; {PROBE_HINT.get(probe, '')}"
+                    f"{self._canary_checks(w)}; and the "
                     "canary's log lines (event=probe, reason): CloudWatch Logs group /aws/lambda/",
                     w.function_names.get("canary", f"{self._prefix}-canary"),
                     f"; Logs Insights: {CANARY_QUERY}",
@@ -610,6 +710,35 @@ class Monitoring(pulumi.ComponentResource):
                 missing="notBreaching",
                 periods=1,
             )
+
+    def _rotation_events(self, w: Watched) -> None:
+        """A rule per rotated secret: its failed rotations (RotationFailed, TestRotationFailed)
+        reach the topic as a text naming the secret, the error and what to do. Also the failures
+        no Errors alarm sees: a function that timed out or was never invoked, a stuck step."""
+        for part, secret_arn in sorted(w.rotation_secrets.items()):
+            fn_name = w.rotation_functions.get(part, f"{self._prefix}-rotate-{part}")
+            rule = aws.cloudwatch.EventRule(
+                f"{self._name}-rotation-{part}-failed",
+                name=f"{self._prefix}-rotation-{part}-failed",
+                description=f"the {part} role's password rotation failed: to the alerts topic",
+                event_pattern=pulumi.Output.from_input(secret_arn).apply(
+                    lambda arn: json.dumps(rotation_failed_pattern(arn))
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            aws.cloudwatch.EventTarget(
+                f"{self._name}-rotation-{part}-failed",
+                rule=rule.name,
+                arn=self.topic.arn,
+                input_transformer=aws.cloudwatch.EventTargetInputTransformerArgs(
+                    input_paths=ROTATION_EVENT_PATHS,
+                    input_template=pulumi.Output.from_input(fn_name).apply(
+                        functools.partial(_rotation_template, part)
+                    ),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.event_rules.append(rule)
 
     def _job_alarms(self, w: Watched) -> None:
         if w.job_name is None:
@@ -755,6 +884,97 @@ def _db_pressure(m: MonitoringConfig) -> tuple[Check, ...]:
         )
     )
     return (memory, *latency)
+
+
+def _rotation_template(part: str, function_name: str) -> str:
+    """The input template: the message as a JSON string (SNS publishes it as plain text)."""
+    return json.dumps(rotation_failed_message(part, function_name))
+
+
+def rotation_failed_message(part: str, function_name: str) -> str:
+    """The text a failed rotation of the `part` role's secret publishes; EventBridge fills in the
+    <placeholders> from the event (ROTATION_EVENT_PATHS)."""
+    return (
+        f"The {part} role's password rotation failed (Secrets Manager <event>, <at>) for the "
+        "secret <secret>: <error>. Until a rotation succeeds the secret keeps its current "
+        "password (AWSCURRENT moves at the last step), so the app and the job go on working; "
+        "Secrets Manager tries again a rotation period later. Read the rotation function's log "
+        f"group /aws/lambda/{function_name} (the step and its error: a refused login, the "
+        "database or Secrets Manager unreachable, a step that never finished) and aws "
+        "secretsmanager describe-secret --secret-id <secret> (a version left with AWSPENDING "
+        "blocks the next rotation: remove that label with update-secret-version-stage). Fix "
+        "it, then rotate once by hand: aws secretsmanager rotate-secret --secret-id <secret>."
+    )
+
+
+def topic_policy(
+    topic_arn: str,
+    account: str,
+    *,
+    rule_arns: Sequence[str] = (),
+    workspace_arn: str | None = None,
+) -> str:
+    """The alerts topic's policy: the account manages it; CloudWatch alarms from this account,
+    the EventBridge rules `rule_arns` and the Alertmanager of `workspace_arn` publish."""
+    rules = list(rule_arns)
+    return iam.document(
+        [
+            {
+                "Sid": "AccountManages",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": [
+                    "sns:GetTopicAttributes",
+                    "sns:SetTopicAttributes",
+                    "sns:Subscribe",
+                    "sns:ListSubscriptionsByTopic",
+                    "sns:Publish",
+                ],
+                "Resource": topic_arn,
+            },
+            {
+                "Sid": "CloudWatchAlarmsPublish",
+                "Effect": "Allow",
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Action": "sns:Publish",
+                "Resource": topic_arn,
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            },
+            *(
+                [
+                    {
+                        "Sid": "EventBridgeRulesPublish",
+                        "Effect": "Allow",
+                        "Principal": {"Service": EVENTS_PRINCIPAL},
+                        "Action": "sns:Publish",
+                        "Resource": topic_arn,
+                        "Condition": {
+                            "ArnEquals": {"aws:SourceArn": rules[0] if len(rules) == 1 else rules}
+                        },
+                    }
+                ]
+                if rules
+                else []
+            ),
+            *(
+                [
+                    {
+                        "Sid": "PrometheusAlertmanagerPublishes",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "aps.amazonaws.com"},
+                        "Action": ["sns:Publish", "sns:GetTopicAttributes"],
+                        "Resource": topic_arn,
+                        "Condition": {
+                            "StringEquals": {"aws:SourceAccount": account},
+                            "ArnEquals": {"aws:SourceArn": workspace_arn},
+                        },
+                    }
+                ]
+                if workspace_arn
+                else []
+            ),
+        ]
+    )
 
 
 def _key_policy(account: str, publishers: tuple[str, ...] = ()) -> str:

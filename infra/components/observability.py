@@ -14,9 +14,10 @@ evaluated (Amazon Managed Service for Prometheus), alerts that reach the alerts 
   time), after the node group: a `cluster.version` bump moves them after the nodes.
 - The kit's rules as a rule group namespace (the same `render_rules` the ConfigMap and
   `backbone dashboards` use; one APP_JOB for the scrape and the rules); an Alertmanager
-  definition whose only receiver is the alerts topic (SNS, SigV4). The topic's policy admits
-  aps.amazonaws.com from this workspace, and the topic's KMS key admits the service (Monitoring
-  adds it when given `publishers`).
+  definition whose only receiver is the alerts topic (SNS, SigV4). The topic's policy
+  (Monitoring's `publish_policy`, given this workspace) admits aps.amazonaws.com from this
+  workspace, and the topic's KMS key admits the service (Monitoring adds it when given
+  `publishers`).
 - Container logs: the CloudWatch Observability EKS add-on (its agent and Fluent Bit), with IRSA
   for its `amazon-cloudwatch/cloudwatch-agent` service account, after the program made its log
   groups (`/aws/containerinsights/<cluster>/{application,dataplane,host,performance}`) with the
@@ -33,7 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_aws as aws
@@ -50,6 +51,9 @@ from infra.components.prometheus import (
     workspace_alertmanager_definition,
 )
 from infra.config import MonitoringConfig, ObservabilityConfig
+
+if TYPE_CHECKING:
+    from infra.components.monitoring import Monitoring
 
 GRAFANA_VERSION = "12.4"
 """Amazon Managed Grafana's version (pulumi-aws's Workspace docs list 9.4, 10.4, 12.4, 13.2): the
@@ -153,7 +157,7 @@ class Observability(pulumi.ComponentResource):
         cluster: Cluster,
         private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]],
         app: AppTarget,
-        topic: aws.sns.Topic,
+        alerts: Monitoring,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("backbone:observability:Observability", name, None, opts)
@@ -176,7 +180,11 @@ class Observability(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.topic_policy = self._topic_policy(topic, ws)
+        # The topic's one policy, now that the workspace exists (it was made here, as
+        # "observability-alerts-policy": the alias, its old URN, keeps it the same resource).
+        was = pulumi.create_urn(f"{name}-alerts-policy", "aws:sns/topicPolicy:TopicPolicy", self)
+        self.topic_policy = alerts.publish_policy(ws.arn, aliases=[was])
+        topic = alerts.topic
         self.alertmanager = aws.amp.AlertManagerDefinition(
             f"{name}-alertmanager",
             workspace_id=ws.id,
@@ -185,7 +193,9 @@ class Observability(pulumi.ComponentResource):
                     alertmanager_config(topic_arn=arn, region=region, stack=stack)
                 )
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.topic_policy]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.topic_policy] if self.topic_policy else []
+            ),
         )
         self.error_filter = self._error_filter(app)
         self.grafana = self._grafana(ws) if cfg.managed_grafana else None
@@ -286,19 +296,6 @@ class Observability(pulumi.ComponentResource):
                 )
             ],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[role]),
-        )
-
-    def _topic_policy(self, topic: aws.sns.Topic, ws: aws.amp.Workspace) -> aws.sns.TopicPolicy:
-        """The alerts topic's policy: the account manages it, CloudWatch alarms and this
-        workspace's Alertmanager publish to it (each only from this account / this workspace)."""
-        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        return aws.sns.TopicPolicy(
-            f"{self._name}-alerts-policy",
-            arn=topic.arn,
-            policy=pulumi.Output.all(topic.arn, ws.arn, caller.account_id).apply(
-                lambda a: topic_policy(a[0], a[1], a[2])
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
         )
 
     # -- Amazon Managed Grafana --------------------------------------------------------------------
@@ -489,45 +486,6 @@ def grafana_policy(amp_workspace_arn: str, log_group_arns: Sequence[str]) -> str
                 "Effect": "Allow",
                 "Action": list(GRAFANA_LOG_GROUP_ACTIONS),
                 "Resource": [f"{arn}:*" for arn in log_group_arns],
-            },
-        ]
-    )
-
-
-def topic_policy(topic_arn: str, workspace_arn: str, account: str) -> str:
-    return iam.document(
-        [
-            {
-                "Sid": "AccountManages",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
-                "Action": [
-                    "sns:GetTopicAttributes",
-                    "sns:SetTopicAttributes",
-                    "sns:Subscribe",
-                    "sns:ListSubscriptionsByTopic",
-                    "sns:Publish",
-                ],
-                "Resource": topic_arn,
-            },
-            {
-                "Sid": "CloudWatchAlarmsPublish",
-                "Effect": "Allow",
-                "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                "Action": "sns:Publish",
-                "Resource": topic_arn,
-                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
-            },
-            {
-                "Sid": "PrometheusAlertmanagerPublishes",
-                "Effect": "Allow",
-                "Principal": {"Service": "aps.amazonaws.com"},
-                "Action": ["sns:Publish", "sns:GetTopicAttributes"],
-                "Resource": topic_arn,
-                "Condition": {
-                    "StringEquals": {"aws:SourceAccount": account},
-                    "ArnEquals": {"aws:SourceArn": workspace_arn},
-                },
             },
         ]
     )

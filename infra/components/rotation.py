@@ -16,6 +16,10 @@ Secrets Manager secrets; each secret gets, here:
   at creation (the first rotation comes after N days; Secrets Manager runs the testSecret step at
   once to check the wiring).
 
+A failed rotation reaches the alerts topic (monitoring): the function's Errors alarm, and for a
+failure with no function error (a timeout, no invocation, a step never finished) the rule on
+Secrets Manager's RotationFailed event for the secret (`secret_arns`).
+
 The secrets are encrypted with the account's AWS managed key (aws/secretsmanager): its key policy
 admits any principal of the account calling through Secrets Manager, so the role needs no KMS
 grant (a customer managed key would need kms:Decrypt and kms:GenerateDataKey on it, and cost
@@ -85,6 +89,8 @@ class PasswordRotation(pulumi.ComponentResource):
 
     security_group: aws.ec2.SecurityGroup
     functions: dict[str, aws.lambda_.Function]
+    secret_arns: dict[str, pulumi.Input[str]]
+    """The rotated secrets' ARNs, by part (app, job): monitoring watches their failed rotations."""
 
     def __init__(
         self,
@@ -116,6 +122,7 @@ class PasswordRotation(pulumi.ComponentResource):
             "STACK_NAME": stack_name,
         }
         self.functions = {}
+        self.secret_arns = {secret.part: secret.secret_arn for secret in secrets}
         for secret in secrets:
             function = self._function(secret)
             self.functions[secret.part] = function
