@@ -23,6 +23,11 @@ architecture, the Python version, the pip arguments and this module's format ver
 costs one directory walk and a hash; pip is not run. Pin dependencies exactly (transitive ones
 too): the key sees the requirements text, not what an index would resolve it to today.
 
+Functions with the same pins share one pip install: the installed dependency tree is kept in the
+build directory (``.deps-<hash>/``, keyed by the requirements, the pip arguments and the format
+version), so a second function built for the same platform with the same ``requirements.txt``
+(the rotation function links the housekeeping job's) is zipped from it without running pip.
+
 Importing this module has no side effects; nothing is written until ``build`` is called.
 """
 
@@ -141,6 +146,15 @@ class PackageSpec:
     def machine(self) -> str:
         return _machine(self.architecture)
 
+    @property
+    def dependencies_key(self) -> str:
+        """What the installed dependency tree depends on: the requirements, the pip arguments
+        (platform, Python version) and the format version; not the function's own files."""
+        digest = hashlib.sha256()
+        for part in (FORMAT_VERSION, *self.pip_args, "\0requirements", *self.requirements):
+            digest.update(part.encode() + b"\0")
+        return digest.hexdigest()
+
 
 def _handler_files(source_dir: Path) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
@@ -219,6 +233,24 @@ def _install(spec: PackageSpec, target: Path, pip: Sequence[str]) -> None:
         )
 
 
+def _dependencies(spec: PackageSpec, out_dir: Path, fresh: Path, pip: Sequence[str] | None) -> Path:
+    """The installed dependency tree for ``spec``: the one kept in ``out_dir`` for the same pins
+    and platform, else pip installs it into ``fresh``, which is then kept (renamed whole, so a
+    kept tree is always complete; a concurrent build that kept one first wins)."""
+    kept = out_dir / f".deps-{spec.dependencies_key[:20]}"
+    if kept.is_dir():
+        return kept
+    _install(spec, fresh, list(pip) if pip else [sys.executable, "-m", "pip"])
+    fresh.mkdir(exist_ok=True)  # requirements pip had nothing to install for
+    try:
+        os.rename(fresh, kept)
+    except OSError:
+        if not kept.is_dir():
+            raise
+        return kept  # another build kept the same tree meanwhile
+    return kept
+
+
 def _dependency_files(target: Path) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
     if not target.is_dir():
@@ -265,7 +297,7 @@ def build(
     with tempfile.TemporaryDirectory(prefix=f".{spec.name}-", dir=out_dir) as tmp:
         target = Path(tmp) / "deps"
         if spec.requirements:
-            _install(spec, target, list(pip) if pip else [sys.executable, "-m", "pip"])
+            target = _dependencies(spec, out_dir, target, pip)
         own = [(name, spec.source_dir / name) for name in spec.handler_files]
         deps = _dependency_files(target)
         clash = {n for n, _ in own} & {n for n, _ in deps}

@@ -121,7 +121,6 @@ TOGETHER = frozenset(
         "test_manifests.py",  # the harness plan and the rendered manifests, per module
         "test_observability_scrape.py",  # the app and Prometheus, started once per module
         "test_host_boot.py",  # PostgreSQL on Docker's bridge, per module
-        "functions/test_packaging.py",  # the job's archive, built once per module
         "functions/test_housekeeping.py",  # a TLS PostgreSQL cluster per module
     }
 )

@@ -4,6 +4,7 @@ PostgreSQL cluster, and a stdlib HTTP server standing in for the app."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import json
 import os
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +26,8 @@ import boto3
 import psycopg
 import pytest
 
-from tests.realparts import REPO, moto_server, require_tool
+from infra import packaging
+from tests.realparts import REPO, moto_server, remove_later, require_tool
 
 FUNCTIONS = REPO / "app" / "functions"
 REGION = "us-east-1"
@@ -45,6 +48,56 @@ def load_function(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# --------------------------------------------------------------------------- archives
+
+
+class Archives:
+    """Functions' archives built by the real infra.packaging.build (real pip) once per test run,
+    in the run's shared temporary folder: under pytest-xdist the first worker that needs an
+    archive builds it under a file lock, the others find it there (the build's own content cache).
+    One build directory, so functions with the same pins share one pip install, as in a project's
+    .backbone/build."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def build(self, source: Path, *, pip: list[str] | None = None, **how: str) -> Path:
+        spec = packaging.describe(source, **how)
+        # one lock per dependency tree: archives that share one wait for the first's pip install;
+        # the others build side by side
+        with self._locked(spec.dependencies_key[:20] if spec.requirements else spec.name):
+            return packaging.build(source, build_dir=self.folder, pip=pip, **how)
+
+    def unpacked(self, source: Path, **how: str) -> Path:
+        """The archive unpacked as Lambda unpacks it into its task directory (native extensions
+        cannot load from inside a zip); made once per run, read-only for the tests."""
+        zip_path = self.build(source, **how)
+        task = self.folder / f"task-{zip_path.stem}"
+        with self._locked(zip_path.stem):
+            if not task.is_dir():
+                partial = self.folder / f".partial-{zip_path.stem}"
+                shutil.rmtree(partial, ignore_errors=True)
+                with zipfile.ZipFile(zip_path) as z:
+                    z.extractall(partial)
+                os.rename(partial, task)
+        return task
+
+
+@pytest.fixture(scope="session")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> Archives:
+    base = tmp_path_factory.getbasetemp()
+    # xdist: basetemp is per worker (.../popen-gw0); its parent is the run's, shared by all.
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return Archives(root / "backbone-archives")
 
 
 # --------------------------------------------------------------------------- moto (server mode)
@@ -154,7 +207,8 @@ def app_server() -> Iterator[tuple[str, list[str]]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _AppHandler)
     server.daemon_threads = True
     server.hits = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop to look: every 0.05 s, not serve_forever's default 0.5 s
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", server.hits  # type: ignore[attr-defined]
@@ -212,11 +266,9 @@ def postgres() -> Iterator[Postgres]:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         shutil.chown(tmp, "nobody")
         as_user = ["runuser", "-u", "nobody", "--"]
-    subprocess.run(
-        [*as_user, initdb, "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
+    # a throwaway cluster: no fsync of its files (--no-sync)
+    init = [initdb, "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]
+    subprocess.run([*as_user, *init], check=True, capture_output=True)
     # password auth over TCP for the job's user; trust for the superuser the tests use to seed
     (datadir / "pg_hba.conf").write_text(
         "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
@@ -236,7 +288,7 @@ def postgres() -> Iterator[Postgres]:
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
             pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_later(tmp)  # a database and its files: not waited for
 
 
 # --------------------------------------------------------------------------- the app's schema

@@ -191,8 +191,8 @@ def test_lambda_deadline_cuts_retries_short(
     base, _ = app_server
     configure(monkeypatch, base, "/slow", timeout="5", attempts="3")
     attempts = Attempts(monkeypatch)
-    # 4.2 s left, 3 s reserved for publishing: the probes get at most 1.2 s in all
-    context = FakeContext(4_200)
+    # 3.6 s left, 3 s reserved for publishing: the probes get at most 0.6 s in all
+    context = FakeContext(3_600)
     result = canary.handler({}, context)
     # the deadline handed to the probes is the Lambda's end less the reserve
     assert attempts.deadlines and all(
@@ -203,7 +203,7 @@ def test_lambda_deadline_cuts_retries_short(
     assert attempts.made
     assert all(left is not None and timeout <= left for _, timeout, left in attempts.made)
     [(read_timeout, _)] = attempts.to("/slow")
-    assert read_timeout <= 4.2 - canary.PUBLISH_RESERVE_SECONDS < 5
+    assert read_timeout <= 3.6 - canary.PUBLISH_RESERVE_SECONDS < 5
     read = next(p for p in result["probes"] if p["probe"] == "read")
     assert read["ok"] is False
     assert (
@@ -360,7 +360,7 @@ def tls_app(tmp_path, request) -> Any:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
         server.socket = context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         request.addfinalizer(server.shutdown)
         return f"https://localhost:{server.server_address[1]}", str(tmp_path / "ca.pem")
 

@@ -5,10 +5,9 @@ least-privilege role the app's migration makes, over TLS verified against a thro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import subprocess
-import sys
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ import boto3
 import psycopg
 import pytest
 
-from tests.app.conftest import APP_DIR, PgCluster, RdsDatabase
+from tests.app.conftest import PgCluster, RdsDatabase
 from tests.functions.conftest import (
     REGION,
     Postgres,
@@ -28,6 +27,7 @@ from tests.functions.conftest import (
     load_function,
     make_secret,
 )
+from tests.realparts import wait_until
 
 hk = load_function("housekeeping")
 FUNCTION_DIR = Path(hk.__file__).parent
@@ -75,6 +75,8 @@ def env(aws: str, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.setenv("STACK_NAME", STACK)
     monkeypatch.setenv("DB_SSLMODE", "disable")  # this cluster has no TLS (the TLS tests unset it)
     monkeypatch.setenv("DB_CONNECT_TIMEOUT_SECONDS", "3")
+    # the pauses before re-reading the secret after a refused login: the same retries, shorter
+    monkeypatch.setattr(hk, "AUTH_RETRY_DELAYS", (0.05, 0.1))
     for key in ("PURGE_GRACE_DAYS", "PURGE_UNUSED_AFTER_DAYS", "PURGE_BATCH_SIZE", "DB_HOST"):
         monkeypatch.delenv(key, raising=False)
     return monkeypatch
@@ -279,7 +281,7 @@ def test_the_purge_is_bounded_per_run_and_says_what_it_did(
 def test_a_login_refused_mid_rotation_re_reads_the_secret(
     db: Postgres, env: pytest.MonkeyPatch
 ) -> None:
-    import threading
+    import logging
 
     arn = make_secret(db, password="Stale-password-before-rotation-1")
     env.setenv("DB_SECRET_ARN", arn)
@@ -288,12 +290,24 @@ def test_a_login_refused_mid_rotation_re_reads_the_secret(
         {"host": db.host, "port": db.port, "dbname": db.dbname, "username": db.user,
          "password": db.password}
     )  # fmt: skip
-    timer = threading.Timer(0.5, lambda: sm.put_secret_value(SecretId=arn, SecretString=right))
-    timer.start()
+    refused: list[str] = []
+
+    class RotationFinishes(logging.Handler):
+        """The rotation finishes right after the job's first login is refused."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "login refused" in record.getMessage():
+                refused.append(record.getMessage())
+                if len(refused) == 1:
+                    sm.put_secret_value(SecretId=arn, SecretString=right)
+
+    watcher = RotationFinishes()
+    logging.getLogger("housekeeping").addHandler(watcher)
     try:
         result = hk.handler({}, None)
     finally:
-        timer.join()
+        logging.getLogger("housekeeping").removeHandler(watcher)
+    assert len(refused) == 1  # refused with the stale password, then in with the re-read one
     assert result["skipped"] is False
     [ok] = metric("Success")
     assert ok["Sum"] == 1.0
@@ -487,22 +501,15 @@ def job_db(pg_tls: PgCluster) -> tuple[RdsDatabase, str]:
     the job's role; returns it and the role's name."""
     rds = RdsDatabase(pg_tls)
     role = f"job_{os.getpid()}_{rds.name}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "shortener.migrate"],
-        cwd=APP_DIR,
-        env={
-            **base,
-            "PYTHONPATH": str(APP_DIR),
-            "DATABASE_URL": rds.master_url(),
-            "JOB_DB_USER": role,
-            "JOB_DB_PASSWORD": JOB_PW,
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
+    # the app's migration (what `python -m shortener.migrate` runs), in this process
+    from shortener import config
+    from shortener.db import SCHEMA_VERSION, migrate_url
+
+    settings = config.load(
+        {"DATABASE_URL": rds.master_url(), "JOB_DB_USER": role, "JOB_DB_PASSWORD": JOB_PW}
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    applied = asyncio.run(migrate_url(settings, settings.startup_db_timeout_seconds))
+    assert applied and max(applied) == SCHEMA_VERSION
     with rds.admin() as admin:
         admin.execute("ALTER TABLE links ADD COLUMN IF NOT EXISTS expires_at timestamptz")
         for row in expiry_rows():
@@ -587,7 +594,18 @@ def test_a_link_clicked_while_the_purge_waits_for_it_is_kept(
         )
         job = threading.Thread(target=lambda: result.update(hk.handler({}, None)))
         job.start()
-        job.join(timeout=1.5)
+
+        def job_waits_for_the_row() -> bool:
+            with psycopg.connect(db.conninfo(admin=True)) as admin:
+                waiting = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                    " AND usename = %s AND wait_event_type = 'Lock'"
+                    " AND position('DELETE FROM' in query) > 0",
+                    (db.dbname, db.user),
+                ).fetchone()
+            return bool(waiting and waiting[0] == 1)
+
+        wait_until("the purge waiting for the request's row lock", job_waits_for_the_row, 30)
         assert job.is_alive()  # waiting for the request's row
         click.commit()
     job.join(timeout=30)

@@ -1,6 +1,8 @@
 """infra/packaging.py: archives built for the Lambda platform, deterministic, cached.
 
-The tests marked slow fetch wheels from the package index (PyPI) with pip."""
+The tests marked slow fetch wheels from the package index (PyPI) with pip. Each distinct archive
+is built once per test run and shared (tests/functions/conftest.py `archives`); the determinism
+test builds the job's archive a second time, from a fresh pip install, and compares the bytes."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from infra import packaging
-from tests.functions.conftest import FUNCTIONS, Postgres, datapoints, make_secret
+from tests.functions.conftest import FUNCTIONS, Archives, Postgres, datapoints, make_secret
 from tests.realparts import missing
 
 CANARY = FUNCTIONS / "canary"
@@ -187,11 +189,9 @@ def test_cache_hit_does_not_run_pip(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ real pip, real wheels
 
 
-@pytest.fixture(scope="module")
-def job_x86(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return packaging.build(
-        HOUSEKEEPING, architecture="x86_64", build_dir=tmp_path_factory.mktemp("x86")
-    )
+@pytest.fixture
+def job_x86(archives: Archives) -> Path:
+    return archives.build(HOUSEKEEPING, architecture="x86_64")
 
 
 @pytest.mark.slow
@@ -250,8 +250,8 @@ def test_job_archive_is_deterministic_and_cached(job_x86: Path, tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_arm64_archive_holds_aarch64_native_code(tmp_path: Path) -> None:
-    zip_path = packaging.build(HOUSEKEEPING, architecture="arm64", build_dir=tmp_path)
+def test_arm64_archive_holds_aarch64_native_code(archives: Archives) -> None:
+    zip_path = archives.build(HOUSEKEEPING, architecture="arm64")
     with zipfile.ZipFile(zip_path) as z:
         native = [n for n in z.namelist() if n.endswith(".so") or ".so." in n]
         assert any(n.endswith(".cpython-312-aarch64-linux-gnu.so") for n in native)
@@ -261,9 +261,9 @@ def test_arm64_archive_holds_aarch64_native_code(tmp_path: Path) -> None:
         assert all(tag_fits(t, "cp312", "aarch64") for t in info["tags"]), dist
 
 
-def archive_for_this_interpreter(source: Path, tmp_path: Path) -> Path:
-    """A function's archive built for THIS interpreter's version and machine (so it can be
-    imported here); missing on a machine with no manylinux wheels."""
+def this_interpreter() -> dict[str, str]:
+    """The architecture and Python version of THIS interpreter (so an archive built for them can
+    be imported here); missing on a machine with no manylinux wheels."""
     machine = platform.machine()
     arch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(machine)
     if arch is None or not sys.platform.startswith("linux"):
@@ -271,30 +271,25 @@ def archive_for_this_interpreter(source: Path, tmp_path: Path) -> Path:
             f"manylinux wheels for this machine ({sys.platform}/{machine})",
             "run on Linux x86_64 or aarch64",
         )
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return packaging.build(
-        source, architecture=arch, python_version=version, build_dir=tmp_path / "b"
-    )
+    assert arch is not None
+    return {"architecture": arch, "python_version": f"{sys.version_info[0]}.{sys.version_info[1]}"}
 
 
-def local_variant(tmp_path: Path) -> Path:
+def local_variant(archives: Archives) -> Path:
     """The job's archive built for this interpreter, unpacked as Lambda unpacks it into its task
     directory (native extensions cannot load from inside a zip)."""
-    task = tmp_path / "task"
-    with zipfile.ZipFile(archive_for_this_interpreter(HOUSEKEEPING, tmp_path)) as z:
-        z.extractall(task)
-    return task
+    return archives.unpacked(HOUSEKEEPING, **this_interpreter())
 
 
 @pytest.mark.slow
-def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(tmp_path: Path) -> None:
+def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(archives: Archives) -> None:
     """A cp312 extension cannot load under this 3.11 interpreter, so this check builds the same
     function for THIS interpreter's version and machine (the same code path, another tag) and
     imports the handler in a fresh ``python -I`` with the task directory first on sys.path. It
     proves the archive is complete and self-contained for psycopg (its binary implementation loads
     from the archive, not from site-packages); boto3 comes from this interpreter, as it comes from
     the runtime on Lambda. The cp312 archive itself is checked by its contents above."""
-    task = local_variant(tmp_path)
+    task = local_variant(archives)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import housekeeping, psycopg; "
         "assert housekeeping.__file__.startswith(sys.argv[1]); "
@@ -305,7 +300,10 @@ def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(tmp_path: P
         "print(psycopg.pq.__impl__)"
     )
     result = subprocess.run(
-        [sys.executable, "-I", "-c", code, str(task)], capture_output=True, text=True, check=False
+        [sys.executable, "-I", "-B", "-c", code, str(task)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "binary"
@@ -322,7 +320,7 @@ def invoke_packaged(task: Path, module: str, env: dict[str, str]) -> dict[str, A
     """Run ``module.handler`` from an unpacked archive in a fresh isolated interpreter."""
     base = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "PATH"))}
     result = subprocess.run(
-        [sys.executable, "-I", "-c", INVOKE, str(task), module],
+        [sys.executable, "-I", "-B", "-c", INVOKE, str(task), module],
         capture_output=True,
         text=True,
         env={**base, **env},
@@ -336,7 +334,7 @@ def invoke_packaged(task: Path, module: str, env: dict[str, str]) -> dict[str, A
 @pytest.mark.slow
 @pytest.mark.realpart
 def test_packaged_job_runs_against_postgres_and_moto(
-    tmp_path: Path, db: Postgres, aws: str
+    archives: Archives, db: Postgres, aws: str
 ) -> None:
     """The unpacked archive's handler, in a fresh process, does the whole job for real."""
     import psycopg
@@ -344,7 +342,7 @@ def test_packaged_job_runs_against_postgres_and_moto(
     with psycopg.connect(db.conninfo(), autocommit=True) as conn:
         conn.execute("INSERT INTO links (code, url) VALUES ('abc', 'https://a.example/')")
     arn = make_secret(db)
-    task = local_variant(tmp_path)
+    task = local_variant(archives)
     env = {"DB_SECRET_ARN": arn, "STACK_NAME": "pkg", "DB_SSLMODE": "disable"}
     out = invoke_packaged(task, "housekeeping", env)
     assert (out["purged"], out["stats"]["links_total"]) == (0, 1)

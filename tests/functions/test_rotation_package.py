@@ -8,12 +8,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from infra import packaging
-from tests.functions.test_packaging import archive_for_this_interpreter
+from tests.functions.conftest import Archives
+from tests.functions.test_packaging import this_interpreter
 from tests.realparts import REPO
 
 FUNCTIONS = REPO / "app" / "functions"
@@ -39,14 +39,21 @@ def test_the_archive_holds_the_handler_and_the_jobs_credentials_code() -> None:
 
 
 @pytest.mark.slow
-def test_the_archive_imports_in_a_fresh_process(tmp_path: Path) -> None:
-    zip_path = archive_for_this_interpreter(ROTATION, tmp_path)
-    task = tmp_path / "task"
-    with zipfile.ZipFile(zip_path) as z:
+def test_the_archive_imports_in_a_fresh_process(archives: Archives) -> None:
+    # built after the job's archive in the same build directory, it takes the job's installed
+    # dependencies (the same pins, the same platform): a pip that always fails is never run
+    job = archives.build(HOUSEKEEPING, **this_interpreter())
+    zip_path = archives.build(ROTATION, pip=["false"], **this_interpreter())
+    own = packaging.describe(ROTATION).handler_files
+    job_own = packaging.describe(HOUSEKEEPING).handler_files
+    with zipfile.ZipFile(zip_path) as z, zipfile.ZipFile(job) as j:
         # real files in the archive, never links
         for info in z.infolist():
             assert (info.external_attr >> 16) & 0o170000 != 0o120000, info.filename
-        z.extractall(task)
+        deps = [n for n in z.namelist() if n not in own]
+        assert deps == [n for n in j.namelist() if n not in job_own]
+        assert all(z.read(n) == j.read(n) for n in deps)
+    task = archives.unpacked(ROTATION, **this_interpreter())
     assert (task / "certs" / "rds-global-bundle.pem").read_bytes().startswith(b"-----BEGIN")
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import rotation, housekeeping, psycopg; "
@@ -58,7 +65,10 @@ def test_the_archive_imports_in_a_fresh_process(tmp_path: Path) -> None:
         "print(rotation.STEPS)"
     )
     result = subprocess.run(
-        [sys.executable, "-I", "-c", code, str(task)], capture_output=True, text=True, check=False
+        [sys.executable, "-I", "-B", "-c", code, str(task)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "('createSecret', 'setSecret', 'testSecret', 'finishSecret')"
