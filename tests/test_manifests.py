@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,10 +26,10 @@ from packaging.version import Version
 from backbone.manifests import REDACTED, render, stream, write
 from backbone.plan import SECRET, Plan, Resource
 from backbone.synth import load_config, resolve, synth
+from tests import checkov_cache
 from tests import workload_harness as H
-from tests.realparts import REPO, require_tool
+from tests.realparts import REPO
 
-CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'checkov>=3.2,<4'"
 APPLY_ORDER = [
     "01-namespace-shortener.yaml",
     "02-networkpolicy-default-deny.yaml",
@@ -245,12 +246,11 @@ SOURCES = ("harness", "dev", "prod")
 
 @pytest.fixture(scope="module")
 def checkov_results(
-    written: Path, plan_of: Any, tmp_path_factory: pytest.TempPathFactory
+    written: Path, plan_of: Any, tmp_path_factory: pytest.TempPathFactory, checkov: str
 ) -> dict[str, list[dict[str, Any]]]:
-    """checkov's results over the manifests of every source, in one run of checkov (its start
-    alone is two seconds of CPU): each source in a folder of its own, its checks told apart by
-    their file's path."""
-    checkov = require_tool("checkov", CHECKOV_HOW)
+    """checkov's results over the manifests of every source, in one scan (checkov's start is
+    shared by the run's scans, tests/checkov_cache.py): each source in a folder of its own, its
+    checks told apart by their file's path."""
     root = tmp_path_factory.mktemp("manifests-checkov")
     shutil.copytree(written, root / "harness")
     for stack in ("dev", "prod"):
@@ -260,6 +260,7 @@ def checkov_results(
         [checkov, "-d", str(root), "--framework", "kubernetes", "--compact", "-o", "json",
          "--skip-download"],
         capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, **checkov_cache.ENV},
     )  # fmt: skip
     results = json.loads(done.stdout)["results"]
     return results  # type: ignore[no-any-return]
