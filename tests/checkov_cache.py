@@ -1,12 +1,13 @@
 """checkov, run once per distinct scan in a test run.
 
-`python tests/checkov_cache.py CACHE OWNER REAL_CHECKOV ARGS...` behaves as `REAL_CHECKOV ARGS...`: the
-same standard output, standard error and exit status. The first call with given arguments, given
-bytes in the files and folders they name and the environment variables checkov reads runs the real
-checkov and keeps its answer in CACHE (a folder shared by the run's xdist workers, under a file
-lock); a later identical call replays it, with the scanned folder's path put back in place of the
-first call's (a rendered manifests folder is a new temporary folder each time). Anything else in
-the call (another flag, one byte changed in the Dockerfile) is a different scan, run for real.
+`python tests/checkov_cache.py CACHE OWNER REAL_CHECKOV ARGS...` behaves as `REAL_CHECKOV
+ARGS...`: the same standard output, standard error and exit status. The first call with given
+arguments, given bytes in the files and folders they name and the environment variables checkov
+reads runs the real checkov and keeps its answer in CACHE (a folder shared by the run's xdist
+workers, under a file lock); a later identical call replays it, with the scanned folder's path put
+back in place of the first call's (a rendered manifests folder is a new temporary folder each
+time). Anything else in the call (another flag, one byte changed in the Dockerfile) is a different
+scan, run for real.
 
 A scan that is run for real is not a new checkov process either, when checkov is a Python script
 (its `checkov` console script): the first one starts tests/checkov_server.py with checkov's
@@ -14,9 +15,10 @@ interpreter, which imports checkov once (two seconds of CPU, nearly all of a sca
 forks a child per scan that runs checkov's own entry point with the call's arguments,
 environment and working directory; the answer is that child's standard output, standard error
 and exit status. One server per environment checkov could have read while importing (the call's
-environment less pytest's own variables), shared by the run's xdist workers (started under a
-file lock, found by its socket), gone when the run's main process is (OWNER, the wrapper's
-second argument). A checkov that is no Python script is run as a process per scan.
+environment less pytest's own variables and two read only when printing), shared by the run's
+xdist workers (started under a file lock, found by its socket), gone when the run's main process
+is (OWNER, the wrapper's second argument). A checkov that is no Python script is run as a
+process per scan.
 
 tests/conftest.py's `checkov` fixture makes the executable that the tests, and the kit's own
 `backbone check` through backbone.check.find_checkov, call instead of checkov.
@@ -38,6 +40,7 @@ SERVER = Path(__file__).resolve().parent / "checkov_server.py"
 # what backbone.check sets for its scans; the tests' own scans set the same, so that one server
 # (one checkov import) answers them all
 ENV = {"BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
+SERVER_ENV_IGNORED = ("PYTEST_", "COLUMNS", "NO_COLOR")
 
 
 def _tree(digest: hashlib._Hash, root: Path) -> None:
@@ -85,7 +88,9 @@ def _interpreter(script: str) -> str | None:
 
 def _server(cache: Path, owner: int, real: str, python: str, env: dict[str, str]) -> str:
     """The socket of the run's checkov server for this environment, started if need be."""
-    kept = {k: v for k, v in env.items() if not k.startswith("PYTEST_")}
+    # pytest's bookkeeping, and what checkov's libraries read only when they print (termcolor's
+    # NO_COLOR; COLUMNS, which the CLI tests set): each scan's child has the call's whole env
+    kept = {k: v for k, v in env.items() if not k.startswith(SERVER_ENV_IGNORED)}
     digest = hashlib.sha256(json.dumps([str(cache), real, sorted(kept.items())]).encode())
     # a short path: a Unix socket's is at most 107 bytes
     path = f"/tmp/backbone-checkov-{digest.hexdigest()[:16]}.sock"
