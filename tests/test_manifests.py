@@ -23,9 +23,10 @@ import yaml
 from kubernetes_validate import utils as kv_utils
 from packaging.version import Version
 
+from backbone import cache
 from backbone.manifests import REDACTED, render, stream, write
 from backbone.plan import SECRET, Plan, Resource
-from backbone.synth import load_config, resolve, synth
+from backbone.synth import load_config, resolve
 from tests import checkov_cache
 from tests import workload_harness as H
 from tests.realparts import REPO
@@ -84,9 +85,16 @@ def schema_version(cluster: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def harness_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
-    project = H.make_project(tmp_path_factory.mktemp("manifests-harness"))
-    return synth(str(project / "stacks" / "Pulumi.providers.yaml"))
+def harness_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The harness project, read (never written) by this module's tests and commands."""
+    return H.make_project(tmp_path_factory.mktemp("manifests-harness"))
+
+
+@pytest.fixture(scope="module")
+def harness_plan(harness_project: Path) -> Plan:
+    # through the kit's Plan cache, as `backbone manifests` plans: the commands below that render
+    # the same stack read this Plan instead of running the program again
+    return cache.plan(resolve(str(harness_project / "stacks" / "Pulumi.providers.yaml")))[0]
 
 
 @pytest.fixture(scope="module")
@@ -297,8 +305,8 @@ def test_checkov_kubernetes_checks_pass(
 # The command
 
 
-def test_cli_writes_the_files(backbone_cli: Any, tmp_path: Path) -> None:
-    project = H.make_project(tmp_path / "project")
+def test_cli_writes_the_files(backbone_cli: Any, harness_project: Path, tmp_path: Path) -> None:
+    project = harness_project
     out = tmp_path / "out" / "dev"
     done = backbone_cli(
         "manifests", str(project / "stacks" / "Pulumi.providers.yaml"), "-o", str(out)
@@ -346,8 +354,8 @@ def test_cli_dev_stack(backbone_cli: Any, tmp_path: Path) -> None:
     assert set(migration["stringData"]) == {"DATABASE_URL", "APP_DB_USER", "JOB_DB_USER"}
 
 
-def test_cli_stream_to_stdout(backbone_cli: Any, tmp_path: Path) -> None:
-    project = H.make_project(tmp_path / "project")
+def test_cli_stream_to_stdout(backbone_cli: Any, harness_project: Path, tmp_path: Path) -> None:
+    project = harness_project
     done = backbone_cli("manifests", str(project / "stacks" / "Pulumi.provider.yaml"), "-o", "-")
     assert done.returncode == 0, done.stderr
     docs = list(yaml.safe_load_all(done.stdout))
@@ -367,8 +375,10 @@ def test_cli_refuses_a_stack_without_kubernetes(
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_refuses_a_folder_it_cannot_write(backbone_cli: Any, tmp_path: Path) -> None:
-    project = H.make_project(tmp_path / "project")
+def test_cli_refuses_a_folder_it_cannot_write(
+    backbone_cli: Any, harness_project: Path, tmp_path: Path
+) -> None:
+    project = harness_project
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     done = backbone_cli(
@@ -384,8 +394,10 @@ def test_cli_refuses_a_folder_it_cannot_write(backbone_cli: Any, tmp_path: Path)
     assert "Traceback" not in done.stderr
 
 
-def test_cli_names_stale_files_and_leaves_them(backbone_cli: Any, tmp_path: Path) -> None:
-    project = H.make_project(tmp_path / "project")
+def test_cli_names_stale_files_and_leaves_them(
+    backbone_cli: Any, harness_project: Path, tmp_path: Path
+) -> None:
+    project = harness_project
     out = tmp_path / "out"
     out.mkdir()
     (out / "11-deployment-old.yaml").write_text("kind: Deployment\n")
