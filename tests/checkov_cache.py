@@ -138,7 +138,7 @@ def _run(cache: Path, owner: int, real: str, args: list[str]) -> tuple[str, str,
         conn.connect(path)
         conn.sendall(json.dumps(request).encode())
         conn.shutdown(socket.SHUT_WR)
-        chunks = []
+        chunks: list[bytes] = []
         while chunk := conn.recv(1 << 16):
             chunks.append(chunk)
     if not chunks:

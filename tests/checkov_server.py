@@ -28,6 +28,7 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 
 IDLE = 900.0  # seconds without a request before the server leaves by itself
@@ -55,7 +56,7 @@ def _reap(block: bool = False) -> None:
 
 
 def _read_all(conn: socket.socket) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = conn.recv(1 << 16)
         if not chunk:
@@ -87,6 +88,9 @@ def _scan(conn: socket.socket, data: bytes, script: str) -> None:
             code = int(returned or 0)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # as the console script would die: its traceback, status 1
+            traceback.print_exc()
+            code = 1
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
