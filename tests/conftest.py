@@ -63,15 +63,18 @@ CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'check
 def checkov(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An executable that is checkov run once per distinct scan in this test run
     (tests/checkov_cache.py): the Dockerfile that `backbone check` and the policy tests both scan
-    with the same arguments is scanned once, whichever worker asks first."""
+    with the same arguments is scanned once, whichever worker asks first; and the scans share one
+    start of checkov (tests/checkov_server.py), which lives as long as the run's main process."""
     real = require_tool("checkov", CHECKOV_HOW)
     base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    root = base.parent if xdist else base
+    owner = os.getppid() if xdist else os.getpid()  # xdist: the controller, the workers' parent
     wrapper = base / "checkov"
     wrapper.write_text(
         "#!/bin/sh\n"
         f"exec {shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'tests' / 'checkov_cache.py'))} "
-        f'{shlex.quote(str(root / "backbone-checkov"))} {shlex.quote(real)} "$@"\n'
+        f'{shlex.quote(str(root / "backbone-checkov"))} {owner} {shlex.quote(real)} "$@"\n'
     )
     wrapper.chmod(0o755)
     return str(wrapper)

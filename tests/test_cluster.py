@@ -5,6 +5,7 @@ counts, its upgrades and its access: what a user would see in the plan or in a r
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from backbone import mocks
+from backbone import cache, mocks
 from backbone.manifests import render
 from backbone.plan import Plan
 from backbone.synth import read_config, resolve, synth
@@ -21,12 +22,12 @@ from infra.components import autoscaler as ca
 from infra.components.cluster import LiveScaling, kubeconfig, node_count
 from infra.config import ConfigError, capacity, parse
 from infra.config import catalogues as catalogue
+from tests import checkov_cache
 from tests.network_checks import subnets
-from tests.realparts import REPO, require_tool
+from tests.realparts import REPO
 from tests.stack_files import stack_variant
 
 STACKS = ["dev", "prod"]
-CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'checkov>=3.2,<4'"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 ADDON = "aws:eks/addon:Addon"
 ENTRY = "aws:eks/accessEntry:AccessEntry"
@@ -49,6 +50,12 @@ def plan(request, plan_of):
 def variant(tmp_path: Path, base: str = "dev", name: str | None = None, **changes: Any) -> Path:
     """A stack file: `base`'s with settings changed ("cluster.maxNodes": 2; None deletes)."""
     return stack_variant(tmp_path, base, f"Pulumi.{name or base}.yaml", changes)
+
+
+def planned(path: Path) -> Plan:
+    """The Plan of a stack file, through the kit's Plan cache (backbone.cache): the program runs
+    once per distinct file, and `backbone cost` of the same file reads that Plan."""
+    return cache.plan(resolve(str(path), REPO))[0]
 
 
 def problems(path: Path) -> list[str]:
@@ -199,7 +206,7 @@ def test_interface_endpoints_are_optional_private_and_priced(tmp_path, backbone_
     path = variant(
         tmp_path, "prod", name="endpoints", **{"network.interfaceEndpoints": ["ecr.api", "sts"]}
     )
-    plan = synth(str(path), cwd=REPO)
+    plan = planned(path)
     endpoints = {
         e.inputs["serviceName"]: e
         for e in plan.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
@@ -332,8 +339,8 @@ def test_autoscaler_iam_grants_only_what_its_documentation_lists_on_this_cluster
 
 
 @pytest.mark.realpart
-def test_autoscaler_objects_pass_checkov(plan, tmp_path):
-    checkov = require_tool("checkov", CHECKOV_HOW)
+def test_autoscaler_objects_pass_checkov(plan, tmp_path, checkov):
+    # checkov itself, started once per test run (tests/checkov_cache.py)
     for i, obj in enumerate(_autoscaler_objects(plan)):
         (tmp_path / f"{i:02d}-{obj['kind'].lower()}.yaml").write_text(yaml.safe_dump(obj))
     done = subprocess.run(
@@ -352,6 +359,7 @@ def test_autoscaler_objects_pass_checkov(plan, tmp_path):
         text=True,
         timeout=600,
         check=False,
+        env={**os.environ, **checkov_cache.ENV},
     )
     results = json.loads(done.stdout)["results"]
     assert not results["failed_checks"], [c["check_id"] for c in results["failed_checks"]]
@@ -476,10 +484,7 @@ def test_a_version_bump_moves_the_node_group_the_ami_and_the_addons_in_that_orde
     tmp_path, plan_of
 ):
     before = plan_of("dev")
-    after = synth(
-        str(variant(tmp_path, **{"cluster.version": "1.36", "cluster.upgradeFrom": "1.35"})),
-        cwd=REPO,
-    )
+    after = planned(variant(tmp_path, **{"cluster.version": "1.36", "cluster.upgradeFrom": "1.35"}))
     for plan, version in ((before, "1.35"), (after, "1.36")):
         cluster = plan.one("aws:eks/cluster:Cluster")
         nodes = plan.one(NODE_GROUP)
@@ -550,9 +555,9 @@ def test_a_version_past_standard_support_needs_an_explicit_setting(tmp_path):
 # -- access --------------------------------------------------------------------------------------
 
 
-def test_the_plan_is_the_same_whoever_runs_it(tmp_path, monkeypatch):
-    path = variant(tmp_path, name="who")
-    first = synth(str(path), cwd=REPO).dumps()
+def test_the_plan_is_the_same_whoever_runs_it(plan_of, monkeypatch):
+    # dev's Plan as the suite made it (tests/conftest.py), then the program run again as another
+    first = plan_of("dev").dumps()
     monkeypatch.setitem(
         mocks.CALLS,
         "aws:index/getCallerIdentity:getCallerIdentity",
@@ -563,7 +568,7 @@ def test_the_plan_is_the_same_whoever_runs_it(tmp_path, monkeypatch):
             "id": mocks.ACCOUNT,
         },
     )
-    second = synth(str(path), cwd=REPO).dumps()
+    second = synth("dev", cwd=REPO).dumps()
     assert second == first
 
 

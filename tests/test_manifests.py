@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,13 +23,14 @@ import yaml
 from kubernetes_validate import utils as kv_utils
 from packaging.version import Version
 
+from backbone import cache
 from backbone.manifests import REDACTED, render, stream, write
 from backbone.plan import SECRET, Plan, Resource
-from backbone.synth import load_config, resolve, synth
+from backbone.synth import load_config, resolve
+from tests import checkov_cache
 from tests import workload_harness as H
-from tests.realparts import REPO, require_tool
+from tests.realparts import REPO
 
-CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install 'checkov>=3.2,<4'"
 APPLY_ORDER = [
     "01-namespace-shortener.yaml",
     "02-networkpolicy-default-deny.yaml",
@@ -83,9 +85,16 @@ def schema_version(cluster: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def harness_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
-    project = H.make_project(tmp_path_factory.mktemp("manifests-harness"))
-    return synth(str(project / "stacks" / "Pulumi.providers.yaml"))
+def harness_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The harness project, read (never written) by this module's tests and commands."""
+    return H.make_project(tmp_path_factory.mktemp("manifests-harness"))
+
+
+@pytest.fixture(scope="module")
+def harness_plan(harness_project: Path) -> Plan:
+    # through the kit's Plan cache, as `backbone manifests` plans: the commands below that render
+    # the same stack read this Plan instead of running the program again
+    return cache.plan(resolve(str(harness_project / "stacks" / "Pulumi.providers.yaml")))[0]
 
 
 @pytest.fixture(scope="module")
@@ -245,12 +254,11 @@ SOURCES = ("harness", "dev", "prod")
 
 @pytest.fixture(scope="module")
 def checkov_results(
-    written: Path, plan_of: Any, tmp_path_factory: pytest.TempPathFactory
+    written: Path, plan_of: Any, tmp_path_factory: pytest.TempPathFactory, checkov: str
 ) -> dict[str, list[dict[str, Any]]]:
-    """checkov's results over the manifests of every source, in one run of checkov (its start
-    alone is two seconds of CPU): each source in a folder of its own, its checks told apart by
-    their file's path."""
-    checkov = require_tool("checkov", CHECKOV_HOW)
+    """checkov's results over the manifests of every source, in one scan (checkov's start is
+    shared by the run's scans, tests/checkov_cache.py): each source in a folder of its own, its
+    checks told apart by their file's path."""
     root = tmp_path_factory.mktemp("manifests-checkov")
     shutil.copytree(written, root / "harness")
     for stack in ("dev", "prod"):
@@ -260,6 +268,7 @@ def checkov_results(
         [checkov, "-d", str(root), "--framework", "kubernetes", "--compact", "-o", "json",
          "--skip-download"],
         capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, **checkov_cache.ENV},
     )  # fmt: skip
     results = json.loads(done.stdout)["results"]
     return results  # type: ignore[no-any-return]
@@ -296,8 +305,8 @@ def test_checkov_kubernetes_checks_pass(
 # The command
 
 
-def test_cli_writes_the_files(backbone_cli: Any, tmp_path: Path) -> None:
-    project = H.make_project(tmp_path / "project")
+def test_cli_writes_the_files(backbone_cli: Any, harness_project: Path, tmp_path: Path) -> None:
+    project = harness_project
     out = tmp_path / "out" / "dev"
     done = backbone_cli(
         "manifests", str(project / "stacks" / "Pulumi.providers.yaml"), "-o", str(out)
@@ -345,8 +354,8 @@ def test_cli_dev_stack(backbone_cli: Any, tmp_path: Path) -> None:
     assert set(migration["stringData"]) == {"DATABASE_URL", "APP_DB_USER", "JOB_DB_USER"}
 
 
-def test_cli_stream_to_stdout(backbone_cli: Any, tmp_path: Path) -> None:
-    project = H.make_project(tmp_path / "project")
+def test_cli_stream_to_stdout(backbone_cli: Any, harness_project: Path, tmp_path: Path) -> None:
+    project = harness_project
     done = backbone_cli("manifests", str(project / "stacks" / "Pulumi.provider.yaml"), "-o", "-")
     assert done.returncode == 0, done.stderr
     docs = list(yaml.safe_load_all(done.stdout))
@@ -366,8 +375,10 @@ def test_cli_refuses_a_stack_without_kubernetes(
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_refuses_a_folder_it_cannot_write(backbone_cli: Any, tmp_path: Path) -> None:
-    project = H.make_project(tmp_path / "project")
+def test_cli_refuses_a_folder_it_cannot_write(
+    backbone_cli: Any, harness_project: Path, tmp_path: Path
+) -> None:
+    project = harness_project
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     done = backbone_cli(
@@ -383,8 +394,10 @@ def test_cli_refuses_a_folder_it_cannot_write(backbone_cli: Any, tmp_path: Path)
     assert "Traceback" not in done.stderr
 
 
-def test_cli_names_stale_files_and_leaves_them(backbone_cli: Any, tmp_path: Path) -> None:
-    project = H.make_project(tmp_path / "project")
+def test_cli_names_stale_files_and_leaves_them(
+    backbone_cli: Any, harness_project: Path, tmp_path: Path
+) -> None:
+    project = harness_project
     out = tmp_path / "out"
     out.mkdir()
     (out / "11-deployment-old.yaml").write_text("kind: Deployment\n")

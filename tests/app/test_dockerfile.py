@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
 import pytest
 
-from tests.realparts import REPO, require_tool
+from tests import checkov_cache
+from tests.realparts import REPO
 
 DOCKERFILE = REPO / "app" / "Dockerfile"
-CHECKOV_HOW = "python3 -m venv .tools/venv && .tools/venv/bin/pip install checkov"
 
 
 def test_dockerfile_shape() -> None:
@@ -38,12 +39,13 @@ def test_dockerfile_shape() -> None:
 
 
 @pytest.mark.realpart
-def test_checkov_dockerfile_checks_pass() -> None:
-    checkov = require_tool("checkov", CHECKOV_HOW)
+def test_checkov_dockerfile_checks_pass(checkov: str) -> None:
+    # checkov itself, started once per test run (tests/checkov_cache.py)
     done = subprocess.run(
         [checkov, "-f", str(DOCKERFILE), "--framework", "dockerfile", "--skip-download",
          "--output", "json"],
         capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, **checkov_cache.ENV},
     )  # fmt: skip
     report = json.loads(done.stdout)
     failed = [(c["check_id"], c["check_name"]) for c in report["results"]["failed_checks"]]
