@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,7 +22,11 @@ from rich.text import Text
 from rich.tree import Tree
 
 from backbone.plan import SECRET, Plan, Resource
-from infra.config import ConfigError, StackConfig, docs
+
+if TYPE_CHECKING:
+    # The config (pydantic) is imported where it is used, so --help and a bad argument do not
+    # pay for it; the annotations keep its real types.
+    from infra.config import StackConfig
 
 STACK_HELP = (
     "A stack name (local, free-tier, dev, prod: read from the stacks/ folder of the project found "
@@ -100,6 +104,7 @@ def load_plan(stack: str, use_cache: bool | None = None) -> Plan:
 
     from backbone import cache
     from backbone.synth import StackNotFound, resolve
+    from infra.config import ConfigError
 
     try:
         use = _CACHE["use"] if use_cache is None else use_cache
@@ -238,7 +243,7 @@ def verdicts(result: Plan, console: Console, stack: str) -> None:
     for finding in report.findings:
         console.print(f"  {finding.level}: {finding.line()}", markup=False)
     cfg = stack_config(stack)
-    verdict = policy_verdict(result, cfg)
+    verdict = policy_verdict(result, cfg, aws=report)  # AWS's constraints checked once
     console.print(f"{verdict.line()} (details: backbone check {stack})", markup=False)
     for warning in cfg.monitoring.warnings():
         console.print(f"warning: {warning}", markup=False)
@@ -333,6 +338,8 @@ def settings() -> None:
 
       backbone settings
     """
+    from infra.config import docs
+
     sys.stdout.write(docs() + "\n")
 
 
@@ -511,6 +518,7 @@ def dashboards(
 
     from backbone.dashboards import write as write_dashboards
     from backbone.synth import StackNotFound, load_config, resolve
+    from infra.config import ConfigError
 
     try:
         cfg = load_config(resolve(stack))
