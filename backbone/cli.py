@@ -24,8 +24,8 @@ from rich.tree import Tree
 from backbone.plan import SECRET, Plan, Resource
 
 if TYPE_CHECKING:
-    # The config (pydantic) is imported where it is used, so --help does not pay for it; the
-    # annotations keep its real types.
+    # Real types for the annotations; the modules themselves (the config and its pydantic
+    # among them) are imported where they are used, so --help does not pay for them.
     from backbone.bootstrap import Result as BootstrapResult
     from backbone.check import Verdict
     from backbone.cost import Estimate
@@ -150,15 +150,15 @@ def render_tree(plan: Plan) -> Tree:
     return tree
 
 
-NoCache = Annotated[
-    bool, typer.Option("--no-cache", help="Run the program even if a cached Plan fits.")
-]
-
-
 def _value(v: object) -> str:
     if v == SECRET:
         return SECRET
     return v if isinstance(v, str) else json.dumps(v)
+
+
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="Run the program even if a cached Plan fits.")
+]
 
 
 @app.command()
