@@ -280,47 +280,60 @@ class Bootstrap:
         return str(meta["Arn"])
 
     def ensure_bucket(self, tags: dict[str, str] | None, key_arn: str) -> None:
-        b = self.bucket
+        """The bucket (created when `tags` is None: it does not exist yet), then each of its
+        settings checked and put right in turn."""
         if tags is None:
-            kwargs: dict[str, Any] = {"Bucket": b, "ObjectOwnership": "BucketOwnerEnforced"}
-            if self.region != "us-east-1":
-                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-            self._call(self.s3, "create_bucket", **kwargs)
+            self.create_bucket()
             tags = {}
-            self.step("bucket", True, f"created s3://{b} in {self.region}")
         else:
-            self.step("bucket", False, f"s3://{b} in {self.region}")
+            self.step("bucket", False, f"s3://{self.bucket} in {self.region}")
+        self.ensure_bucket_tags(tags)
+        self.ensure_versioning()
+        self.ensure_encryption(key_arn)
+        self.ensure_public_access_block()
+        self.ensure_tls_policy()
 
+    def create_bucket(self) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "ObjectOwnership": "BucketOwnerEnforced"}
+        if self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        self._call(self.s3, "create_bucket", **kwargs)
+        self.step("bucket", True, f"created s3://{self.bucket} in {self.region}")
+
+    def ensure_bucket_tags(self, tags: dict[str, str]) -> None:
         missing = {k: v for k, v in KIT_TAGS.items() if tags.get(k) != v}
-        if missing:
-            merged = {**tags, **KIT_TAGS}  # every tag already there is kept
-            self._call(
-                self.s3,
-                "put_bucket_tagging",
-                Bucket=b,
-                Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in merged.items()]},
-            )
-            self.step("bucket tags", True, ", ".join(f"{k}={v}" for k, v in missing.items()))
-        else:
+        if not missing:
             self.step("bucket tags", False, ", ".join(f"{k}={v}" for k, v in KIT_TAGS.items()))
+            return
+        merged = {**tags, **KIT_TAGS}  # every tag already there is kept
+        self._call(
+            self.s3,
+            "put_bucket_tagging",
+            Bucket=self.bucket,
+            Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in merged.items()]},
+        )
+        self.step("bucket tags", True, ", ".join(f"{k}={v}" for k, v in missing.items()))
 
-        versioning = self._call(self.s3, "get_bucket_versioning", Bucket=b)
+    def ensure_versioning(self) -> None:
+        versioning = self._call(self.s3, "get_bucket_versioning", Bucket=self.bucket)
         if versioning.get("Status") == "Enabled":
             self.step("versioning", False, "Enabled")
-        else:
-            self._call(
-                self.s3,
-                "put_bucket_versioning",
-                Bucket=b,
-                VersioningConfiguration={"Status": "Enabled"},
-            )
-            self.step("versioning", True, "switched on")
+            return
+        self._call(
+            self.s3,
+            "put_bucket_versioning",
+            Bucket=self.bucket,
+            VersioningConfiguration={"Status": "Enabled"},
+        )
+        self.step("versioning", True, "switched on")
 
+    def ensure_encryption(self, key_arn: str) -> None:
+        """Default encryption SSE-KMS with the key, S3 Bucket Key on."""
         encryption = self._try(
             self.s3,
             "get_bucket_encryption",
             ("ServerSideEncryptionConfigurationNotFoundError",),
-            Bucket=b,
+            Bucket=self.bucket,
         )
         rules = (encryption or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
         default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
@@ -330,28 +343,32 @@ class Bootstrap:
             and rules[0].get("BucketKeyEnabled")
         ):
             self.step("default encryption", False, f"SSE-KMS with {self.alias}")
-        else:
-            self._call(
-                self.s3,
-                "put_bucket_encryption",
-                Bucket=b,
-                ServerSideEncryptionConfiguration={
-                    "Rules": [
-                        {
-                            "ApplyServerSideEncryptionByDefault": {
-                                "SSEAlgorithm": "aws:kms",
-                                "KMSMasterKeyID": key_arn,
-                            },
-                            "BucketKeyEnabled": True,
-                        }
-                    ]
-                },
-            )
-            was = default.get("SSEAlgorithm") or "none"
-            self.step("default encryption", True, f"SSE-KMS with {self.alias} (was {was})")
+            return
+        self._call(
+            self.s3,
+            "put_bucket_encryption",
+            Bucket=self.bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": key_arn,
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
+        was = default.get("SSEAlgorithm") or "none"
+        self.step("default encryption", True, f"SSE-KMS with {self.alias} (was {was})")
 
+    def ensure_public_access_block(self) -> None:
         block = self._try(
-            self.s3, "get_public_access_block", ("NoSuchPublicAccessBlockConfiguration",), Bucket=b
+            self.s3,
+            "get_public_access_block",
+            ("NoSuchPublicAccessBlockConfiguration",),
+            Bucket=self.bucket,
         )
         settings = (block or {}).get("PublicAccessBlockConfiguration", {})
         wanted = {
@@ -362,13 +379,14 @@ class Bootstrap:
         }
         if all(settings.get(k) is True for k in wanted):
             self.step("public access block", False, "all four on")
-        else:
-            self._call(
-                self.s3, "put_public_access_block", Bucket=b, PublicAccessBlockConfiguration=wanted
-            )
-            self.step("public access block", True, "all four switched on")
-
-        self.ensure_tls_policy()
+            return
+        self._call(
+            self.s3,
+            "put_public_access_block",
+            Bucket=self.bucket,
+            PublicAccessBlockConfiguration=wanted,
+        )
+        self.step("public access block", True, "all four switched on")
 
     def tls_statement(self) -> dict[str, Any]:
         arn = f"arn:{self.partition}:s3:::{self.bucket}"

@@ -16,13 +16,17 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backbone.plan import Plan
 from infra.config import StackConfig
 from policies import rules
+
+if TYPE_CHECKING:
+    from backbone.awsrules import Report
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKOV_TIMEOUT = 600
@@ -60,8 +64,31 @@ def context(plan: Plan, cfg: StackConfig) -> rules.Context:
     return rules.Context.from_config(cfg, unknown=unknown_in(plan), monthly_cost=monthly_cost)
 
 
-def evaluate(plan: Plan, cfg: StackConfig) -> list[rules.Violation]:
-    return rules.evaluate(resources_of(plan), context(plan, cfg))
+def evaluate(plan: Plan, cfg: StackConfig, aws: Report | None = None) -> list[rules.Violation]:
+    """Every rule of the pack over the Plan. `aws`, the Plan's check against AWS's published
+    constraints (awsrules.check_plan) when the caller has already made it, is read by the
+    aws-published-constraints rule instead of checking every value a second time."""
+    pack = rules.RULES if aws is None else [_reading(rule, aws) for rule in rules.RULES]
+    return rules.evaluate(resources_of(plan), context(plan, cfg), pack)
+
+
+def _reading(rule: rules.Rule, aws: Report) -> rules.Rule:
+    """The aws-published-constraints rule answering from a check of the whole Plan: the same
+    findings (check_plan checks each resource as the rule does: its provider's default tags
+    merged into taggable ones, the values the engine computes skipped), the rule's own message."""
+    from backbone.awsrules import RULE_GROUP
+
+    if rule.name != RULE_GROUP:
+        return rule
+    by_urn: dict[str, list[str]] = {}
+    for f in aws.violations:
+        message = f"{f.input}={f.shown_value}: {f.rule} {f.message} [{f.source}]"
+        by_urn.setdefault(f.urn, []).append(message)
+
+    def found(r: rules.Res, ctx: rules.Context) -> Iterator[str]:
+        yield from by_urn.get(r.urn, [])
+
+    return replace(rule, resource=found)
 
 
 @dataclass
@@ -102,8 +129,8 @@ class Verdict:
         }
 
 
-def policy_verdict(plan: Plan, cfg: StackConfig) -> Verdict:
-    return Verdict(plan.stack, evaluate(plan, cfg))
+def policy_verdict(plan: Plan, cfg: StackConfig, aws: Report | None = None) -> Verdict:
+    return Verdict(plan.stack, evaluate(plan, cfg, aws))
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,7 +22,17 @@ from rich.text import Text
 from rich.tree import Tree
 
 from backbone.plan import SECRET, Plan, Resource
-from infra.config import ConfigError, StackConfig, docs
+
+if TYPE_CHECKING:
+    # Real types for the annotations; the modules themselves (the config and its pydantic
+    # among them) are imported where they are used, so --help does not pay for them.
+    from backbone.bootstrap import Result as BootstrapResult
+    from backbone.check import Verdict
+    from backbone.cost import Estimate
+    from backbone.review import CostChange, Review
+    from backbone.verify import Report as VerifyReport
+    from infra.config import StackConfig
+    from policies.rules import Violation
 
 STACK_HELP = (
     "A stack name (local, free-tier, dev, prod: read from the stacks/ folder of the project found "
@@ -100,6 +110,7 @@ def load_plan(stack: str, use_cache: bool | None = None) -> Plan:
 
     from backbone import cache
     from backbone.synth import StackNotFound, resolve
+    from infra.config import ConfigError
 
     try:
         use = _CACHE["use"] if use_cache is None else use_cache
@@ -145,6 +156,11 @@ def _value(v: object) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="Run the program even if a cached Plan fits.")
+]
+
+
 @app.command()
 def plan(
     stack: Annotated[str, typer.Argument(help=STACK_HELP, show_default=False)],
@@ -166,9 +182,7 @@ def plan(
             help="With mermaid or dot: every resource, plumbing (routes, rules, attachments) too.",
         ),
     ] = False,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Run the program even if a cached Plan fits.")
-    ] = False,
+    no_cache: NoCache = False,
 ) -> None:
     """Show what a stack would deploy, offline.
 
@@ -198,32 +212,45 @@ def plan(
         # stdout stays the Plan alone: the verdicts go to stderr
         verdicts(result, err, stack)
         return
+    _print_plan(result, stack)
+
+
+def _print_plan(result: Plan, stack: str) -> None:
+    """`backbone plan`'s text: the tree, the counts by type, the outputs, the verdicts and, last
+    whatever the verdicts, what the stack costs a month (backbone cost)."""
     out.print(render_tree(result))
-    counts = result.counts()
+    out.print(_counts_table(result))
+    if result.outputs:
+        out.print(_outputs_table(result))
+    try:
+        verdicts(result, out, stack)
+    finally:
+        from backbone.cost import summary
+
+        out.print(summary(result), markup=False, highlight=False)
+
+
+def _counts_table(plan: Plan) -> Table:
+    counts = plan.counts()
     table = Table(title=f"{sum(counts.values())} resources by type", title_justify="left")
     table.add_column("type")
     table.add_column("count", justify="right")
     for type_token, n in sorted(counts.items()):
         table.add_row(type_token, str(n))
-    out.print(table)
-    if result.outputs:
-        outputs = Table(
-            title="stack outputs (offline: ids, ARNs and endpoints are the offline engine's "
-            "placeholders, account 123456789012)",
-            title_justify="left",
-        )
-        outputs.add_column("name")
-        outputs.add_column("value", overflow="fold")
-        for name, value in sorted(result.outputs.items()):
-            outputs.add_row(name, Text(_value(value)))
-        out.print(outputs)
-    try:
-        verdicts(result, out, stack)
-    finally:
-        # The last line, whatever the verdicts: what the stack costs a month (backbone cost).
-        from backbone.cost import summary
+    return table
 
-        out.print(summary(result), markup=False, highlight=False)
+
+def _outputs_table(plan: Plan) -> Table:
+    outputs = Table(
+        title="stack outputs (offline: ids, ARNs and endpoints are the offline engine's "
+        "placeholders, account 123456789012)",
+        title_justify="left",
+    )
+    outputs.add_column("name")
+    outputs.add_column("value", overflow="fold")
+    for name, value in sorted(plan.outputs.items()):
+        outputs.add_row(name, Text(_value(value)))
+    return outputs
 
 
 def verdicts(result: Plan, console: Console, stack: str) -> None:
@@ -238,7 +265,7 @@ def verdicts(result: Plan, console: Console, stack: str) -> None:
     for finding in report.findings:
         console.print(f"  {finding.level}: {finding.line()}", markup=False)
     cfg = stack_config(stack)
-    verdict = policy_verdict(result, cfg)
+    verdict = policy_verdict(result, cfg, aws=report)  # AWS's constraints checked once
     console.print(f"{verdict.line()} (details: backbone check {stack})", markup=False)
     for warning in cfg.monitoring.warnings():
         console.print(f"warning: {warning}", markup=False)
@@ -294,7 +321,6 @@ def check(
       backbone check dev --format json --no-scan
     """
     from backbone.check import checkov_violations, policy_verdict
-    from policies.rules import Violation
 
     result = load_plan(stack)
     verdict = policy_verdict(result, stack_config(stack))
@@ -306,20 +332,25 @@ def check(
     if fmt is Format.json:
         sys.stdout.write(json.dumps(verdict.to_json(), indent=2) + "\n")
     else:
-        by_resource: dict[str, list[Violation]] = {}
-        for v in verdict.violations:
-            by_resource.setdefault(f"{v.resource} ({v.type})", []).append(v)
-        for where, found in by_resource.items():
-            out.print(where, markup=False)
-            for v in found:
-                out.print(f"  [{v.level}] {v.rule}: {v.message}", markup=False)
-                out.print(f"      fix: {v.fix}", markup=False)
-        for note in verdict.notes:
-            err.print(f"note: {note}", markup=False)
-        scanned = f"; checkov scanned {', '.join(verdict.scanned)}" if verdict.scanned else ""
-        out.print(verdict.line() + scanned, markup=False)
+        _print_verdict(verdict)
     if not verdict.passed:
         raise typer.Exit(1)
+
+
+def _print_verdict(verdict: Verdict) -> None:
+    """`backbone check`'s text: violations grouped by resource, notes on stderr, the verdict."""
+    by_resource: dict[str, list[Violation]] = {}
+    for v in verdict.violations:
+        by_resource.setdefault(f"{v.resource} ({v.type})", []).append(v)
+    for where, found in by_resource.items():
+        out.print(where, markup=False)
+        for v in found:
+            out.print(f"  [{v.level}] {v.rule}: {v.message}", markup=False)
+            out.print(f"      fix: {v.fix}", markup=False)
+    for note in verdict.notes:
+        err.print(f"note: {note}", markup=False)
+    scanned = f"; checkov scanned {', '.join(verdict.scanned)}" if verdict.scanned else ""
+    out.print(verdict.line() + scanned, markup=False)
 
 
 @app.command()
@@ -333,6 +364,8 @@ def settings() -> None:
 
       backbone settings
     """
+    from infra.config import docs
+
     sys.stdout.write(docs() + "\n")
 
 
@@ -400,19 +433,14 @@ def cost(
 
       backbone cost prod --format markdown --usage my-usage.yaml
     """
-    from pathlib import Path
-
-    from backbone.cost import CostError, estimate, render_markdown, render_text
-
     result = load_plan(stack)
-    try:
-        est = estimate(
-            result,
-            free_tier=free_tier.value if free_tier else None,
-            usage=Path(usage) if usage else None,
-        )
-    except CostError as exc:
-        fail(str(exc))
+    _emit_estimate(_priced(result, free_tier, usage), fmt, result.stack)
+
+
+def _emit_estimate(est: Estimate, fmt: CostFormat, stack: str) -> None:
+    """The estimate in the format asked for; exit status 1 when it is over the budget."""
+    from backbone.cost import render_markdown, render_text
+
     if fmt is CostFormat.json:
         sys.stdout.write(est.dumps() + "\n")
     elif fmt is CostFormat.markdown:
@@ -421,12 +449,28 @@ def cost(
         render_text(est, out)
     if est.over_budget:
         err.print(
-            f"over budget: {est.total_usd:,.2f} USD a month is more than stack {result.stack!r}'s "
+            f"over budget: {est.total_usd:,.2f} USD a month is more than stack {stack!r}'s "
             f"backbone:budget of {est.budget:,.2f} USD",
             markup=False,
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _priced(plan: Plan, free_tier: FreeTier | None, usage: str | None) -> Estimate:
+    """The Plan's monthly estimate (backbone.cost) under the options; a CostError is bad input."""
+    from pathlib import Path
+
+    from backbone.cost import CostError, estimate
+
+    try:
+        return estimate(
+            plan,
+            free_tier=free_tier.value if free_tier else None,
+            usage=Path(usage) if usage else None,
+        )
+    except CostError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -511,6 +555,7 @@ def dashboards(
 
     from backbone.dashboards import write as write_dashboards
     from backbone.synth import StackNotFound, load_config, resolve
+    from infra.config import ConfigError
 
     try:
         cfg = load_config(resolve(stack))
@@ -532,47 +577,54 @@ def dashboards(
 # day two: verify a deployed stack, bootstrap a state backend (boto3; AWS_ENDPOINT_URL works)
 
 PROFILE_HELP = "AWS profile from ~/.aws/config (default: AWS_PROFILE, or boto3's default chain)."
+Profile = Annotated[str | None, typer.Option(help=PROFILE_HELP, show_default=False)]
+
+# verify's arguments
+DeployedStack = Annotated[
+    str, typer.Argument(help="The deployed stack's name, as `pulumi stack` knows it.")
+]
+OutputsFile = Annotated[
+    str | None,
+    typer.Option(
+        "--outputs",
+        help="A JSON file of the stack's outputs (`pulumi stack output --json "
+        "--show-secrets -s STACK > FILE`). Without it the pulumi CLI on PATH is asked.",
+        show_default=False,
+    ),
+]
+Wait = Annotated[
+    str,
+    typer.Option(
+        help="Keep checking until every check passes or this much time has passed "
+        "(e.g. 10m, 90s, 1h); 0 checks once."
+    ),
+]
+Interval = Annotated[str, typer.Option(help="Pause between rounds of checks while waiting.")]
+Timeout = Annotated[
+    str, typer.Option(help="Timeout of each HTTP request to the app (3 attempts each).")
+]
+ReadPath = Annotated[
+    str, typer.Option(help="The app's read request (2xx or 404 count as an answer).")
+]
+StackRegion = Annotated[
+    str | None,
+    typer.Option(help="AWS region (default: the stack's `region` output).", show_default=False),
+]
 
 
 @app.command()
 def verify(
-    stack: Annotated[
-        str, typer.Argument(help="The deployed stack's name, as `pulumi stack` knows it.")
-    ],
-    outputs: Annotated[
-        str | None,
-        typer.Option(
-            "--outputs",
-            help="A JSON file of the stack's outputs (`pulumi stack output --json "
-            "--show-secrets -s STACK > FILE`). Without it the pulumi CLI on PATH is asked.",
-            show_default=False,
-        ),
-    ] = None,
+    stack: DeployedStack,
+    outputs: OutputsFile = None,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="text: a checklist. json: for tools.")
     ] = Format.text,
-    wait: Annotated[
-        str,
-        typer.Option(
-            help="Keep checking until every check passes or this much time has passed "
-            "(e.g. 10m, 90s, 1h); 0 checks once."
-        ),
-    ] = "0",
-    interval: Annotated[
-        str, typer.Option(help="Pause between rounds of checks while waiting.")
-    ] = "15s",
-    timeout: Annotated[
-        str, typer.Option(help="Timeout of each HTTP request to the app (3 attempts each).")
-    ] = "10s",
-    read_path: Annotated[
-        str,
-        typer.Option(help="The app's read request (2xx or 404 count as an answer)."),
-    ] = "/api/links/backbone-canary",
-    region: Annotated[
-        str | None,
-        typer.Option(help="AWS region (default: the stack's `region` output).", show_default=False),
-    ] = None,
-    profile: Annotated[str | None, typer.Option(help=PROFILE_HELP, show_default=False)] = None,
+    wait: Wait = "0",
+    interval: Interval = "15s",
+    timeout: Timeout = "10s",
+    read_path: ReadPath = "/api/links/backbone-canary",
+    region: StackRegion = None,
+    profile: Profile = None,
 ) -> None:
     """Check that a deployed stack really works, with boto3 and HTTP.
 
@@ -591,16 +643,42 @@ def verify(
 
       backbone verify dev --outputs dev.outputs.json --format json
     """
+    from backbone.verify import render_text
+
+    report = _verified(
+        stack,
+        outputs,
+        wait=wait,
+        interval=interval,
+        timeout=timeout,
+        read_path=read_path,
+        region=region,
+        profile=profile,
+    )
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        render_text(report, out)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _verified(
+    stack: str,
+    outputs: str | None,
+    *,
+    wait: str,
+    interval: str,
+    timeout: str,
+    read_path: str,
+    region: str | None,
+    profile: str | None,
+) -> VerifyReport:
+    """verify's checks (backbone.verify) with the options as given; bad input, and the caller's
+    AWS setup (no credentials, unknown profile, no region), are exit status 2."""
     from pathlib import Path
 
     from backbone.awsapi import AwsError
-    from backbone.verify import (
-        BadInput,
-        Settings,
-        check_stack_name,
-        parse_duration,
-        render_text,
-    )
+    from backbone.verify import BadInput, Settings, check_stack_name, parse_duration
     from backbone.verify import verify as run_verify
 
     try:
@@ -612,7 +690,7 @@ def verify(
             read_path=read_path,
             http_timeout=parse_duration(timeout, "--timeout") or 10.0,
         )
-        report = run_verify(
+        return run_verify(
             stack,
             outputs_file=Path(outputs) if outputs is not None else None,
             wait=parse_duration(wait, "--wait"),
@@ -622,15 +700,8 @@ def verify(
             profile=profile,
             progress_console=err,
         )
-    except BadInput as exc:
+    except (BadInput, AwsError) as exc:
         fail(str(exc))
-    except AwsError as exc:
-        fail(str(exc))  # no credentials, unknown profile, no region: the caller's setup
-    if fmt is Format.json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-    else:
-        render_text(report, out)
-    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()
@@ -647,7 +718,7 @@ def bootstrap(
         str | None,
         typer.Option(help="AWS region (default: AWS_REGION or the profile's).", show_default=False),
     ] = None,
-    profile: Annotated[str | None, typer.Option(help=PROFILE_HELP, show_default=False)] = None,
+    profile: Profile = None,
     key_alias: Annotated[
         str | None,
         typer.Option(
@@ -681,6 +752,23 @@ def bootstrap(
 
       AWS_PROFILE=admin backbone bootstrap --bucket acme-pulumi-state --stack prod
     """
+    from backbone.bootstrap import render
+
+    result = _bootstrapped(bucket, key_alias, stack, region=region, profile=profile, adopt=adopt)
+    render(result, stack, out)
+
+
+def _bootstrapped(
+    bucket: str,
+    key_alias: str | None,
+    stack: str,
+    *,
+    region: str | None,
+    profile: str | None,
+    adopt: bool,
+) -> BootstrapResult:
+    """The names checked, then the backend made or put right (backbone.bootstrap): bad input
+    is exit status 2, a refusal 1, AWS's error 2 when it is the caller's setup and 1 otherwise."""
     from backbone import bootstrap as bs
     from backbone.awsapi import AwsError, connect
     from backbone.verify import BadInput as VerifyBadInput
@@ -690,14 +778,13 @@ def bootstrap(
         bs.check_bucket_name(bucket)
         alias = bs.check_alias(key_alias) if key_alias is not None else bs.default_alias(bucket)
         check_stack_name(stack)
-        result = bs.bootstrap(connect(profile, region), bucket, alias, adopt=adopt)
+        return bs.bootstrap(connect(profile, region), bucket, alias, adopt=adopt)
     except (bs.BadInput, VerifyBadInput) as exc:
         fail(str(exc))
     except bs.Refused as exc:
         fail(str(exc), code=1)
     except AwsError as exc:
         fail(str(exc), code=2 if exc.setup else 1)
-    bs.render(result, stack, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -726,9 +813,17 @@ REVIEW_FORMAT_HELP = (
     "trimmed to GitHub's 65,536 characters, the summary and the DANGER block always kept). "
     "json: the Review as data, the danger list its own field."
 )
+MAX_CHARS_HELP = "With markdown: the most characters the comment may have (GitHub's limit)."
+ReviewFormatOption = Annotated[
+    ReviewFormat, typer.Option("--format", "-f", help=REVIEW_FORMAT_HELP)
+]
+FailOnOption = Annotated[
+    FailOn | None, typer.Option("--fail-on", help=FAIL_ON_HELP, show_default=False)
+]
+MaxChars = Annotated[int, typer.Option("--max-chars", min=4_000, help=MAX_CHARS_HELP)]
 
 
-def _cost_change(base: Plan | None, head: Plan) -> object | None:
+def _cost_change(base: Plan | None, head: Plan) -> CostChange | None:
     """The monthly estimate's change (backbone.cost), or None when it cannot be priced."""
     from backbone.cost import CostError, estimate
     from backbone.review import CostChange
@@ -742,16 +837,11 @@ def _cost_change(base: Plan | None, head: Plan) -> object | None:
     return CostChange(base_usd=before, head_usd=after)
 
 
-MAX_CHARS_HELP = "With markdown: the most characters the comment may have (GitHub's limit)."
-
-
 def _emit_review(
-    review: object, fmt: ReviewFormat, fail_on: FailOn | None, max_chars: int = 65_536
+    review: Review, fmt: ReviewFormat, fail_on: FailOn | None, max_chars: int = 65_536
 ) -> None:
     from backbone import render
-    from backbone.review import Review
 
-    assert isinstance(review, Review)
     if fmt is ReviewFormat.json:
         sys.stdout.write(render.to_json(review))
     elif fmt is ReviewFormat.markdown:
@@ -782,12 +872,8 @@ def report(
             show_default=False,
         ),
     ],
-    fmt: Annotated[
-        ReviewFormat, typer.Option("--format", "-f", help=REVIEW_FORMAT_HELP)
-    ] = ReviewFormat.text,
-    fail_on: Annotated[
-        FailOn | None, typer.Option("--fail-on", help=FAIL_ON_HELP, show_default=False)
-    ] = None,
+    fmt: ReviewFormatOption = ReviewFormat.text,
+    fail_on: FailOnOption = None,
     stack: Annotated[
         str | None,
         typer.Option(
@@ -797,7 +883,7 @@ def report(
             show_default=False,
         ),
     ] = None,
-    max_chars: Annotated[int, typer.Option("--max-chars", min=4_000, help=MAX_CHARS_HELP)] = 65_536,
+    max_chars: MaxChars = 65_536,
 ) -> None:
     """Review a real preview: a summary, the DANGER block, changes by component.
 
@@ -830,7 +916,7 @@ def report(
     except ReviewError as exc:
         fail(str(exc))
     if stack is not None:
-        review.cost = _cost_change(None, load_plan(stack))  # type: ignore[assignment]
+        review.cost = _cost_change(None, load_plan(stack))
     _emit_review(review, fmt, fail_on, max_chars)
 
 
@@ -853,16 +939,10 @@ def diff(
             show_default=False,
         ),
     ] = None,
-    fmt: Annotated[
-        ReviewFormat, typer.Option("--format", "-f", help=REVIEW_FORMAT_HELP)
-    ] = ReviewFormat.text,
-    fail_on: Annotated[
-        FailOn | None, typer.Option("--fail-on", help=FAIL_ON_HELP, show_default=False)
-    ] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Run the program even if a cached Plan fits.")
-    ] = False,
-    max_chars: Annotated[int, typer.Option("--max-chars", min=4_000, help=MAX_CHARS_HELP)] = 65_536,
+    fmt: ReviewFormatOption = ReviewFormat.text,
+    fail_on: FailOnOption = None,
+    no_cache: NoCache = False,
+    max_chars: MaxChars = 65_536,
 ) -> None:
     """The same review as `report`, offline: a stack at a git revision against the working
     tree, or two stacks against each other.
@@ -880,28 +960,35 @@ def diff(
       backbone diff dev prod
     """
     from backbone.review import from_plans
+
+    if other is not None and base is not None:
+        fail("give either a second stack (backbone diff dev prod) or --base REV, not both")
+    before, after, labels = _diff_sides(stack, other, base, False if no_cache else None)
+    review = from_plans(before, after, base_label=labels[0], head_label=labels[1])
+    review.cost = _cost_change(before, after)
+    _emit_review(review, fmt, fail_on, max_chars)
+
+
+def _diff_sides(
+    stack: str, other: str | None, base: str | None, use: bool | None
+) -> tuple[Plan, Plan, tuple[str, str]]:
+    """The two plans diff compares and their labels: STACK and STACK_B, or STACK at the
+    revision (default HEAD) and in the working tree."""
     from backbone.synth import StackNotFound, find_project
     from backbone.worktree import RevisionError, plan_at
 
-    use = False if no_cache else None
-    if other is not None and base is not None:
-        fail("give either a second stack (backbone diff dev prod) or --base REV, not both")
     if other is not None:
         before, after = load_plan(stack, use), load_plan(other, use)
-        labels = (f"stack {before.stack}", f"stack {after.stack}")
-    else:
-        rev = base or "HEAD"
-        after = load_plan(stack, use)
-        try:
-            before = plan_at(
-                rev, stack, find_project(), use_cache=_CACHE["use"] if use is None else use
-            )
-        except (RevisionError, StackNotFound) as exc:
-            fail(str(exc))
-        labels = (f"{rev}", "working tree")
-    review = from_plans(before, after, base_label=labels[0], head_label=labels[1])
-    review.cost = _cost_change(before, after)  # type: ignore[assignment]
-    _emit_review(review, fmt, fail_on, max_chars)
+        return before, after, (f"stack {before.stack}", f"stack {after.stack}")
+    rev = base or "HEAD"
+    after = load_plan(stack, use)
+    try:
+        before = plan_at(
+            rev, stack, find_project(), use_cache=_CACHE["use"] if use is None else use
+        )
+    except (RevisionError, StackNotFound) as exc:
+        fail(str(exc))
+    return before, after, (f"{rev}", "working tree")
 
 
 def main() -> None:

@@ -31,11 +31,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from backbone.plan import STACK_TYPE, Plan, Resource
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 DATA = Path(__file__).resolve().parent / "data"
 PRICES_FILE = DATA / "prices.yaml"
@@ -1416,56 +1419,81 @@ def summary(plan: Plan) -> str:
 
 def render_text(est: Estimate, console: Any) -> None:
     """Rich tables on `console`: one per component, a summary with the total, what is unpriced."""
-    from rich.table import Table
-
     for component, subtotal in est.components().items():
-        table = Table(title=f"{component}: {_usd(subtotal)} a month", title_justify="left")
-        for col, justify in (
-            ("resource", "left"),
-            ("what", "left"),
-            ("quantity", "right"),
-            ("price", "right"),
-            ("cost", "right"),
-            ("free tier", "right"),
-            ("monthly", "right"),
-        ):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
-        for line in est.lines:
-            if line.component != component:
-                continue
-            table.add_row(
-                line.resource,
-                line.description,
-                f"{_qty(line.quantity)} {line.unit}",
-                _price_text(line.price),
-                _usd(line.gross_usd),
-                f"-{_usd(line.free_usd)}" if line.free_quantity else "",
-                _usd(line.usd),
-            )
-        console.print(table)
+        console.print(_component_table(est, component, subtotal))
     if est.unpriced:
-        table = Table(
-            title=f"not priced ({len(est.unpriced)}): the total leaves these out",
-            title_justify="left",
-        )
-        for col in ("component", "resource", "type", "why"):
-            table.add_column(col)
-        for u in est.unpriced:
-            table.add_row(u.component, u.resource, u.type, u.reason)
-        console.print(table)
+        console.print(_unpriced_table(est))
     used = [a for a in est.allowances if a.used > 0]
     if used:
-        table = Table(title="free tier used (once for the account)", title_justify="left")
-        for col, justify in (("allowance", "left"), ("offer", "left"), ("used", "right")):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
-        table.add_column("saves", justify="right")
-        for a in used:
-            table.add_row(
-                a.what, a.offer, f"{_qty(a.used)} of {_qty(a.quantity)} {a.unit}", _usd(a.usd)
-            )
-        console.print(table)
+        console.print(_allowances_table(used))
     for note in est.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
+    console.print(_summary_table(est))
+    if est.credits:
+        console.print(est.credits.note, markup=False, highlight=False)
+    console.print(total_line(est), markup=False, highlight=False)
+
+
+def _component_table(est: Estimate, component: str, subtotal: float) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"{component}: {_usd(subtotal)} a month", title_justify="left")
+    for col, justify in (
+        ("resource", "left"),
+        ("what", "left"),
+        ("quantity", "right"),
+        ("price", "right"),
+        ("cost", "right"),
+        ("free tier", "right"),
+        ("monthly", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for line in est.lines:
+        if line.component != component:
+            continue
+        table.add_row(
+            line.resource,
+            line.description,
+            f"{_qty(line.quantity)} {line.unit}",
+            _price_text(line.price),
+            _usd(line.gross_usd),
+            f"-{_usd(line.free_usd)}" if line.free_quantity else "",
+            _usd(line.usd),
+        )
+    return table
+
+
+def _unpriced_table(est: Estimate) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        title=f"not priced ({len(est.unpriced)}): the total leaves these out",
+        title_justify="left",
+    )
+    for col in ("component", "resource", "type", "why"):
+        table.add_column(col)
+    for u in est.unpriced:
+        table.add_row(u.component, u.resource, u.type, u.reason)
+    return table
+
+
+def _allowances_table(used: list[AllowanceUse]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="free tier used (once for the account)", title_justify="left")
+    for col, justify in (("allowance", "left"), ("offer", "left"), ("used", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table.add_column("saves", justify="right")
+    for a in used:
+        table.add_row(
+            a.what, a.offer, f"{_qty(a.used)} of {_qty(a.quantity)} {a.unit}", _usd(a.usd)
+        )
+    return table
+
+
+def _summary_table(est: Estimate) -> Table:
+    from rich.table import Table
+
     summary_table = Table(
         title=f"stack {est.stack} ({est.region or 'no region'}), per month", title_justify="left"
     )
@@ -1474,10 +1502,7 @@ def render_text(est: Estimate, console: Any) -> None:
     for component, subtotal in est.components().items():
         summary_table.add_row(component, _usd(subtotal))
     summary_table.add_row("total", _usd(est.total_usd), style="bold")
-    console.print(summary_table)
-    if est.credits:
-        console.print(est.credits.note, markup=False, highlight=False)
-    console.print(total_line(est), markup=False, highlight=False)
+    return summary_table
 
 
 def render_markdown(est: Estimate) -> str:

@@ -9,7 +9,7 @@ An edge A --> B says B depends on A (A is made first).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from backbone.plan import STACK_TYPE, Plan, Resource
@@ -86,7 +86,14 @@ def build(plan: Plan, *, everything: bool = False) -> Graph:
         for r in plan.resources
         if not r.is_provider and r.type != STACK_TYPE and (everything or r.type not in PLUMBING)
     ]
-    components = {r.urn: r for r in shown if not r.custom}
+    box_of = _boxes(plan, {r.urn: r for r in shown if not r.custom})
+    owner = _place(shown, box_of, everything)
+    return Graph(box_of(None), _edges(shown, owner))
+
+
+def _boxes(plan: Plan, components: dict[str, Resource]) -> Callable[[str | None], Box]:
+    """A box per shown component, nested as the components are; the lookup of the box a
+    parent URN draws into (a parent not shown: its nearest shown ancestor; None: the stack)."""
     root = Box(None, f"{plan.project} {plan.stack}")
     boxes: dict[str | None, Box] = {None: root, plan.root(): root}
 
@@ -104,7 +111,15 @@ def build(plan: Plan, *, everything: bool = False) -> Graph:
 
     for comp in components.values():
         box_of(comp.urn)
-    owner: dict[str, str] = {}  # resource urn -> node id
+    return box_of
+
+
+def _place(
+    shown: list[Resource], box_of: Callable[[str | None], Box], everything: bool
+) -> dict[str, str]:
+    """The cloud resources as nodes of their parent's box (GROUP_AT or more of one type in a
+    box as one node, unless everything); the node id of each resource URN."""
+    owner: dict[str, str] = {}
     counter = 0
     by_box: dict[int, dict[str, list[Resource]]] = {}
     box_by_id: dict[int, Box] = {}
@@ -131,6 +146,11 @@ def build(plan: Plan, *, everything: bool = False) -> Graph:
                 box.nodes.append(Node(node_id, label, [m.urn for m in group]))
                 for m in group:
                     owner[m.urn] = node_id
+    return owner
+
+
+def _edges(shown: list[Resource], owner: dict[str, str]) -> list[tuple[str, str]]:
+    """The dependencies between nodes, each once, in the order the resources are shown."""
     edges: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
     for r in shown:
@@ -142,7 +162,7 @@ def build(plan: Plan, *, everything: bool = False) -> Graph:
             if source and source != target and (source, target) not in seen:
                 seen.add((source, target))
                 edges.append((source, target))
-    return Graph(root, edges)
+    return edges
 
 
 def _mermaid_text(text: str) -> str:

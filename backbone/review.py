@@ -553,6 +553,31 @@ def _properties(step: _Step) -> list[PropertyDiff]:
 
 
 def _fold(steps: list[_Step], source: str, notes: list[str] | None = None) -> Review:
+    """The steps of a preview folded into one Change per resource (a resource may have several
+    steps: a replace is create-replacement, replace and delete-replaced)."""
+    parents = _parents(steps)
+    by_urn: dict[str, list[_Step]] = {}
+    for s in steps:
+        by_urn.setdefault(s.urn, []).append(s)
+    changes: list[Change] = []
+    unchanged = 0
+    stack = None
+    for urn, group in by_urn.items():
+        stack = stack or _urn_parts(urn)[0]
+        change = _folded(urn, group, parents)
+        if change is None:
+            unchanged += 1
+        else:
+            changes.append(change)
+    unknown_ops = sorted({s.op for s in steps if s.op not in OP_ACTION})
+    notes = list(notes or [])
+    if unknown_ops:
+        notes.append(f"ops this version does not know, shown as changes: {', '.join(unknown_ops)}")
+    return Review(source=source, stack=stack, changes=changes, unchanged=unchanged, notes=notes)
+
+
+def _parents(steps: list[_Step]) -> dict[str, str | None]:
+    """Each resource's parent URN: the step's own, else its new or old state's."""
     parents: dict[str, str | None] = {}
     for s in steps:
         parent = s.parent
@@ -562,72 +587,68 @@ def _fold(steps: list[_Step], source: str, notes: list[str] | None = None) -> Re
         parents.setdefault(s.urn, parent)
         if parent and not parents.get(s.urn):
             parents[s.urn] = parent
+    return parents
 
-    def chain(urn: str) -> list[str]:
-        names: list[str] = []
-        cur = parents.get(urn)
-        guard = 0
-        while cur and guard < 64:
-            guard += 1
-            try:
-                _, type_, name = _urn_parts(cur)
-            except ValueError:
-                break
-            if type_ == STACK_TYPE:
-                break
-            names.append(name)
-            cur = parents.get(cur)
-        return list(reversed(names))
 
-    by_urn: dict[str, list[_Step]] = {}
-    for s in steps:
-        by_urn.setdefault(s.urn, []).append(s)
-    changes: list[Change] = []
-    unchanged = 0
-    stack = None
-    for urn, group in by_urn.items():
-        stack_name, type_, name = _urn_parts(urn)
-        stack = stack or stack_name
-        actions = [OP_ACTION.get(s.op, "other") for s in group]
-        action = min(actions, key=ACTIONS.index)
-        if action == "same":
-            unchanged += 1
-            continue
-        main = next((s for s in group if s.op in ("replace", "update")), group[0])
-        props: list[PropertyDiff] = []
-        reasons: list[str] = []
-        diffs: list[str] = []
-        for s in group:
-            for p in _properties(s):
-                if all(p.path != q.path for q in props):
-                    props.append(p)
-            reasons += [r for r in s.replace_reasons if r not in reasons]
-            diffs += [r for r in s.diff_reasons if r not in diffs]
-        if action in ("create", "delete", "read", "import", "discard", "refresh"):
-            props = [] if action != "refresh" else props
-        states = [st for s in group for st in (s.new, s.old) if st]
-        custom = any(bool(st.get("custom", True)) for st in states) if states else True
-        changes.append(
-            Change(
-                urn=urn,
-                type=main.type or type_,
-                name=name,
-                action=action,
-                ops=[s.op for s in group],
-                component=chain(urn),
-                properties=props,
-                replace_reasons=reasons,
-                diff_reasons=diffs,
-                protect=any(bool(st.get("protect")) for st in states),
-                retain_on_delete=any(bool(st.get("retainOnDelete")) for st in states),
-                custom=custom,
-            )
-        )
-    unknown_ops = sorted({s.op for s in steps if s.op not in OP_ACTION})
-    notes = list(notes or [])
-    if unknown_ops:
-        notes.append(f"ops this version does not know, shown as changes: {', '.join(unknown_ops)}")
-    return Review(source=source, stack=stack, changes=changes, unchanged=unchanged, notes=notes)
+def _components(parents: dict[str, str | None], urn: str) -> list[str]:
+    """The names of the components a resource sits in, outermost first (the stack left out)."""
+    names: list[str] = []
+    cur = parents.get(urn)
+    guard = 0
+    while cur and guard < 64:
+        guard += 1
+        try:
+            _, type_, name = _urn_parts(cur)
+        except ValueError:
+            break
+        if type_ == STACK_TYPE:
+            break
+        names.append(name)
+        cur = parents.get(cur)
+    return list(reversed(names))
+
+
+def _folded(urn: str, group: list[_Step], parents: dict[str, str | None]) -> Change | None:
+    """One resource's steps as one Change; None when they change nothing."""
+    _, type_, name = _urn_parts(urn)
+    actions = [OP_ACTION.get(s.op, "other") for s in group]
+    action = min(actions, key=ACTIONS.index)
+    if action == "same":
+        return None
+    main = next((s for s in group if s.op in ("replace", "update")), group[0])
+    props, reasons, diffs = _merged_diffs(group)
+    if action in ("create", "delete", "read", "import", "discard", "refresh"):
+        props = [] if action != "refresh" else props
+    states = [st for s in group for st in (s.new, s.old) if st]
+    custom = any(bool(st.get("custom", True)) for st in states) if states else True
+    return Change(
+        urn=urn,
+        type=main.type or type_,
+        name=name,
+        action=action,
+        ops=[s.op for s in group],
+        component=_components(parents, urn),
+        properties=props,
+        replace_reasons=reasons,
+        diff_reasons=diffs,
+        protect=any(bool(st.get("protect")) for st in states),
+        retain_on_delete=any(bool(st.get("retainOnDelete")) for st in states),
+        custom=custom,
+    )
+
+
+def _merged_diffs(group: list[_Step]) -> tuple[list[PropertyDiff], list[str], list[str]]:
+    """The property diffs, replace reasons and diff reasons of a resource's steps, each once."""
+    props: list[PropertyDiff] = []
+    reasons: list[str] = []
+    diffs: list[str] = []
+    for s in group:
+        for p in _properties(s):
+            if all(p.path != q.path for q in props):
+                props.append(p)
+        reasons += [r for r in s.replace_reasons if r not in reasons]
+        diffs += [r for r in s.diff_reasons if r not in diffs]
+    return props, reasons, diffs
 
 
 def _diagnostics(items: Any) -> list[str]:
@@ -889,76 +910,29 @@ def _chain(plan: Plan, r: Resource, index: dict[str, Resource]) -> list[str]:
 def from_plans(base: Plan, head: Plan, *, base_label: str, head_label: str) -> Review:
     """What changes from `base` to `head`, offline: property diffs, and replacements where the
     replace-on-change data (or a downgrade) says the cloud can only replace."""
-    base_by = {_key(r.urn): r for r in base.resources}
-    head_by = {_key(r.urn): r for r in head.resources}
-    for r in head.resources:  # a rename declared with an alias is the same resource
-        for alias in r.aliases:
-            if _key(alias) in base_by and _key(alias) not in head_by and _key(r.urn) not in base_by:
-                base_by[_key(r.urn)] = base_by.pop(_key(alias))
+    base_by, head_by = _paired(base, head)
     base_index = {r.urn: r for r in base.resources}
     head_index = {r.urn: r for r in head.resources}
+
+    def in_head(r: Resource) -> list[str]:
+        return _chain(head, r, head_index)
+
     changes: dict[str, Change] = {}
     for key, new in head_by.items():
         old = base_by.get(key)
-        if old is None:
-            changes[key] = Change(
-                urn=new.urn,
-                type=new.type,
-                name=new.name,
-                action="create",
-                ops=["create"],
-                component=_chain(head, new, head_index),
-                protect=new.protect,
-                retain_on_delete=new.retain_on_delete,
-                custom=new.custom,
-            )
-            continue
-        props: list[PropertyDiff] = []
-        _leaves(old.inputs, new.inputs, "", props)
-        if not props:
-            continue
-        _mark_replacements(new.type, props)
-        replace = any(p.forces_replace for p in props)
-        changes[key] = Change(
-            urn=new.urn,
-            type=new.type,
-            name=new.name,
-            action="replace" if replace else "update",
-            ops=["replace" if replace else "update"],
-            component=_chain(head, new, head_index),
-            properties=props,
-            replace_reasons=[p.path for p in props if p.forces_replace],
-            diff_reasons=sorted({str(parse_path(p.path)[0]) for p in props if p.path}),
-            protect=old.protect or new.protect,
-            retain_on_delete=old.retain_on_delete or new.retain_on_delete,
-            custom=new.custom,
-        )
+        change = _created(new, in_head) if old is None else _updated(old, new, in_head)
+        if change is not None:
+            changes[key] = change
     for key, old in base_by.items():
         if key not in head_by:
-            changes[key] = Change(
-                urn=old.urn,
-                type=old.type,
-                name=old.name,
-                action="delete",
-                ops=["delete"],
-                component=_chain(base, old, base_index),
-                protect=old.protect,
-                retain_on_delete=old.retain_on_delete,
-                custom=old.custom,
-            )
-    _cascade(base_by, head_by, changes, lambda r: _chain(head, r, head_index))
+            changes[key] = _deleted(old, _chain(base, old, base_index))
+    _cascade(base_by, head_by, changes, in_head)
     unchanged = sum(1 for k in head_by if k in base_by and k not in changes)
-    order = {_key(r.urn): i for i, r in enumerate(head.resources)}
-    tail = len(order)
-    for r in base.resources:
-        tail += 1
-        order.setdefault(_key(r.urn), tail)
-    ordered = sorted(changes.items(), key=lambda kv: order.get(kv[0], 0))
     same_stack = base.stack == head.stack
     return Review(
         source="backbone diff (offline plans)",
         stack=head.stack if same_stack else f"{base.stack} -> {head.stack}",
-        changes=[c for _, c in ordered],
+        changes=_in_plan_order(changes, base, head),
         unchanged=unchanged,
         title=f"{base_label} -> {head_label}",
         notes=[
@@ -967,6 +941,82 @@ def from_plans(base: Plan, head: Plan, *, base_label: str, head_label: str) -> R
             "data (backbone/replacements.yaml), not the provider's own answer",
         ],
     )
+
+
+def _paired(base: Plan, head: Plan) -> tuple[dict[str, Resource], dict[str, Resource]]:
+    """Both plans' resources by key; a rename declared with an alias is the same resource."""
+    base_by = {_key(r.urn): r for r in base.resources}
+    head_by = {_key(r.urn): r for r in head.resources}
+    for r in head.resources:
+        for alias in r.aliases:
+            if _key(alias) in base_by and _key(alias) not in head_by and _key(r.urn) not in base_by:
+                base_by[_key(r.urn)] = base_by.pop(_key(alias))
+    return base_by, head_by
+
+
+def _created(new: Resource, component_of: Callable[[Resource], list[str]]) -> Change:
+    return Change(
+        urn=new.urn,
+        type=new.type,
+        name=new.name,
+        action="create",
+        ops=["create"],
+        component=component_of(new),
+        protect=new.protect,
+        retain_on_delete=new.retain_on_delete,
+        custom=new.custom,
+    )
+
+
+def _updated(
+    old: Resource, new: Resource, component_of: Callable[[Resource], list[str]]
+) -> Change | None:
+    """The inputs' differences as an update, or a replace where one forces it; None if none."""
+    props: list[PropertyDiff] = []
+    _leaves(old.inputs, new.inputs, "", props)
+    if not props:
+        return None
+    _mark_replacements(new.type, props)
+    replace = any(p.forces_replace for p in props)
+    return Change(
+        urn=new.urn,
+        type=new.type,
+        name=new.name,
+        action="replace" if replace else "update",
+        ops=["replace" if replace else "update"],
+        component=component_of(new),
+        properties=props,
+        replace_reasons=[p.path for p in props if p.forces_replace],
+        diff_reasons=sorted({str(parse_path(p.path)[0]) for p in props if p.path}),
+        protect=old.protect or new.protect,
+        retain_on_delete=old.retain_on_delete or new.retain_on_delete,
+        custom=new.custom,
+    )
+
+
+def _deleted(old: Resource, component: list[str]) -> Change:
+    return Change(
+        urn=old.urn,
+        type=old.type,
+        name=old.name,
+        action="delete",
+        ops=["delete"],
+        component=component,
+        protect=old.protect,
+        retain_on_delete=old.retain_on_delete,
+        custom=old.custom,
+    )
+
+
+def _in_plan_order(changes: dict[str, Change], base: Plan, head: Plan) -> list[Change]:
+    """The changes in the head plan's order, deleted resources after, in the base's order."""
+    order = {_key(r.urn): i for i, r in enumerate(head.resources)}
+    tail = len(order)
+    for r in base.resources:
+        tail += 1
+        order.setdefault(_key(r.urn), tail)
+    ordered = sorted(changes.items(), key=lambda kv: order.get(kv[0], 0))
+    return [c for _, c in ordered]
 
 
 def _holding(v: Any, path: str, values: set[str]) -> list[tuple[str, str]]:
@@ -989,12 +1039,7 @@ def _cascade(
     """A replaced resource gets new ids and ARNs: inputs of its dependents that hold them are
     "known after apply", and replace the dependent too where that input forces it."""
     done: set[str] = set()
-    dependents: dict[str, list[str]] = {}
-    urn_key = {r.urn: k for k, r in head_by.items()}
-    for k, r in head_by.items():
-        for dep in r.dependencies:
-            if dep in urn_key:
-                dependents.setdefault(urn_key[dep], []).append(k)
+    dependents = _dependents(head_by)
     queue = [k for k, c in changes.items() if c.action == "replace"]
     while queue:
         key = queue.pop(0)
@@ -1005,42 +1050,70 @@ def _cascade(
         if not values:
             continue
         for dkey in dependents.get(key, []):
-            d_new, d_old = head_by[dkey], base_by.get(dkey)
+            d_old = base_by.get(dkey)
             if d_old is None:
                 continue
-            found = [
-                PropertyDiff(
-                    path,
-                    "update",
-                    old=value,
-                    new=AFTER_APPLY,
-                    has_old=True,
-                    has_new=True,
-                    note=f"from the replaced {base_by[key].name}",
-                )
-                for path, value in _holding(d_new.inputs, "", values)
-            ]
-            if not found:
-                continue
-            _mark_replacements(d_new.type, found)
-            change = changes.get(dkey)
-            if change is None:
-                change = Change(
-                    urn=d_new.urn,
-                    type=d_new.type,
-                    name=d_new.name,
-                    action="update",
-                    ops=["update"],
-                    component=component_of(d_new),
-                    protect=d_old.protect or d_new.protect,
-                    retain_on_delete=d_old.retain_on_delete or d_new.retain_on_delete,
-                    custom=d_new.custom,
-                )
-                changes[dkey] = change
-            known = {p.path for p in change.properties}
-            change.properties += [p for p in found if p.path not in known]
-            if any(p.forces_replace for p in found) and change.action != "replace":
-                change.action = "replace"
-                change.ops = ["replace"]
-                change.replace_reasons += [p.path for p in found if p.forces_replace]
+            if _knock_on(base_by[key], values, dkey, (d_old, head_by[dkey]), changes, component_of):
                 queue.append(dkey)
+
+
+def _dependents(head_by: dict[str, Resource]) -> dict[str, list[str]]:
+    """The keys of the resources that depend on each resource of the head plan."""
+    dependents: dict[str, list[str]] = {}
+    urn_key = {r.urn: k for k, r in head_by.items()}
+    for k, r in head_by.items():
+        for dep in r.dependencies:
+            if dep in urn_key:
+                dependents.setdefault(urn_key[dep], []).append(k)
+    return dependents
+
+
+def _knock_on(
+    replaced: Resource,
+    values: set[str],
+    key: str,
+    dependent: tuple[Resource, Resource],
+    changes: dict[str, Change],
+    component_of: Callable[[Resource], list[str]],
+) -> bool:
+    """The inputs of the dependent (`key`, its base and head Resource) holding the replaced
+    resource's computed `values` become "known after apply" in its Change (made if it had
+    none); True when that newly replaces it."""
+    d_old, d_new = dependent
+    found = [
+        PropertyDiff(
+            path,
+            "update",
+            old=value,
+            new=AFTER_APPLY,
+            has_old=True,
+            has_new=True,
+            note=f"from the replaced {replaced.name}",
+        )
+        for path, value in _holding(d_new.inputs, "", values)
+    ]
+    if not found:
+        return False
+    _mark_replacements(d_new.type, found)
+    change = changes.get(key)
+    if change is None:
+        change = Change(
+            urn=d_new.urn,
+            type=d_new.type,
+            name=d_new.name,
+            action="update",
+            ops=["update"],
+            component=component_of(d_new),
+            protect=d_old.protect or d_new.protect,
+            retain_on_delete=d_old.retain_on_delete or d_new.retain_on_delete,
+            custom=d_new.custom,
+        )
+        changes[key] = change
+    known = {p.path for p in change.properties}
+    change.properties += [p for p in found if p.path not in known]
+    if any(p.forces_replace for p in found) and change.action != "replace":
+        change.action = "replace"
+        change.ops = ["replace"]
+        change.replace_reasons += [p.path for p in found if p.forces_replace]
+        return True
+    return False

@@ -851,3 +851,28 @@ def test_the_free_tier_host_is_the_web_entry_point_and_nothing_else_is(plan_of):
     host_in.inputs["securityGroupId"] = db_sg.id
     found = [v for v in offline.evaluate(plan, cfg) if v.rule == "sg-no-public-ingress"]
     assert [(v.resource, v.level) for v in found] == [(host_in.name, "mandatory")]
+
+
+def test_backbone_plan_reads_its_aws_check_and_finds_what_backbone_check_finds(plan_of):
+    """`backbone plan` checks AWS's published constraints once and hands that report to the
+    pack; its verdict is the one `backbone check` reaches by running the rule itself: the same
+    violations (an own value, a provider default tag, a runtime), at the same level, in order."""
+    from backbone import awsrules
+
+    plan = copy.deepcopy(plan_of("dev"))
+    cfg = load_config(resolve("dev", cwd=REPO))
+    plan.named("database-from-client-0").inputs["description"] = "from the app's nodes"
+    plan.named("functions-canary").inputs["runtime"] = "python3.99"
+    provider = next(r for r in plan.resources if r.type == "pulumi:providers:aws")
+    tags = json.loads(provider.inputs["defaultTags"])
+    tags["tags"]["owner"] = "Jane O'Brien"
+    provider.inputs["defaultTags"] = json.dumps(tags)
+    own = offline.evaluate(plan, cfg)
+    shared = offline.evaluate(plan, cfg, aws=awsrules.check_plan(plan))
+    assert shared == own
+    found = {(v.resource, v.message.split("=")[0]) for v in own if v.rule == awsrules.RULE_GROUP}
+    assert {("database-from-client-0", "description"), ("functions-canary", "runtime")} <= found
+    assert any(input_ == "tags.owner" for _, input_ in found)
+    assert offline.policy_verdict(plan, cfg, awsrules.check_plan(plan)).line() == (
+        offline.policy_verdict(plan, cfg).line()
+    )
