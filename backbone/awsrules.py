@@ -260,11 +260,13 @@ class Finding:
         text = json.dumps(self.value) if not isinstance(self.value, str) else repr(self.value)
         return text if len(text) <= 90 else text[:87] + "..."
 
+    @property
+    def what(self) -> str:
+        """The finding without its resource: what the policy pack's rule reports."""
+        return f"{self.input}={self.shown_value}: {self.rule} {self.message} [{self.source}]"
+
     def line(self) -> str:
-        return (
-            f"{self.resource} {self.input}={self.shown_value}: {self.rule} {self.message} "
-            f"[{self.source}]"
-        )
+        return f"{self.resource} {self.what}"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -82,8 +82,7 @@ def _reading(rule: rules.Rule, aws: Report) -> rules.Rule:
         return rule
     by_urn: dict[str, list[str]] = {}
     for f in aws.violations:
-        message = f"{f.input}={f.shown_value}: {f.rule} {f.message} [{f.source}]"
-        by_urn.setdefault(f.urn, []).append(message)
+        by_urn.setdefault(f.urn, []).append(f.what)
 
     def found(r: rules.Res, ctx: rules.Context) -> Iterator[str]:
         yield from by_urn.get(r.urn, [])

@@ -751,7 +751,7 @@ def aws_published_constraints(r: Res, ctx: Context) -> Iterator[str]:
         props["tags"] = _merged_tags(r)
     report = awsrules.check_resource(r.type, props, name=r.name, urn=r.urn, unknown=ctx.is_unknown)
     for f in report.violations:
-        yield f"{f.input}={f.shown_value}: {f.rule} {f.message} [{f.source}]"
+        yield f.what
 
 
 # --------------------------------------------------------------------------------------------
