@@ -112,13 +112,17 @@ esac
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def booted(
     image: str,  # noqa: F811
     bridge_pg: BridgePg,
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     plan_of: Callable[[str], Plan],
 ) -> Iterator[dict]:
+    """The host booted once for the module: the tests read what the boot left, and leave the
+    app container running (the restart test has Docker restart it; the canary test stops it and
+    starts it again)."""
+    tmp_path = tmp_path_factory.mktemp("host")
     name = f"backbone-host-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
     bin_dir, tools, state = tmp_path / "bin", tmp_path / "tools", tmp_path / "state"
@@ -321,8 +325,11 @@ def test_the_canary_probes_the_host_and_follows_the_link_its_migration_made(
     assert up.calls[0]["Namespace"] == "Backbone/Canary"
 
     docker("stop", "-t", "30", booted["name"])  # stopped by hand: the restart policy leaves it
-    down = PublishedMetrics()
-    result = canary.run(settings, cloudwatch=down)
-    assert result["ok"] is False
-    assert down.availability() == {"health": 0.0, "read": 0.0, "redirect": 0.0}
-    assert {p["error"] for p in result["probes"]} == {"connection refused"}
+    try:
+        down = PublishedMetrics()
+        result = canary.run(settings, cloudwatch=down)
+        assert result["ok"] is False
+        assert down.availability() == {"health": 0.0, "read": 0.0, "redirect": 0.0}
+        assert {p["error"] for p in result["probes"]} == {"connection refused"}
+    finally:
+        docker("start", booted["name"])  # as the boot left it, for any test after this one

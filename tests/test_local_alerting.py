@@ -104,10 +104,8 @@ def stack(plan_of, tmp_path_factory) -> Iterator[dict[str, Any]]:
     )
     prom: subprocess.Popen[bytes] | None = None
     try:
-        _until(
-            "Alertmanager ready",
-            lambda: httpx.get(f"http://127.0.0.1:{am_port}/-/ready").is_success,
-        )
+        # started alongside Alertmanager: alerts sent before it answers are sent again after
+        # the resend delay
         prom = _run(
             [
                 prometheus,
@@ -117,6 +115,10 @@ def stack(plan_of, tmp_path_factory) -> Iterator[dict[str, Any]]:
                 "--rules.alert.resend-delay=1s",
             ],
             folder / "prometheus.log",
+        )
+        _until(
+            "Alertmanager ready",
+            lambda: httpx.get(f"http://127.0.0.1:{am_port}/-/ready").is_success,
         )
         yield {
             "prometheus": f"http://127.0.0.1:{prom_port}",

@@ -11,6 +11,7 @@ replica is taken out by the health checks while the other keeps answering.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import subprocess
 import time
@@ -55,7 +56,21 @@ def standin_image(tmp: Path) -> str:
         "ENV LD_LIBRARY_PATH=/opt/haproxy/lib\n"
         "USER 65534:65534\n"
     )
-    built = docker("build", "-t", STANDIN, str(context), timeout=300, check=False)
+    # built again only when what it is built from changed: its files and the base image
+    digest = hashlib.sha256(docker("image", "inspect", "-f", "{{.Id}}", BASE_IMAGE).stdout.encode())
+    for path in sorted(context.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(context).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    inputs = digest.hexdigest()
+    label = '{{index .Config.Labels "backbone.inputs"}}'
+    have = docker("image", "inspect", "-f", label, STANDIN, check=False)
+    if have.returncode == 0 and have.stdout.strip() == inputs:
+        return STANDIN
+    built = docker(
+        "build", "--label", f"backbone.inputs={inputs}", "-t", STANDIN, str(context),
+        timeout=300, check=False,
+    )  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr
     return STANDIN
 
@@ -85,6 +100,8 @@ def balanced(image: str, tmp_path: Path) -> Iterator[dict]:  # noqa: F811
                 "-e", f"PORT={APP_PORT}", "-e", f"MIGRATE_ON_STARTUP={'true' if n == 0 else 'false'}",
                 image,
             )  # fmt: skip
+        # started side by side; the first migrates, and the proxy starts once both are healthy
+        for name in replicas:
             wait_for(lambda name=name: healthy(name), f"{name} healthy", container=name)
         docker(
             "run", "-d", "--name", proxy, "--network", network, *hardening,

@@ -18,7 +18,6 @@ import copy
 import json
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,9 @@ def tool(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def app() -> Iterator[LiveServer]:
-    """The real app on a real PostgreSQL, after one request of each kind."""
+def app(prometheus_started: dict[str, Any]) -> Iterator[LiveServer]:
+    """The real app on a real PostgreSQL, after one request of each kind. (Prometheus is started
+    first, with no target yet, so that its start overlaps the app's.)"""
     cluster = PgCluster()
     server = LiveServer(app_env(cluster.new_database()))
     try:
@@ -196,22 +196,19 @@ def metrics_port_name(deployment: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(app: LiveServer, plan_of, tmp_path_factory) -> Iterator[dict[str, Any]]:
+def prometheus_started(plan_of, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """Prometheus with the kit's scrape configuration and rules, its discovery files empty: no
+    target until `prometheus` writes the app's pod (after the app's outage, which must not be
+    scraped: the rules would be pending)."""
     folder = tmp_path_factory.mktemp("prometheus")
     plan = plan_of("dev")
-    deployment = deployment_of(plan)
-    assert "metrics" in metrics_port_name(deployment), (
-        "the Deployment declares no container port named metrics (/work/notes/obs-interface.md)"
-    )
     kit = yaml.safe_load(plan.one(SCRAPE).inputs["scrapeConfiguration"])
-    pods = pod_targets(deployment, {"metrics": f"127.0.0.1:{app.metrics_port}",
-                                    "http": f"127.0.0.1:{app.port}"})  # fmt: skip
-    config = swap_discovery(kit, folder, {APP_JOB: pods})
-    # Seconds instead of the stack's minute: the same job, sooner.
+    config = swap_discovery(kit, folder, {})
+    # Half-seconds instead of the stack's minute: the same job, sooner.
     config["global"] = {
-        "scrape_interval": "1s",
-        "scrape_timeout": "1s",
-        "evaluation_interval": "1s",
+        "scrape_interval": "500ms",
+        "scrape_timeout": "500ms",
+        "evaluation_interval": "500ms",
     }
     (folder / "rules.yml").write_text(plan.one(RULES).inputs["data"])
     config["rule_files"] = [str(folder / "rules.yml")]
@@ -229,11 +226,28 @@ def prometheus(app: LiveServer, plan_of, tmp_path_factory) -> Iterator[dict[str,
         stderr=subprocess.STDOUT,
     )
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "folder": folder, "plan": plan, "pods": pods}
+        yield {"url": f"http://127.0.0.1:{port}", "folder": folder, "plan": plan}
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(app: LiveServer, prometheus_started: dict[str, Any]) -> dict[str, Any]:
+    """The running Prometheus, now discovering one pod of the rendered Deployment: the app."""
+    folder, plan = prometheus_started["folder"], prometheus_started["plan"]
+    deployment = deployment_of(plan)
+    assert "metrics" in metrics_port_name(deployment), (
+        "the Deployment declares no container port named metrics (/work/notes/obs-interface.md)"
+    )
+    pods = pod_targets(deployment, {"metrics": f"127.0.0.1:{app.metrics_port}",
+                                    "http": f"127.0.0.1:{app.port}"})  # fmt: skip
+    targets = folder / f"{APP_JOB}.targets.json"
+    staged = targets.with_suffix(".tmp")
+    staged.write_text(json.dumps(pods))
+    staged.replace(targets)  # whole, as file discovery expects
+    return {**prometheus_started, "pods": pods}
 
 
 def _api(base: str, path: str, **params: str) -> Any:
@@ -282,8 +296,15 @@ def test_prometheus_scrapes_the_app_with_the_kits_configuration(prometheus) -> N
         # evaluated at least once since the target came up
         return absent if absent.get("lastEvaluation", "").startswith("2") else None
 
+    # a few more evaluations (three) with the target up
+    seen: set[str] = set()
+
+    def evaluations() -> bool:
+        seen.add(absent_state()["lastEvaluation"])
+        return len(seen) > 3
+
     _until("a rule evaluation", absent_state)
-    time.sleep(2.5)  # a few more evaluations with the target up
+    _until("three more rule evaluations", evaluations)
     rules = _api(base, "rules", type="alert")["groups"]
     states = {r["name"]: r["state"] for g in rules for r in g["rules"]}
     assert states["BackboneAppAbsent"] == "inactive", states

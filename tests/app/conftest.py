@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import itertools
 import os
+import pickle
 import pwd
 import socket
 import subprocess
@@ -131,12 +133,27 @@ class PgCluster:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
-    def new_database(self) -> str:
+    def new_database(self, *, migrated: bool = False) -> str:
+        """A fresh database: empty, or (`migrated`) a copy of one the app's migrations made (the
+        schema at SCHEMA_VERSION, no rows), for tests that are not about the migration."""
         name = f"t{os.getpid()}_{next(self._ids)}"
+        template = f' TEMPLATE "{self._migrated_template()}"' if migrated else ""
         with psycopg.connect(self.url(), autocommit=True) as conn:
             # FILE_COPY: the template's files copied, not written through the WAL (3x quicker)
-            conn.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
+            conn.execute(f'CREATE DATABASE "{name}"{template} STRATEGY FILE_COPY')
         return self.url(name)
+
+    def _migrated_template(self) -> str:
+        """A database migrated once per cluster by the app's own migration, then only copied."""
+        if getattr(self, "_template", None) is None:
+            import asyncio
+
+            from shortener import config, db
+
+            url = self.new_database()
+            asyncio.run(db.migrate_url(config.load(app_env(url)), 10))
+            self._template = url.rsplit("/", 1)[1]
+        return str(self._template)
 
     def destroy(self) -> None:
         if not self.root.exists():
@@ -161,9 +178,14 @@ class RdsDatabase:
         with psycopg.connect(cluster.url(), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.MASTER,))
             if exists.fetchone() is None:
-                conn.execute(
-                    f"CREATE ROLE {self.MASTER} LOGIN CREATEROLE PASSWORD '{self.MASTER_PASSWORD}'"
-                )
+                # another worker of the run may be making it at the same moment
+                with contextlib.suppress(
+                    psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation
+                ):
+                    conn.execute(
+                        f"CREATE ROLE {self.MASTER} LOGIN CREATEROLE "
+                        f"PASSWORD '{self.MASTER_PASSWORD}'"
+                    )
             conn.execute(f'CREATE DATABASE "{self.name}" OWNER {self.MASTER} STRATEGY FILE_COPY')
 
     def url(
@@ -185,11 +207,54 @@ class RdsDatabase:
         return psycopg.connect(self.cluster.url(self.name), autocommit=True)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def shared_cluster(factory: pytest.TempPathFactory, kind: str, *, tls: bool) -> Iterator[PgCluster]:
+    """One cluster of a kind for the whole test run. Under pytest-xdist every worker is a
+    process of its own: the first that needs it makes it and leaves its description (pickled) in
+    the run's shared temporary folder with a count of the workers using it; the last to finish
+    stops it. (Databases and roles are named by the worker's pid: no worker sees another's.)"""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        cluster = PgCluster(tls=tls)
+        yield cluster
+        cluster.destroy()
+        return
+    folder = factory.getbasetemp().parent / f"backbone-pg-{kind}"
+    folder.mkdir(parents=True, exist_ok=True)
+    record, users = folder / "cluster.pickle", folder / "users"
+
+    def leave() -> None:
+        with _locked(folder / "lock"):
+            left = int(users.read_text() or 0) - 1 if users.exists() else 0
+            users.write_text(str(max(left, 0)))
+            if left <= 0 and record.exists():
+                pickle.loads(record.read_bytes()).destroy()
+                record.unlink()
+
+    with _locked(folder / "lock"):
+        if record.exists():
+            cluster: PgCluster = pickle.loads(record.read_bytes())
+        else:
+            cluster = PgCluster(tls=tls)
+            atexit.unregister(cluster.destroy)  # the last worker's leave() stops it
+            record.write_bytes(pickle.dumps(cluster))
+        users.write_text(str(int(users.read_text() or 0) + 1 if users.exists() else 1))
+    atexit.register(leave)  # a worker that ends without teardowns still leaves
+    try:
+        yield cluster
+    finally:
+        atexit.unregister(leave)
+        leave()
+
+
 @pytest.fixture(scope="session")
-def pg_tls() -> Iterator[PgCluster]:
-    cluster = PgCluster(tls=True)
-    yield cluster
-    cluster.destroy()
+def pg_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    yield from shared_cluster(tmp_path_factory, "tls", tls=True)
 
 
 @pytest.fixture
@@ -198,11 +263,9 @@ def rds(pg_tls: PgCluster) -> RdsDatabase:
 
 
 @pytest.fixture(scope="session")
-def pg() -> Iterator[PgCluster]:
-    """One cluster for the whole session (tests that stop the database make their own)."""
-    cluster = PgCluster()
-    yield cluster
-    cluster.destroy()
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    """One cluster for the whole test run (tests that stop the database make their own)."""
+    yield from shared_cluster(tmp_path_factory, "plain", tls=False)
 
 
 @pytest.fixture
@@ -236,11 +299,18 @@ def app_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_settings(db_url: str):  # type: ignore[no-untyped-def]
+def migrated_url(pg: PgCluster) -> str:
+    """A fresh database for one test, already at the schema the app's migrations make (the app's
+    startup migration then finds nothing to do: it still runs)."""
+    return pg.new_database(migrated=True)
+
+
+@pytest.fixture
+def make_settings(migrated_url: str):  # type: ignore[no-untyped-def]
     from shortener import config
 
     def make(**extra: str) -> config.Settings:
-        return config.load(app_env(db_url, **extra))
+        return config.load(app_env(migrated_url, **extra))
 
     return make
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
+
+from .conftest import TOKEN, PgCluster, app_env
 
 pytestmark = pytest.mark.realpart
 
@@ -35,11 +39,34 @@ def _links(client) -> list[tuple[str, str]]:
         return conn.execute("SELECT code, url FROM links ORDER BY code").fetchall()
 
 
+@pytest.fixture(scope="module")
+def app_client(pg: PgCluster) -> Iterator[Any]:
+    """The app in-process on a database of its own, started once for the module: every test here
+    checks answers and the stored rows, which `seeded` resets before each test."""
+    from fastapi.testclient import TestClient
+    from shortener import config
+    from shortener.app import create_app
+
+    app = create_app(config.load(app_env(pg.new_database(migrated=True))))
+    with TestClient(app, base_url="http://sho.rt") as c:
+        c.app_state = app.state  # type: ignore[attr-defined]
+        c.first_headers = c.headers.copy()  # type: ignore[attr-defined]
+        yield c
+
+
 @pytest.fixture
-def seeded(client):
-    r = client.post("/api/links", json={"url": "https://example.org/keep", "code": "keep-me"})
+def seeded(app_client):
+    """The module's app with one link stored, and nothing else: no other row, no cached entry,
+    the token in the client's headers."""
+    app_client.headers = app_client.first_headers.copy()
+    app_client.headers["authorization"] = f"Bearer {TOKEN}"
+    with psycopg.connect(app_client.app_state.settings.database_url, autocommit=True) as conn:
+        codes = [c for (c,) in conn.execute("DELETE FROM links RETURNING code").fetchall()]
+    for code in codes:
+        app_client.app_state.cache.invalidate(code)
+    r = app_client.post("/api/links", json={"url": "https://example.org/keep", "code": "keep-me"})
     assert r.status_code == 201
-    return client
+    return app_client
 
 
 def test_malformed_json(seeded) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -68,14 +70,44 @@ def image() -> str:
     lock_path = Path(tempfile.gettempdir()) / f"backbone-image-{tag.rsplit('-', 1)[1]}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if docker("image", "inspect", tag, check=False).returncode == 0:
-            return tag
-        built = docker(
-            "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", tag, str(REPO / "app"),
-            timeout=900, check=False,
-        )  # fmt: skip
-    assert built.returncode == 0, f"docker build failed:\n{built.stdout}\n{built.stderr}"
+        os.utime(lock_path)  # this tag's last use: what _remove_stale_images reads
+        if docker("image", "inspect", tag, check=False).returncode != 0:
+            built = docker(
+                "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", tag, str(REPO / "app"),
+                timeout=900, check=False,
+            )  # fmt: skip
+            assert built.returncode == 0, f"docker build failed:\n{built.stdout}\n{built.stderr}"
+    _remove_stale_images(tag)
     return tag
+
+
+STALE_AFTER_SECONDS = 3600
+
+
+def _remove_stale_images(current: str) -> None:
+    """Every edit of app/ makes a new `backbone/shortener:test-<digest>` image: remove the tags no
+    test run has used for an hour (the lock file of a tag is touched at each use; a tag without
+    one is judged by its image's age), never the current one. An image a container still uses
+    (another run's) is refused by `docker rmi` without --force, and kept."""
+    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", IMAGE.split(":")[0])
+    now = time.time()
+    for ref in listed.stdout.split():
+        tag = ref.split(":", 1)[1]
+        if ref == current or not (tag == "test" or tag.startswith("test-")):
+            continue
+        lock = Path(tempfile.gettempdir()) / f"backbone-image-{tag.removeprefix('test-')}.lock"
+        if lock.exists():
+            last_used = lock.stat().st_mtime
+        else:
+            created = docker("image", "inspect", "-f", "{{.Created}}", ref, check=False)
+            seconds = created.stdout.strip().removesuffix("Z").split(".")[0]  # RFC 3339, UTC
+            try:
+                last_used = datetime.fromisoformat(seconds).replace(tzinfo=UTC).timestamp()
+            except ValueError:
+                continue
+        if now - last_used > STALE_AFTER_SECONDS:
+            docker("rmi", ref, check=False)
+            lock.unlink(missing_ok=True)
 
 
 @pytest.fixture

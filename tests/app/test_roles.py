@@ -18,6 +18,7 @@ import pytest
 from psycopg import errors
 
 from .conftest import APP_DIR, TOKEN, RdsDatabase, app_env
+from .migrate_harness import run_migrate
 
 pytestmark = pytest.mark.realpart
 
@@ -33,20 +34,19 @@ def names() -> tuple[str, str]:
 
 
 def migrate(url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m shortener.migrate` with this environment: its exit status, stdout and stderr
+    (run in this process by tests/app/migrate_harness.py; the concurrent runs below, and
+    tests/app/test_exit_codes.py, start the process itself)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-    return subprocess.run(
-        [sys.executable, "-m", "shortener.migrate"],
-        cwd=APP_DIR,
-        env={
+    return run_migrate(
+        {
             **base,
             "PYTHONPATH": str(APP_DIR),
             "DATABASE_URL": url,
             "STARTUP_DB_TIMEOUT_SECONDS": "5",
             **env,
         },
-        capture_output=True,
-        text=True,
-        timeout=120,
+        APP_DIR,
     )
 
 
@@ -400,6 +400,8 @@ def test_startup_migration_with_the_app_role_stops_with_a_clear_message(
     app_user, job_user = names()
     assert with_roles(rds, app_user, job_user).returncode == 0
     server = live_server_factory(app_env(rds.url(app_user, APP_PW), MIGRATE_ON_STARTUP="true"))
+    # the same role, as documented (MIGRATE_ON_STARTUP=false), starts: started alongside
+    ok = live_server_factory(app_env(rds.url(app_user, APP_PW), MIGRATE_ON_STARTUP="false"))
     server.proc.wait(timeout=60)
     out = server.output()
     assert server.proc.returncode == 2, out
@@ -408,6 +410,4 @@ def test_startup_migration_with_the_app_role_stops_with_a_clear_message(
         in out
     )
     assert "MIGRATE_ON_STARTUP=false" in out and APP_PW not in out
-    # the same role, as documented (MIGRATE_ON_STARTUP=false), starts
-    ok = live_server_factory(app_env(rds.url(app_user, APP_PW), MIGRATE_ON_STARTUP="false"))
     ok.wait_up()
