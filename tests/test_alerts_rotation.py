@@ -84,7 +84,7 @@ def test_each_rotated_secret_has_a_rule_for_its_failed_rotations_and_only_its_ow
     assert set(rules) == {"monitoring-rotation-app-failed", "monitoring-rotation-job-failed"}
     for part, secret in (("app", APP_SECRET), ("job", JOB_SECRET)):
         rule = rules[f"monitoring-rotation-{part}-failed"].inputs
-        assert rule["name"] == f"backbone-test-rotation-{part}-failed"
+        assert rule["name"] == f"backbone-test-rotfail-{part}"
         assert json.loads(rule["eventPattern"]) == {
             "source": ["aws.secretsmanager"],
             "detail-type": ["AWS Service Event via CloudTrail"],
@@ -105,7 +105,7 @@ def test_the_rules_publish_to_the_topic_a_runbook_naming_the_secret_and_the_erro
     for part in ("app", "job"):
         target = targets[f"monitoring-rotation-{part}-failed"]
         assert target["arn"] == topic
-        assert target["rule"] == f"backbone-test-rotation-{part}-failed"
+        assert target["rule"] == f"backbone-test-rotfail-{part}"
         transformer = target["inputTransformer"]
         assert transformer["inputPaths"] == {
             "secret": "$.detail.additionalEventData.SecretId",

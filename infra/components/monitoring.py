@@ -719,7 +719,9 @@ class Monitoring(pulumi.ComponentResource):
             fn_name = w.rotation_functions.get(part, f"{self._prefix}-rotate-{part}")
             rule = aws.cloudwatch.EventRule(
                 f"{self._name}-rotation-{part}-failed",
-                name=f"{self._prefix}-rotation-{part}-failed",
+                # No longer than the longest function name, so the stack-name bound that keeps
+                # Lambda's 64 characters keeps EventBridge's too (AWS::Events::Rule.Name).
+                name=f"{self._prefix}-rotfail-{part}",
                 description=f"the {part} role's password rotation failed: to the alerts topic",
                 event_pattern=pulumi.Output.from_input(secret_arn).apply(
                     lambda arn: json.dumps(rotation_failed_pattern(arn))
