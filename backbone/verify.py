@@ -204,6 +204,10 @@ class Settings:
     invocation_window: dt.timedelta = dt.timedelta(hours=24)
 
 
+# Seconds before an HTTP check's second attempt; the pause doubles before each next attempt.
+RETRY_PAUSE = 0.25
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -223,6 +227,14 @@ class Verifier:
         self._make_aws = aws
         self._aws: Aws | None = None
         self._missing_functions: set[str] = set()  # this round's, from the function checks
+        self._tls: Any = None  # one TLS context (the CA bundle read once) for every HTTP check
+
+    def tls(self) -> Any:
+        if self._tls is None:
+            import httpx
+
+            self._tls = httpx.create_ssl_context()  # what httpx.Client() would make each time
+        return self._tls
 
     def client(self, service: str) -> Any:
         if self._aws is None:
@@ -660,11 +672,14 @@ class Verifier:
         error = ""
         timeout = httpx.Timeout(self.s.http_timeout)
         with httpx.Client(
-            timeout=timeout, follow_redirects=False, headers={"user-agent": "backbone-verify"}
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"user-agent": "backbone-verify"},
+            verify=self.tls(),
         ) as client:
             for attempt in range(self.s.http_attempts):
                 if attempt:
-                    time.sleep(0.25 * 2 ** (attempt - 1))
+                    time.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
                 try:
                     response = client.get(url)
                 except httpx.TimeoutException:
