@@ -23,7 +23,9 @@ before any check runs, so no secret can reach the report.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -208,6 +210,16 @@ class Settings:
 RETRY_PAUSE = 0.25
 
 
+@functools.cache
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> Any:
+    """The TLS context httpx.Client() would make (it reads SSL_CERT_FILE / SSL_CERT_DIR, the
+    arguments here only key the cache), made once: loading the CA bundle costs more CPU than a
+    check's requests, and every HTTP check of every round used to load it again."""
+    import httpx
+
+    return httpx.create_ssl_context()
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -227,14 +239,6 @@ class Verifier:
         self._make_aws = aws
         self._aws: Aws | None = None
         self._missing_functions: set[str] = set()  # this round's, from the function checks
-        self._tls: Any = None  # one TLS context (the CA bundle read once) for every HTTP check
-
-    def tls(self) -> Any:
-        if self._tls is None:
-            import httpx
-
-            self._tls = httpx.create_ssl_context()  # what httpx.Client() would make each time
-        return self._tls
 
     def client(self, service: str) -> Any:
         if self._aws is None:
@@ -675,7 +679,7 @@ class Verifier:
             timeout=timeout,
             follow_redirects=False,
             headers={"user-agent": "backbone-verify"},
-            verify=self.tls(),
+            verify=_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
         ) as client:
             for attempt in range(self.s.http_attempts):
                 if attempt:

@@ -652,9 +652,10 @@ def test_wait_until_the_stack_comes_up(aws: str, dev: dict[str, Any]) -> None:
 def test_wait_gives_up_at_the_deadline(aws: str, dev: dict[str, Any], undo: Any) -> None:
     client("ec2").stop_instances(InstanceIds=[dev["_nodes"][0]])
     undo(client("ec2").start_instances, InstanceIds=[dev["_nodes"][0]])
-    # a deadline a round surely fits in (a round is a fraction of a second), so round 2 runs
+    # a deadline round 1 surely ends before (a round takes a fraction of a second), so that
+    # round 2 runs; then a round at the deadline itself
     run = verify(
-        aws, "dev", dev["_file"], "--format", "json", "--wait", "2s", "--interval", "100ms"
+        aws, "dev", dev["_file"], "--format", "json", "--wait", "1500ms", "--interval", "1s"
     )
     assert run.code == 1
     report = run.json()
