@@ -10,6 +10,7 @@ with throwaway credentials.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -70,20 +71,35 @@ def aws_env(endpoint: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An empty emulated account; boto3 in this process talks to it too."""
+def reset_account(endpoint: str) -> None:
+    """Empty the emulated account."""
+    _post(f"{endpoint}/moto-api/reset")
+    # Lambda without Docker: an invocation is answered by moto itself.
+    _post(f"{endpoint}/moto-api/config", {"lambda": {"use_docker": False}})
+
+
+@contextlib.contextmanager
+def emulated_account(endpoint: str) -> Iterator[str]:
+    """An empty emulated account; boto3 in this process talks to it while inside."""
     import boto3
 
-    _post(f"{moto_server}/moto-api/reset")
-    # Lambda without Docker: an invocation is answered by moto itself.
-    _post(f"{moto_server}/moto-api/config", {"lambda": {"use_docker": False}})
-    for key, value in aws_env(moto_server).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    boto3.DEFAULT_SESSION = None
-    yield moto_server
-    boto3.DEFAULT_SESSION = None
+    reset_account(endpoint)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in aws_env(endpoint).items():
+            patch.setenv(key, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        boto3.DEFAULT_SESSION = None
+        try:
+            yield endpoint
+        finally:
+            boto3.DEFAULT_SESSION = None
+
+
+@pytest.fixture
+def aws(moto_server: str) -> Iterator[str]:
+    """An empty emulated account for the test; boto3 in this process talks to it too."""
+    with emulated_account(moto_server) as endpoint:
+        yield endpoint
 
 
 def client(service: str, region: str = REGION) -> Any:
@@ -136,6 +152,10 @@ def backbone(
 
 
 # --------------------------------------------------------------------------- the app stand-in
+
+# How often a loopback server's loop looks for shutdown(): socketserver's default, 0.5 s, was
+# half a second of every test's teardown.
+POLL = 0.02
 
 
 @dataclass
@@ -201,7 +221,7 @@ def app_server() -> Iterator[tuple[str, AppState]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _AppHandler)
     server.daemon_threads = True
     server.state = AppState()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(POLL,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", server.state  # type: ignore[attr-defined]
@@ -293,7 +313,7 @@ def refusing_aws() -> Iterator[tuple[str, Refusal]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingHandler)
     server.daemon_threads = True
     server.refusal = Refusal()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(POLL,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", server.refusal  # type: ignore[attr-defined]

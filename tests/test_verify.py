@@ -1,6 +1,12 @@
 """`backbone verify`: a dev stack and a free-tier stack "deployed" with boto3 into moto's AWS
 emulation (server mode, real HTTP on loopback) and the app's stand-in on loopback; verify passes,
-then one thing at a time is broken and each is reported as its own failure."""
+then one thing at a time is broken and each is reported as its own failure.
+
+Each stack is deployed once per module (`account`) and shared: a test that breaks something
+registers how to put it back (`undo`), run after the test whatever its outcome; a test that
+leaves what cannot be put back (metric data: CloudWatch deletes none) undoes with a fresh
+account, and the next test deploys again. Every test starts from the stack as deployed.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +15,30 @@ import functools
 import json
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.retries.standard import ExponentialBackoff
 
+from backbone import verify as verify_module
 from tests.aws_harness import (
     REGION,
     AppState,
-    aws,
     backbone,
     client,
+    emulated_account,
     free_port,
     lambda_zip,
     moto_server,
     refusing_aws,
+    reset_account,
 )
 from tests.aws_harness import app_server as app_server
 
 pytestmark = pytest.mark.realpart
-_ = (aws, moto_server, refusing_aws)  # fixtures
+_ = (moto_server, refusing_aws)  # fixtures
 
 SECRET_TOKEN = "tok-3f9a-never-shown-anywhere-0042"
 SECRET_KUBECONFIG = "kubeconfig-secret-certificate-data-0042"
@@ -58,8 +68,11 @@ def _network() -> tuple[str, list[str]]:
 
 @functools.cache
 def _image() -> str:
-    """One of the images moto ships (the same after every reset)."""
-    images = client("ec2").describe_images(Owners=["amazon"])["Images"]
+    """One of the images moto ships (the same after every reset): asked for by name, so that
+    moto does not describe all of its images."""
+    images = client("ec2").describe_images(
+        Owners=["amazon"], Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}]
+    )["Images"]
     return str(images[0]["ImageId"])
 
 
@@ -77,18 +90,22 @@ def _role(name: str, service: str) -> str:
     )
 
 
+def _function(name: str, role: str) -> None:
+    client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": lambda_zip()},
+    )
+
+
 def _functions(stack: str) -> dict[str, str]:
     role = _role(f"backbone-{stack}-functions", "lambda.amazonaws.com")
-    names = {}
+    names = {"_role": role}
     for short in ("canary", "housekeeping"):
         name = f"backbone-{stack}-{short}"
-        client("lambda").create_function(
-            FunctionName=name,
-            Runtime="python3.12",
-            Role=role,
-            Handler="handler.handler",
-            Code={"ZipFile": lambda_zip()},
-        )
+        _function(name, role)
         names[short] = name
     return names
 
@@ -125,8 +142,13 @@ def _alarms(names: list[str], topic: str) -> None:
         cw.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="fine")
 
 
-def deploy_dev(url: str, *, multi_az: bool = False) -> dict[str, Any]:
-    """What `pulumi up -s dev` leaves, made with boto3: its outputs (as the stack exports them)."""
+def ok_again(alarm: str) -> None:
+    client("cloudwatch").set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="fine")
+
+
+def deploy_dev(*, multi_az: bool = False) -> dict[str, Any]:
+    """What `pulumi up -s dev` leaves, made with boto3: its outputs (as the stack exports them)
+    but the app's URL (each test's own stand-in)."""
     vpc, subnets = _network()
     ec2 = client("ec2")
     nodes = ec2.run_instances(ImageId=_image(), MinCount=2, MaxCount=2, InstanceType="t3.medium")
@@ -184,7 +206,6 @@ def deploy_dev(url: str, *, multi_az: bool = False) -> dict[str, Any]:
     return {
         "region": REGION,
         "vpcId": vpc,
-        "url": url,
         "loadBalancerArn": lb["LoadBalancerArn"],
         "targetGroupArn": tg["TargetGroupArn"],
         "databaseAddress": db["Endpoint"]["Address"],
@@ -202,11 +223,13 @@ def deploy_dev(url: str, *, multi_az: bool = False) -> dict[str, Any]:
         "alertsTopicArn": topic,
         "alarmNames": ALARMS,
         "_nodes": node_ids,  # for the tests, not an output
+        "_functionRole": functions["_role"],
     }
 
 
-def deploy_free_tier(url: str) -> dict[str, Any]:
-    """The free-tier stack: one host instance serving the app, a billing alarm."""
+def deploy_free_tier() -> dict[str, Any]:
+    """The free-tier stack: one host instance serving the app, a billing alarm (its outputs but
+    the app's URL). It shares the account with dev: each checks only what its outputs name."""
     _network()
     host = client("ec2").run_instances(
         ImageId=_image(), MinCount=1, MaxCount=1, InstanceType="t3.micro"
@@ -217,7 +240,6 @@ def deploy_free_tier(url: str) -> dict[str, Any]:
         "region": REGION,
         "natGatewayCount": 0,
         "hostInstanceId": host,
-        "url": url,
         "alertsTopicArn": topic,
         "alarmNames": ["backbone-free-tier-billing"],
     }
@@ -241,13 +263,70 @@ def failing(run: Any) -> dict[str, str]:
     return {c["name"]: c["why"] for c in run.json()["checks"] if c["status"] == "fail"}
 
 
+class Account:
+    """This module's emulated account and the stacks deployed in it (each on first use)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.stacks: dict[str, dict[str, Any]] = {}
+
+    def stack(self, name: str, deploy: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if name not in self.stacks:
+            self.stacks[name] = deploy()
+        return self.stacks[name]
+
+    def reset(self) -> None:
+        """An empty account again: the next test deploys what it needs."""
+        reset_account(self.endpoint)
+        self.stacks.clear()
+
+
+@pytest.fixture(scope="module")
+def account(moto_server: str) -> Iterator[Account]:
+    with emulated_account(moto_server):
+        yield Account(moto_server)
+
+
 @pytest.fixture
-def dev(aws: str, app_server: tuple[str, AppState], tmp_path: Path) -> dict[str, Any]:
+def aws(account: Account) -> str:
+    """The endpoint of this module's account (boto3 in this process talks to it too)."""
+    return account.endpoint
+
+
+@pytest.fixture
+def undo(account: Account) -> Iterator[Callable[..., None]]:
+    """undo(fn, *args, **kwargs): call it after the test (last registered first). Should one
+    fail, the account is reset, so that no later test starts from a broken stack."""
+    todo: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+    yield lambda fn, *args, **kwargs: todo.append((fn, args, kwargs))
+    try:
+        for fn, args, kwargs in reversed(todo):
+            fn(*args, **kwargs)
+    except BaseException:
+        account.reset()
+        raise
+
+
+@pytest.fixture(autouse=True)
+def _short_http_retry_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pause before an app check's next attempt (0.25 s, then 0.5 s) made 10 ms: the same
+    attempts and findings, without seconds of waiting per failing check."""
+    monkeypatch.setattr(verify_module, "RETRY_PAUSE", 0.01)
+
+
+def _with_app(
+    deployed: dict[str, Any], app_server: tuple[str, AppState], tmp_path: Path
+) -> dict[str, Any]:
     url, state = app_server
-    outputs = deploy_dev(url)
+    outputs = {**deployed, "url": url}
     outputs["_file"] = write_outputs(tmp_path, outputs)
     outputs["_app"] = state
     return outputs
+
+
+@pytest.fixture
+def dev(account: Account, app_server: tuple[str, AppState], tmp_path: Path) -> dict[str, Any]:
+    return _with_app(account.stack("dev", deploy_dev), app_server, tmp_path)
 
 
 # --------------------------------------------------------------------------- dev: all is well
@@ -309,9 +388,10 @@ def test_multi_az_expectation_is_checked(aws: str, dev: dict[str, Any], tmp_path
 # --------------------------------------------------------------------------- dev: one thing broken
 
 
-def test_unhealthy_target(aws: str, dev: dict[str, Any]) -> None:
+def test_unhealthy_target(aws: str, dev: dict[str, Any], undo: Any) -> None:
     broken = dev["_nodes"][1]
     client("ec2").stop_instances(InstanceIds=[broken])
+    undo(client("ec2").start_instances, InstanceIds=[broken])
     run = verify(aws, "dev", dev["_file"], "--format", "json")
     assert run.code == 1
     fails = failing(run)
@@ -321,10 +401,16 @@ def test_unhealthy_target(aws: str, dev: dict[str, Any]) -> None:
     assert "/readyz" in checks(run)["targets"]["next"]
 
 
-def test_public_database(aws: str, dev: dict[str, Any]) -> None:
+def test_public_database(aws: str, dev: dict[str, Any], undo: Any) -> None:
     client("rds").modify_db_instance(
         DBInstanceIdentifier=dev["databaseInstanceId"],
         PubliclyAccessible=True,
+        ApplyImmediately=True,
+    )
+    undo(
+        client("rds").modify_db_instance,
+        DBInstanceIdentifier=dev["databaseInstanceId"],
+        PubliclyAccessible=False,
         ApplyImmediately=True,
     )
     run = verify(aws, "dev", dev["_file"], "--format", "json")
@@ -333,9 +419,10 @@ def test_public_database(aws: str, dev: dict[str, Any]) -> None:
     assert "pulumi preview --refresh" in checks(run)["database"]["next"]
 
 
-def test_database_without_backups_or_encryption(aws: str, app_server: Any, tmp_path: Path) -> None:
-    url, _ = app_server
-    outputs = deploy_dev(url)
+def test_database_without_backups_or_encryption(
+    aws: str, dev: dict[str, Any], tmp_path: Path, undo: Any
+) -> None:
+    outputs = {k: v for k, v in dev.items() if not k.startswith("_")}
     client("rds").create_db_instance(
         DBInstanceIdentifier="plain-db",
         Engine="postgres",
@@ -346,6 +433,7 @@ def test_database_without_backups_or_encryption(aws: str, app_server: Any, tmp_p
         StorageEncrypted=False,
         BackupRetentionPeriod=0,
     )
+    undo(client("rds").delete_db_instance, DBInstanceIdentifier="plain-db", SkipFinalSnapshot=True)
     outputs["databaseInstanceId"] = "plain-db"
     del outputs["databaseAddress"]
     run = verify(aws, "dev", write_outputs(tmp_path, outputs), "--format", "json")
@@ -354,8 +442,9 @@ def test_database_without_backups_or_encryption(aws: str, app_server: Any, tmp_p
     }
 
 
-def test_missing_function(aws: str, dev: dict[str, Any]) -> None:
+def test_missing_function(aws: str, dev: dict[str, Any], undo: Any) -> None:
     client("lambda").delete_function(FunctionName=dev["canaryFunction"])
+    undo(_function, dev["canaryFunction"], dev["_functionRole"])
     run = verify(aws, "dev", dev["_file"], "--format", "json")
     assert run.code == 1
     assert failing(run) == {
@@ -364,7 +453,10 @@ def test_missing_function(aws: str, dev: dict[str, Any]) -> None:
     }
 
 
-def test_function_errors_in_its_last_invocations(aws: str, dev: dict[str, Any]) -> None:
+def test_function_errors_in_its_last_invocations(
+    aws: str, account: Account, dev: dict[str, Any], undo: Any
+) -> None:
+    undo(account.reset)  # the datapoints stay
     invocations(dev["housekeepingFunction"], 1, 1, minutes_ago=2)
     run = verify(aws, "dev", dev["_file"], "--format", "json")
     assert run.code == 1
@@ -377,19 +469,23 @@ def test_function_errors_in_its_last_invocations(aws: str, dev: dict[str, Any]) 
     )
 
 
-def test_errors_before_the_last_invocations_do_not_count(aws: str, dev: dict[str, Any]) -> None:
+def test_errors_before_the_last_invocations_do_not_count(
+    aws: str, account: Account, dev: dict[str, Any], undo: Any
+) -> None:
+    undo(account.reset)  # the datapoints stay
     invocations(dev["housekeepingFunction"], 1, 1, minutes_ago=120)  # failed two hours ago
     invocations(dev["housekeepingFunction"], 1, 0, minutes_ago=2)  # fixed since
     run = verify(aws, "dev", dev["_file"], "--format", "json")
     assert run.code == 0, failing(run)
 
 
-def test_alarm_in_alarm(aws: str, dev: dict[str, Any]) -> None:
+def test_alarm_in_alarm(aws: str, dev: dict[str, Any], undo: Any) -> None:
     client("cloudwatch").set_alarm_state(
         AlarmName="backbone-dev-db-cpu",
         StateValue="ALARM",
         StateReason="Threshold Crossed: 3 datapoints were greater than the threshold (80.0)",
     )
+    undo(ok_again, "backbone-dev-db-cpu")
     run = verify(aws, "dev", dev["_file"], "--format", "json")
     assert run.code == 1
     assert failing(run) == {
@@ -403,11 +499,12 @@ def test_alarm_in_alarm(aws: str, dev: dict[str, Any]) -> None:
 
 
 def test_alarms_found_by_name_prefix_without_the_names_output(
-    aws: str, dev: dict[str, Any], tmp_path: Path
+    aws: str, dev: dict[str, Any], tmp_path: Path, undo: Any
 ) -> None:
     outputs = {k: v for k, v in dev.items() if not k.startswith("_") and k != "alarmNames"}
     # another stack's alarm in the same account is none of dev's business
     _alarms(["backbone-prod-db-cpu"], outputs["alertsTopicArn"])
+    undo(client("cloudwatch").delete_alarms, AlarmNames=["backbone-prod-db-cpu"])
     client("cloudwatch").set_alarm_state(
         AlarmName="backbone-prod-db-cpu", StateValue="ALARM", StateReason="prod is busy"
     )
@@ -419,6 +516,7 @@ def test_alarms_found_by_name_prefix_without_the_names_output(
     client("cloudwatch").set_alarm_state(
         AlarmName="backbone-dev-alb-5xx-rate", StateValue="ALARM", StateReason="5xx"
     )
+    undo(ok_again, "backbone-dev-alb-5xx-rate")
     assert list(failing(verify(aws, "dev", path, "--format", "json"))) == ["alarms"]
 
 
@@ -444,13 +542,13 @@ def test_app_not_ready(aws: str, dev: dict[str, Any]) -> None:
 
 def test_app_not_answering(aws: str, dev: dict[str, Any]) -> None:
     dev["_app"].mode = "hang"
-    dev["_app"].hang_seconds = 3
-    run = verify(aws, "dev", dev["_file"], "--format", "json", "--timeout", "300ms")
+    dev["_app"].hang_seconds = 1  # far past the timeout
+    run = verify(aws, "dev", dev["_file"], "--format", "json", "--timeout", "100ms")
     assert run.code == 1
     assert failing(run) == {
-        "app health": "no answer within 0.3 s (3 attempts)",
-        "app readiness": "no answer within 0.3 s (3 attempts)",
-        "app read": "no answer within 0.3 s (3 attempts)",
+        "app health": "no answer within 0.1 s (3 attempts)",
+        "app readiness": "no answer within 0.1 s (3 attempts)",
+        "app read": "no answer within 0.1 s (3 attempts)",
     }
 
 
@@ -467,9 +565,10 @@ def test_app_refusing_connections(aws: str, dev: dict[str, Any], tmp_path: Path)
 
 
 def test_text_checklist_names_the_failure_and_what_to_look_at(
-    aws: str, dev: dict[str, Any]
+    aws: str, dev: dict[str, Any], undo: Any
 ) -> None:
     client("ec2").stop_instances(InstanceIds=dev["_nodes"])
+    undo(client("ec2").start_instances, InstanceIds=dev["_nodes"])
     run = verify(aws, "dev", dev["_file"])
     assert run.code == 1
     assert "FAIL" in run.stdout and "targets" in run.stdout
@@ -495,12 +594,8 @@ def test_missing_cluster_and_resources_gone(aws: str, dev: dict[str, Any], tmp_p
 
 
 @pytest.fixture
-def free_tier(aws: str, app_server: tuple[str, AppState], tmp_path: Path) -> dict[str, Any]:
-    url, state = app_server
-    outputs = deploy_free_tier(url)
-    outputs["_file"] = write_outputs(tmp_path, outputs)
-    outputs["_app"] = state
-    return outputs
+def free_tier(account: Account, app_server: tuple[str, AppState], tmp_path: Path) -> dict[str, Any]:
+    return _with_app(account.stack("free-tier", deploy_free_tier), app_server, tmp_path)
 
 
 def test_deployed_free_tier_stack_passes(aws: str, free_tier: dict[str, Any]) -> None:
@@ -511,8 +606,9 @@ def test_deployed_free_tier_stack_passes(aws: str, free_tier: dict[str, Any]) ->
     assert by_name["host instance"]["why"] == "running, system and instance status checks ok"
 
 
-def test_free_tier_host_stopped(aws: str, free_tier: dict[str, Any]) -> None:
+def test_free_tier_host_stopped(aws: str, free_tier: dict[str, Any], undo: Any) -> None:
     client("ec2").stop_instances(InstanceIds=[free_tier["hostInstanceId"]])
+    undo(client("ec2").start_instances, InstanceIds=[free_tier["hostInstanceId"]])
     run = verify(aws, "free-tier", free_tier["_file"], "--format", "json")
     assert run.code == 1
     assert failing(run) == {"host instance": "state stopped"}
@@ -553,10 +649,13 @@ def test_wait_until_the_stack_comes_up(aws: str, dev: dict[str, Any]) -> None:
     )
 
 
-def test_wait_gives_up_at_the_deadline(aws: str, dev: dict[str, Any]) -> None:
+def test_wait_gives_up_at_the_deadline(aws: str, dev: dict[str, Any], undo: Any) -> None:
     client("ec2").stop_instances(InstanceIds=[dev["_nodes"][0]])
+    undo(client("ec2").start_instances, InstanceIds=[dev["_nodes"][0]])
+    # a deadline round 1 surely ends before (a round takes a fraction of a second), so that
+    # round 2 runs; then a round at the deadline itself
     run = verify(
-        aws, "dev", dev["_file"], "--format", "json", "--wait", "4s", "--interval", "100ms"
+        aws, "dev", dev["_file"], "--format", "json", "--wait", "1500ms", "--interval", "1s"
     )
     assert run.code == 1
     report = run.json()
@@ -565,16 +664,17 @@ def test_wait_gives_up_at_the_deadline(aws: str, dev: dict[str, Any]) -> None:
     assert list(failing(run)) == ["targets"]
 
 
-def test_wait_sees_a_target_recover(aws: str, dev: dict[str, Any]) -> None:
+def test_wait_sees_a_target_recover(aws: str, dev: dict[str, Any], undo: Any) -> None:
     ec2 = client("ec2")
     ec2.stop_instances(InstanceIds=[dev["_nodes"][0]])
+    undo(ec2.start_instances, InstanceIds=[dev["_nodes"][0]])  # should the test stop early
 
     def node_back(requests: int) -> None:  # once round 1 has reached the app
         if requests == 3:
             ec2.start_instances(InstanceIds=[dev["_nodes"][0]])
 
     dev["_app"].on_hit = node_back
-    run = verify(aws, "dev", dev["_file"], "--wait", "60s", "--interval", "200ms")
+    run = verify(aws, "dev", dev["_file"], "--wait", "60s", "--interval", "100ms")
     assert run.code == 0, run.stdout + run.stderr
     assert "round 1: 11 of 12 checks pass; failing: targets" in run.stderr
     assert "all 12 checks pass after" in run.stdout
@@ -712,8 +812,11 @@ def test_unknown_profile(aws: str, dev: dict[str, Any]) -> None:
 
 
 def test_access_denied_and_throttling_become_one_line_each(
-    refusing_aws: tuple[str, Any], tmp_path: Path
+    refusing_aws: tuple[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # botocore's backoff between throttled attempts, rand(0, 1) * 1 s * 2**i (about 7 s over
+    # four retries), scaled to 10 ms: the same five attempts, without the wait
+    monkeypatch.setitem(ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "throttling_base_scale", 0.01)
     endpoint, refusal = refusing_aws
     path = tmp_path / "outputs.json"
     path.write_text(
