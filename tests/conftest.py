@@ -125,6 +125,8 @@ TOGETHER = frozenset(
         "test_observability_scrape.py",  # the app and Prometheus, started once per module
         "test_host_boot.py",  # PostgreSQL on Docker's bridge, per module
         "functions/test_housekeeping.py",  # a TLS PostgreSQL cluster per module
+        "test_verify.py",  # moto warmed up and each stack deployed once per module
+        "test_bootstrap.py",  # moto warmed up once per module
     }
 )
 
