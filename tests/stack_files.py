@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from backbone.plan import Plan
+from backbone.synth import synth
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,3 +29,21 @@ def stack_variant(tmp_path: Path, base: str, filename: str, changes: dict[str, A
     path = tmp_path / filename
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+_PLANS: dict[tuple[str, str], Plan] = {}
+
+
+def variant_plan(base: str, filename: str, changes: dict[str, Any]) -> Plan:
+    """The Plan of stack_variant(base, filename, changes), synthesised once per test process:
+    tests (of any module) that read the same variant share one synthesis. The Plan is shared:
+    copy it before changing it."""
+    data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{base}.yaml").read_text())
+    key = (filename, yaml.safe_dump(data) + repr(sorted(changes.items(), key=repr)))
+    if key not in _PLANS:
+        folder = Path(tempfile.mkdtemp(prefix="backbone-variant-"))
+        try:
+            _PLANS[key] = synth(str(stack_variant(folder, base, filename, changes)), cwd=REPO)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return _PLANS[key]

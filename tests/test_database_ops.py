@@ -12,7 +12,7 @@ import pytest
 
 from backbone.plan import Plan
 from backbone.synth import synth
-from tests.stack_files import stack_variant
+from tests.stack_files import stack_variant, variant_plan
 
 REPO = Path(__file__).resolve().parent.parent
 INSTANCE = "aws:rds/instance:Instance"
@@ -21,6 +21,23 @@ INSTANCE = "aws:rds/instance:Instance"
 def _variant(tmp_path: Path, stack: str = "dev", /, **changes: Any) -> Path:
     """A shipped stack file under another name with some settings changed (None deletes a key)."""
     return stack_variant(tmp_path, stack, f"Pulumi.{stack}-copy.yaml", changes)
+
+
+# One dev variant for the settings whose tests each read their own resources (the monitoring
+# role, the backup window and the job's schedule, the purge settings, the rotation window of
+# tests/test_password_rotation.py): synthesised once, read by each.
+DEV_SETTINGS = {
+    "database.enhancedMonitoringSeconds": 30,
+    "functions.housekeepingSchedule": "cron(30 3 * * ? *)",
+    "database.backupWindow": "01:00-02:00",
+    "functions.purgeUnusedAfterDays": 180,
+    "functions.purgeMaxBatches": 20,
+    "database.appPasswordRotationDays": 1,
+}
+
+
+def dev_settings_plan() -> Plan:
+    return variant_plan("dev", "Pulumi.dev-copy.yaml", DEV_SETTINGS)
 
 
 def _refusal(backbone_cli: Any, path: Path) -> str:
@@ -51,8 +68,8 @@ def test_database_insights_standard_is_on_and_backups_keep_a_week(plan_of: Any, 
     }
 
 
-def test_enhanced_monitoring_uses_a_role_with_the_aws_managed_policy(tmp_path: Path) -> None:
-    plan = synth(str(_variant(tmp_path, **{"database.enhancedMonitoringSeconds": 30})), cwd=REPO)
+def test_enhanced_monitoring_uses_a_role_with_the_aws_managed_policy() -> None:
+    plan = dev_settings_plan()  # database.enhancedMonitoringSeconds: 30
     (db,) = plan.of_type(INSTANCE)
     assert db.inputs["monitoringInterval"] == 30
     role = plan.one("aws:iam/role:Role", "database-monitoring")
@@ -155,24 +172,16 @@ def test_a_housekeeping_schedule_in_a_database_window_is_refused(
     assert "backbone:functions.housekeepingSchedule" in text and words in text
 
 
-def test_moving_the_backup_window_admits_the_old_schedule(tmp_path: Path) -> None:
-    path = _variant(
-        tmp_path,
-        **{
-            "functions.housekeepingSchedule": "cron(30 3 * * ? *)",
-            "database.backupWindow": "01:00-02:00",
-        },
-    )
-    plan = synth(str(path), cwd=REPO)
+def test_moving_the_backup_window_admits_the_old_schedule() -> None:
+    # housekeepingSchedule cron(30 3 * * ? *) with the backup window moved to 01:00-02:00
+    plan = dev_settings_plan()
     assert plan.one(INSTANCE).inputs["backupWindow"] == "01:00-02:00"
     rule = plan.one("aws:cloudwatch/eventRule:EventRule", "functions-housekeeping-schedule")
     assert rule.inputs["scheduleExpression"] == "cron(30 3 * * ? *)"
 
 
-def test_the_purge_settings_reach_the_job(tmp_path: Path) -> None:
-    path = _variant(
-        tmp_path, **{"functions.purgeUnusedAfterDays": 180, "functions.purgeMaxBatches": 20}
-    )
-    job = synth(str(path), cwd=REPO).one("aws:lambda/function:Function", "functions-housekeeping")
+def test_the_purge_settings_reach_the_job() -> None:
+    # functions.purgeUnusedAfterDays: 180, functions.purgeMaxBatches: 20
+    job = dev_settings_plan().one("aws:lambda/function:Function", "functions-housekeeping")
     env = job.inputs["environment"]["variables"]
     assert (env["PURGE_UNUSED_AFTER_DAYS"], env["PURGE_MAX_BATCHES"]) == ("180", "20")
