@@ -47,3 +47,39 @@ def variant_plan(base: str, filename: str, changes: dict[str, Any]) -> Plan:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return _PLANS[key]
+
+
+# One dev variant for settings whose tests each read their own resources: the database's
+# monitoring role, backup window and the job's schedule, the purge settings, the password
+# rotation's schedule and window (tests/test_database_ops.py, test_password_rotation.py) and a
+# cluster version upgrade (test_observability.py). Synthesised once per process, read by each.
+DEV_SETTINGS: dict[str, Any] = {
+    "database.enhancedMonitoringSeconds": 30,
+    "functions.housekeepingSchedule": "cron(30 3 * * ? *)",
+    "database.backupWindow": "01:00-02:00",
+    "functions.purgeUnusedAfterDays": 180,
+    "functions.purgeMaxBatches": 20,
+    "database.appPasswordRotationDays": 1,
+    "cluster.version": "1.36",
+    "cluster.upgradeFrom": "1.35",
+}
+
+# Likewise for prod: a restore from a snapshot (test_database_ops.py), alerts to an HTTPS
+# subscriber instead of routed elsewhere (test_observability.py), plain HTTP by the explicit
+# opt-out (test_deploy_truth.py).
+ALERT_URL = "https://events.example.net/integration/0123456789abcdef/enqueue"
+PROD_SETTINGS: dict[str, Any] = {
+    "database.restoreSnapshot": "backbone-prod-before-import",
+    "monitoring.alertsRoutedElsewhere": None,
+    "monitoring.alertHttpsUrl": ALERT_URL,
+    "loadbalancer.domainName": None,
+    "loadbalancer.allowPlainHttp": True,
+}
+
+
+def dev_settings_plan() -> Plan:
+    return variant_plan("dev", "Pulumi.dev-copy.yaml", DEV_SETTINGS)
+
+
+def prod_settings_plan() -> Plan:
+    return variant_plan("prod", "Pulumi.prod-copy.yaml", PROD_SETTINGS)

@@ -12,7 +12,7 @@ import pytest
 
 from backbone.plan import Plan
 from backbone.synth import synth
-from tests.stack_files import stack_variant, variant_plan
+from tests.stack_files import dev_settings_plan, prod_settings_plan, stack_variant
 
 REPO = Path(__file__).resolve().parent.parent
 INSTANCE = "aws:rds/instance:Instance"
@@ -21,23 +21,6 @@ INSTANCE = "aws:rds/instance:Instance"
 def _variant(tmp_path: Path, stack: str = "dev", /, **changes: Any) -> Path:
     """A shipped stack file under another name with some settings changed (None deletes a key)."""
     return stack_variant(tmp_path, stack, f"Pulumi.{stack}-copy.yaml", changes)
-
-
-# One dev variant for the settings whose tests each read their own resources (the monitoring
-# role, the backup window and the job's schedule, the purge settings, the rotation window of
-# tests/test_password_rotation.py): synthesised once, read by each.
-DEV_SETTINGS = {
-    "database.enhancedMonitoringSeconds": 30,
-    "functions.housekeepingSchedule": "cron(30 3 * * ? *)",
-    "database.backupWindow": "01:00-02:00",
-    "functions.purgeUnusedAfterDays": 180,
-    "functions.purgeMaxBatches": 20,
-    "database.appPasswordRotationDays": 1,
-}
-
-
-def dev_settings_plan() -> Plan:
-    return variant_plan("dev", "Pulumi.dev-copy.yaml", DEV_SETTINGS)
 
 
 def _refusal(backbone_cli: Any, path: Path) -> str:
@@ -90,8 +73,7 @@ def _restored(plan: Plan) -> tuple[Any, Any]:
 
 
 def test_restore_from_a_snapshot_is_a_new_instance_the_app_is_pointed_at(tmp_path: Path) -> None:
-    path = _variant(tmp_path, "prod", **{"database.restoreSnapshot": "backbone-prod-before-import"})
-    plan = synth(str(path), cwd=REPO)
+    plan = prod_settings_plan()  # database.restoreSnapshot: backbone-prod-before-import
     old, new = _restored(plan)
     assert new.inputs["snapshotIdentifier"] == "backbone-prod-before-import"
     assert "dbName" not in new.inputs and "username" not in new.inputs  # from the snapshot

@@ -15,8 +15,8 @@ import pytest
 from backbone.plan import Plan, Resource
 from infra.components.functions import VPC_ENI_ACTIONS
 from infra.components.rotation import SECRET_ACTIONS
-from tests.stack_files import variant_plan
-from tests.test_database_ops import _refusal, _variant, dev_settings_plan
+from tests.stack_files import dev_settings_plan, variant_plan
+from tests.test_database_ops import _refusal, _variant
 
 ROTATION = "aws:secretsmanager/secretRotation:SecretRotation"
 FUNCTION = "aws:lambda/function:Function"
