@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
+from backbone import cache
 from backbone.plan import Plan
-from backbone.synth import synth
+from backbone.synth import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,15 +36,18 @@ _PLANS: dict[tuple[str, str], Plan] = {}
 
 
 def variant_plan(base: str, filename: str, changes: dict[str, Any]) -> Plan:
-    """The Plan of stack_variant(base, filename, changes), synthesised once per test process:
-    tests (of any module) that read the same variant share one synthesis. The Plan is shared:
-    copy it before changing it."""
+    """The Plan of stack_variant(base, filename, changes), made once: tests (of any module) that
+    read the same variant share it within a test process, and across processes (xdist workers,
+    the next run) through the kit's Plan cache (backbone.cache: keyed by the content of the
+    stack file, the program, app/, the engine and the SDKs), as tests/conftest.py's plan_of
+    shares the shipped stacks. The Plan is shared: copy it before changing it."""
     data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{base}.yaml").read_text())
     key = (filename, yaml.safe_dump(data) + repr(sorted(changes.items(), key=repr)))
     if key not in _PLANS:
         folder = Path(tempfile.mkdtemp(prefix="backbone-variant-"))
         try:
-            _PLANS[key] = synth(str(stack_variant(folder, base, filename, changes)), cwd=REPO)
+            path = stack_variant(folder, base, filename, changes)
+            _PLANS[key] = cache.plan(resolve(str(path), cwd=REPO))[0]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return _PLANS[key]

@@ -217,17 +217,14 @@ def test_cached_plan_is_the_fresh_plan_and_any_edit_misses(tmp_path, monkeypatch
     assert any("pulumi-aws==" in v for v in cache.sdk_versions())
 
 
-def test_no_cache_option_runs_the_program(backbone_cli, tmp_path):
+def test_no_cache_option_runs_the_program(backbone_cli, tmp_path, monkeypatch):
     env_dir = tmp_path / "cache"
-    os.environ["BACKBONE_CACHE_DIR"] = str(env_dir)
-    try:
-        done = backbone_cli("--no-cache", "plan", "free-tier", "--format", "json")
-        assert done.returncode in (0, 1), done.stderr
-        assert not env_dir.exists() or not list(env_dir.glob("*.json"))
-        done = backbone_cli("plan", "free-tier", "--format", "json")
-        assert len(list(env_dir.glob("*.json"))) == 1
-    finally:
-        del os.environ["BACKBONE_CACHE_DIR"]
+    monkeypatch.setenv("BACKBONE_CACHE_DIR", str(env_dir))
+    done = backbone_cli("--no-cache", "plan", "free-tier", "--format", "json")
+    assert done.returncode in (0, 1), done.stderr
+    assert not env_dir.exists() or not list(env_dir.glob("*.json"))
+    done = backbone_cli("plan", "free-tier", "--format", "json")
+    assert len(list(env_dir.glob("*.json"))) == 1
 
 
 # -- a stack at a git revision -----------------------------------------------------------------
@@ -283,12 +280,16 @@ def history(tmp_path_factory, plan_of):
     assert _git(root, "status", "--porcelain") == ""
     shipped = copy.deepcopy(plan_of("free-tier"))
     cache_dir = root.parent / "cache"
+    saved = os.environ.get("BACKBONE_CACHE_DIR")
     os.environ["BACKBONE_CACHE_DIR"] = str(cache_dir)
     try:
         head = resolve("free-tier", cwd=root)
         cache.store(head, cache.key(head), cache.relocate(shipped, REPO, root))
     finally:
-        del os.environ["BACKBONE_CACHE_DIR"]
+        if saved is None:
+            del os.environ["BACKBONE_CACHE_DIR"]
+        else:
+            os.environ["BACKBONE_CACHE_DIR"] = saved
     return root, cache_dir
 
 
