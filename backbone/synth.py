@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import json
 import os
 import runpy
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -422,6 +424,11 @@ def _engine(
     # The offline engine's stand-in, chosen through the engine's own config channel: the program
     # packages no Lambda archive (infra.config.PACKAGER_KEY).
     set_all_config({**raw, PACKAGER_KEY: "placeholder"}, secret_keys)
+    collecting, modules = gc.isenabled(), len(sys.modules)
+    # The first run imports the providers' SDKs: ~300k long-lived objects (input types, typing
+    # aliases) that the collector would otherwise walk again in every full collection, several
+    # times while they load and once in every later run. Collection waits until the run ends.
+    gc.disable()
     try:
         loop.run_until_complete(run_in_stack(body))
     finally:
@@ -432,6 +439,13 @@ def _engine(
             if not thread_loop.is_running():
                 thread_loop.close()
         asyncio.set_event_loop(None)
+        if collecting:
+            if len(sys.modules) > modules:
+                # New modules stay for the life of the process: collect the run's garbage once,
+                # then keep what is left (the modules) out of every later collection.
+                gc.collect()
+                gc.freeze()
+            gc.enable()
     root = f"urn:pulumi:{stack}::{project}::{STACK_TYPE}::{project}-{stack}"
     resources = _tree_order(monitor.records, root)
     return Plan(stack, project, resources, monitor.stack_outputs)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from backbone import cache
+from backbone.plan import Plan
+from backbone.synth import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,3 +30,60 @@ def stack_variant(tmp_path: Path, base: str, filename: str, changes: dict[str, A
     path = tmp_path / filename
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+_PLANS: dict[tuple[str, str], Plan] = {}
+
+
+def variant_plan(base: str, filename: str, changes: dict[str, Any]) -> Plan:
+    """The Plan of stack_variant(base, filename, changes), made once: tests (of any module) that
+    read the same variant share it within a test process, and across processes (xdist workers,
+    the next run) through the kit's Plan cache (backbone.cache: keyed by the content of the
+    stack file, the program, app/, the engine and the SDKs), as tests/conftest.py's plan_of
+    shares the shipped stacks. The Plan is shared: copy it before changing it."""
+    data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{base}.yaml").read_text())
+    key = (filename, yaml.safe_dump(data) + repr(sorted(changes.items(), key=repr)))
+    if key not in _PLANS:
+        folder = Path(tempfile.mkdtemp(prefix="backbone-variant-"))
+        try:
+            path = stack_variant(folder, base, filename, changes)
+            _PLANS[key] = cache.plan(resolve(str(path), cwd=REPO))[0]
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return _PLANS[key]
+
+
+# One dev variant for settings whose tests each read their own resources: the database's
+# monitoring role, backup window and the job's schedule, the purge settings, the password
+# rotation's schedule and window (tests/test_database_ops.py, test_password_rotation.py) and a
+# cluster version upgrade (test_observability.py). Synthesised once per process, read by each.
+DEV_SETTINGS: dict[str, Any] = {
+    "database.enhancedMonitoringSeconds": 30,
+    "functions.housekeepingSchedule": "cron(30 3 * * ? *)",
+    "database.backupWindow": "01:00-02:00",
+    "functions.purgeUnusedAfterDays": 180,
+    "functions.purgeMaxBatches": 20,
+    "database.appPasswordRotationDays": 1,
+    "cluster.version": "1.36",
+    "cluster.upgradeFrom": "1.35",
+}
+
+# Likewise for prod: a restore from a snapshot (test_database_ops.py), alerts to an HTTPS
+# subscriber instead of routed elsewhere (test_observability.py), plain HTTP by the explicit
+# opt-out (test_deploy_truth.py).
+ALERT_URL = "https://events.example.net/integration/0123456789abcdef/enqueue"
+PROD_SETTINGS: dict[str, Any] = {
+    "database.restoreSnapshot": "backbone-prod-before-import",
+    "monitoring.alertsRoutedElsewhere": None,
+    "monitoring.alertHttpsUrl": ALERT_URL,
+    "loadbalancer.domainName": None,
+    "loadbalancer.allowPlainHttp": True,
+}
+
+
+def dev_settings_plan() -> Plan:
+    return variant_plan("dev", "Pulumi.dev-copy.yaml", DEV_SETTINGS)
+
+
+def prod_settings_plan() -> Plan:
+    return variant_plan("prod", "Pulumi.prod-copy.yaml", PROD_SETTINGS)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from backbone.cost import CostError, estimate, load_usage, summary
 from backbone.plan import Plan, Resource
@@ -618,10 +619,16 @@ def test_cost_command_formats_and_budget(backbone_cli, tmp_path):
     assert data["lines"][0]["price"]["source"] and data["lines"][0]["price"]["date"]
     markdown = backbone_cli("cost", "free-tier", "--format", "markdown")
     assert "| **total** | **$0.00** |" in markdown.stdout
-    # a budget the estimate is over: exit status 1, and why
-    over = backbone_cli("cost", str(_stack_file(tmp_path, "dev", "  backbone:budget: 100\n")))
+    # a budget the estimate is over: exit status 1, and why (free-tier with the load balancer,
+    # $8.16 a month under the 12-month offers, the README's table; a budget of 5)
+    data = yaml.safe_load((REPO / "stacks" / "Pulumi.free-tier.yaml").read_text())
+    data["config"]["backbone:budget"] = 5
+    data["config"]["backbone:loadbalancer"] = {"enabled": True}
+    over_file = tmp_path / "Pulumi.free-tier-copy.yaml"
+    over_file.write_text(yaml.safe_dump(data))
+    over = backbone_cli("cost", str(over_file))
     assert over.returncode == 1, over.stderr
-    assert "over budget" in over.stderr and "backbone:budget of 100.00 USD" in over.stderr
+    assert "over budget" in over.stderr and "backbone:budget of 5.00 USD" in over.stderr
 
 
 def test_cost_command_refuses_bad_input(backbone_cli, tmp_path):

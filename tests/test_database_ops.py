@@ -12,7 +12,7 @@ import pytest
 
 from backbone.plan import Plan
 from backbone.synth import synth
-from tests.stack_files import stack_variant
+from tests.stack_files import dev_settings_plan, prod_settings_plan, stack_variant
 
 REPO = Path(__file__).resolve().parent.parent
 INSTANCE = "aws:rds/instance:Instance"
@@ -51,8 +51,8 @@ def test_database_insights_standard_is_on_and_backups_keep_a_week(plan_of: Any, 
     }
 
 
-def test_enhanced_monitoring_uses_a_role_with_the_aws_managed_policy(tmp_path: Path) -> None:
-    plan = synth(str(_variant(tmp_path, **{"database.enhancedMonitoringSeconds": 30})), cwd=REPO)
+def test_enhanced_monitoring_uses_a_role_with_the_aws_managed_policy() -> None:
+    plan = dev_settings_plan()  # database.enhancedMonitoringSeconds: 30
     (db,) = plan.of_type(INSTANCE)
     assert db.inputs["monitoringInterval"] == 30
     role = plan.one("aws:iam/role:Role", "database-monitoring")
@@ -73,8 +73,7 @@ def _restored(plan: Plan) -> tuple[Any, Any]:
 
 
 def test_restore_from_a_snapshot_is_a_new_instance_the_app_is_pointed_at(tmp_path: Path) -> None:
-    path = _variant(tmp_path, "prod", **{"database.restoreSnapshot": "backbone-prod-before-import"})
-    plan = synth(str(path), cwd=REPO)
+    plan = prod_settings_plan()  # database.restoreSnapshot: backbone-prod-before-import
     old, new = _restored(plan)
     assert new.inputs["snapshotIdentifier"] == "backbone-prod-before-import"
     assert "dbName" not in new.inputs and "username" not in new.inputs  # from the snapshot
@@ -155,24 +154,16 @@ def test_a_housekeeping_schedule_in_a_database_window_is_refused(
     assert "backbone:functions.housekeepingSchedule" in text and words in text
 
 
-def test_moving_the_backup_window_admits_the_old_schedule(tmp_path: Path) -> None:
-    path = _variant(
-        tmp_path,
-        **{
-            "functions.housekeepingSchedule": "cron(30 3 * * ? *)",
-            "database.backupWindow": "01:00-02:00",
-        },
-    )
-    plan = synth(str(path), cwd=REPO)
+def test_moving_the_backup_window_admits_the_old_schedule() -> None:
+    # housekeepingSchedule cron(30 3 * * ? *) with the backup window moved to 01:00-02:00
+    plan = dev_settings_plan()
     assert plan.one(INSTANCE).inputs["backupWindow"] == "01:00-02:00"
     rule = plan.one("aws:cloudwatch/eventRule:EventRule", "functions-housekeeping-schedule")
     assert rule.inputs["scheduleExpression"] == "cron(30 3 * * ? *)"
 
 
-def test_the_purge_settings_reach_the_job(tmp_path: Path) -> None:
-    path = _variant(
-        tmp_path, **{"functions.purgeUnusedAfterDays": 180, "functions.purgeMaxBatches": 20}
-    )
-    job = synth(str(path), cwd=REPO).one("aws:lambda/function:Function", "functions-housekeeping")
+def test_the_purge_settings_reach_the_job() -> None:
+    # functions.purgeUnusedAfterDays: 180, functions.purgeMaxBatches: 20
+    job = dev_settings_plan().one("aws:lambda/function:Function", "functions-housekeeping")
     env = job.inputs["environment"]["variables"]
     assert (env["PURGE_UNUSED_AFTER_DAYS"], env["PURGE_MAX_BATCHES"]) == ("180", "20")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stack_files import stack_variant
+from tests.stack_files import prod_settings_plan, stack_variant
 
 REPO = Path(__file__).resolve().parent.parent
 AWS_STACKS = ["free-tier", "dev", "prod"]
@@ -153,13 +153,9 @@ def test_a_production_stack_without_tls_is_refused_with_what_to_set(tmp_path, ba
     assert str(path) in text
 
 
-def test_plain_http_in_production_needs_the_explicit_opt_out(tmp_path):
-    from backbone.synth import synth
-
-    path = _prod_variant(
-        tmp_path, **{"loadbalancer.domainName": None, "loadbalancer.allowPlainHttp": True}
-    )
-    plan = synth(str(path), cwd=REPO)
+def test_plain_http_in_production_needs_the_explicit_opt_out():
+    # prod with loadbalancer.domainName removed and loadbalancer.allowPlainHttp: true
+    plan = prod_settings_plan()
     assert [r.inputs["port"] for r in plan.of_type("aws:lb/listener:Listener")] == [80]
     assert plan.outputs["url"].startswith("http://")
 

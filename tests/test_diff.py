@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -218,17 +217,14 @@ def test_cached_plan_is_the_fresh_plan_and_any_edit_misses(tmp_path, monkeypatch
     assert any("pulumi-aws==" in v for v in cache.sdk_versions())
 
 
-def test_no_cache_option_runs_the_program(backbone_cli, tmp_path):
+def test_no_cache_option_runs_the_program(backbone_cli, tmp_path, monkeypatch):
     env_dir = tmp_path / "cache"
-    os.environ["BACKBONE_CACHE_DIR"] = str(env_dir)
-    try:
-        done = backbone_cli("--no-cache", "plan", "free-tier", "--format", "json")
-        assert done.returncode in (0, 1), done.stderr
-        assert not env_dir.exists() or not list(env_dir.glob("*.json"))
-        done = backbone_cli("plan", "free-tier", "--format", "json")
-        assert len(list(env_dir.glob("*.json"))) == 1
-    finally:
-        del os.environ["BACKBONE_CACHE_DIR"]
+    monkeypatch.setenv("BACKBONE_CACHE_DIR", str(env_dir))
+    done = backbone_cli("--no-cache", "plan", "free-tier", "--format", "json")
+    assert done.returncode in (0, 1), done.stderr
+    assert not env_dir.exists() or not list(env_dir.glob("*.json"))
+    done = backbone_cli("plan", "free-tier", "--format", "json")
+    assert len(list(env_dir.glob("*.json"))) == 1
 
 
 # -- a stack at a git revision -----------------------------------------------------------------
@@ -245,8 +241,13 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def repo_copy(tmp_path_factory):
-    """This project's files in a throwaway git repository of its own (one commit)."""
+def history(tmp_path_factory, plan_of):
+    """This project's files in a throwaway git repository of its own, with two revisions to
+    plan as bases (tags): `stack-change`, whose free-tier stack file asks for PostgreSQL 16, and
+    `program-change`, whose infra/ names the database instance itself; each change was reverted
+    after it, so the working tree is the project as shipped. The head (the working tree's
+    free-tier) is the shipped stack's Plan, put in the repository's Plan cache as the CLI would
+    have made it there: each test runs the engine only for its base revision."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     root = tmp_path_factory.mktemp("repo") / "backbone"
@@ -260,20 +261,42 @@ def repo_copy(tmp_path_factory):
     _git(root, "init", "-q")
     _git(root, "add", ".")
     _git(root, "commit", "-q", "-m", "base")
-    return root
-
-
-def _diff_in(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    env["BACKBONE_CACHE_DIR"] = str(root.parent / "cache")
-    return subprocess.run(
-        [sys.executable, "-m", "backbone.cli", "diff", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    _commit_change(
+        root,
+        "stacks/Pulumi.free-tier.yaml",
+        "  backbone:database:\n",
+        '  backbone:database:\n    engineVersion: "16"\n',
     )
+    _git(root, "tag", "stack-change")
+    _git(root, "revert", "--no-edit", "HEAD")
+    path = root / "infra/components/database.py"
+    text = path.read_text()
+    line = re.search(r"\bidentifier=[^\n]+,\n", text)
+    assert line, "infra/components/database.py sets no identifier=: update this test"
+    path.write_text(text.replace(line.group(0), 'identifier="backbone-at-base",\n', 1))
+    _git(root, "commit", "-q", "-am", "the base's own identifier")
+    _git(root, "tag", "program-change")
+    _git(root, "revert", "--no-edit", "HEAD")  # the working tree is the original again
+    assert _git(root, "status", "--porcelain") == ""
+    shipped = copy.deepcopy(plan_of("free-tier"))
+    cache_dir = root.parent / "cache"
+    saved = os.environ.get("BACKBONE_CACHE_DIR")
+    os.environ["BACKBONE_CACHE_DIR"] = str(cache_dir)
+    try:
+        head = resolve("free-tier", cwd=root)
+        cache.store(head, cache.key(head), cache.relocate(shipped, REPO, root))
+    finally:
+        if saved is None:
+            del os.environ["BACKBONE_CACHE_DIR"]
+        else:
+            os.environ["BACKBONE_CACHE_DIR"] = saved
+    return root, cache_dir
+
+
+def _diff_in(backbone_cli, monkeypatch, history, *args: str) -> subprocess.CompletedProcess[str]:
+    root, cache_dir = history
+    monkeypatch.setenv("BACKBONE_CACHE_DIR", str(cache_dir))
+    return backbone_cli("diff", *args, cwd=root)
 
 
 def _commit_change(root: Path, path: str, old: str, new: str) -> None:
@@ -284,59 +307,46 @@ def _commit_change(root: Path, path: str, old: str, new: str) -> None:
     _git(root, "commit", "-q", "-am", f"change {path}")
 
 
-def test_base_revision_engine_version_change_is_an_update(repo_copy):
-    _commit_change(
-        repo_copy,
-        "stacks/Pulumi.dev.yaml",
-        "  backbone:database:\n",
-        '  backbone:database:\n    engineVersion: "18"\n',
+def test_base_revision_engine_version_change_is_an_update(backbone_cli, monkeypatch, history):
+    """A stack file changed since the base: the base is planned with the base's stack file."""
+    done = _diff_in(
+        backbone_cli,
+        monkeypatch,
+        history,
+        "free-tier",
+        "--base",
+        "stack-change",
+        "--format",
+        "json",
     )
-    try:
-        done = _diff_in(repo_copy, "dev", "--base", "HEAD~1", "--format", "json")
-        assert done.returncode == 0, done.stderr
-        data = json.loads(done.stdout)
-        db = next(c for c in data["changes"] if c["type"] == DB)
-        assert db["action"] == "update"
-        assert {"path": "engineVersion", "kind": "update", "old": "17", "new": "18"} in db[
-            "properties"
-        ]
-        assert all(d["type"] != DB for d in data["danger"])
-        assert data["title"] == "HEAD~1 -> working tree"
-    finally:
-        _git(repo_copy, "revert", "--no-edit", "HEAD")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    db = next(c for c in data["changes"] if c["type"] == DB)
+    assert db["action"] == "update"
+    assert {"path": "engineVersion", "kind": "update", "old": "16", "new": "17"} in db["properties"]
+    assert all(d["type"] != DB for d in data["danger"])
+    assert data["title"] == "stack-change -> working tree"
 
 
-def test_base_revision_identifier_change_is_a_replace_in_danger(repo_copy):
-    _commit_change(
-        repo_copy,
-        "infra/components/database.py",
-        "identifier=naming.identifier,",
-        'identifier="backbone-dev-renamed",',
+def test_base_revision_runs_the_revisions_own_program_and_its_identifier_change_is_a_replace_in_danger(
+    backbone_cli, monkeypatch, history
+):
+    """The base is planned with the revision's infra/, not the code this tool was installed from:
+    a revision whose program names the instance differently shows that difference, and it is a
+    replace in danger (a new database)."""
+    done = _diff_in(
+        backbone_cli,
+        monkeypatch,
+        history,
+        "free-tier",
+        "--base",
+        "program-change",
+        "--fail-on",
+        "danger",
     )
-    done = _diff_in(repo_copy, "dev", "--base", "HEAD~1", "--fail-on", "danger")
     assert done.returncode == 1, done.stderr
     assert "DANGER" in done.stdout
     danger = done.stdout.split("DANGER")[1].split("╰")[0]
-    assert "database-postgres" in danger
-    assert 'identifier: "backbone-dev-database-' in danger and '"backbone-dev-renamed"' in danger
-
-
-def test_base_revision_runs_the_revisions_own_program(repo_copy):
-    """The base is planned with the revision's infra/, not the code this tool was installed from:
-    a revision whose program differs from the installed one shows that difference."""
-    path = repo_copy / "infra/components/database.py"
-    text = path.read_text()
-    line = re.search(r"\bidentifier=[^\n]+,\n", text)
-    assert line, "infra/components/database.py sets no identifier=: update this test"
-    path.write_text(text.replace(line.group(0), 'identifier="backbone-dev-at-base",\n', 1))
-    _git(repo_copy, "commit", "-q", "-am", "the base's own identifier")
-    try:
-        _git(repo_copy, "revert", "--no-edit", "HEAD")  # the working tree is the original again
-        done = _diff_in(repo_copy, "dev", "--base", "HEAD~1", "--format", "json")
-        assert done.returncode == 0, done.stderr
-        data = json.loads(done.stdout)
-        db = next(c for c in data["changes"] if c["type"] == DB)
-        old = {p["path"]: p.get("old") for p in db["properties"]}
-        assert old.get("identifier") == "backbone-dev-at-base"
-    finally:
-        _git(repo_copy, "reset", "-q", "--hard", "HEAD~2")
+    assert "replace aws:rds/instance:Instance database-postgres" in danger
+    # old -> new: the base's value is the one its own program set
+    assert 'identifier: "backbone-at-base" -> "backbone-free-tier-database-' in danger

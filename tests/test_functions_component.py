@@ -12,6 +12,7 @@ import pytest
 from backbone.mocks import MAKERS
 from backbone.synth import load_config, resolve
 from infra import config, packaging
+from tests.stack_files import variant_plan
 
 REPO = Path(__file__).resolve().parent.parent
 FN = "aws:lambda/function:Function"
@@ -325,20 +326,14 @@ def test_the_engine_packager_is_the_engines_to_set_never_a_stack_files(tmp_path)
         config.parse({"aws:region": "us-east-1", config.PACKAGER_KEY: "zip"}, source="s", stack="s")
 
 
-def _dev_with(tmp_path, **functions_settings):
-    import yaml
-
-    from backbone.synth import synth
-
-    doc = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
-    doc["config"]["backbone:functions"] |= functions_settings
-    path = tmp_path / "Pulumi.dev.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return synth(str(path), cwd=REPO)
+def _dev_with(**functions_settings):
+    """dev with these backbone:functions settings (synthesised once per test process)."""
+    changes = {f"functions.{k}": v for k, v in functions_settings.items()}
+    return variant_plan("dev", "Pulumi.dev.yaml", changes)
 
 
-def test_without_the_job_only_the_canary_is_made(tmp_path):
-    plan = _dev_with(tmp_path, housekeeping=False)
+def test_without_the_job_only_the_canary_is_made():
+    plan = _dev_with(housekeeping=False)
     assert set(functions(plan)) == {"canary"}
     # the job's secret goes with it (dev's database keeps the app's own)
     assert not [r for r in plan.managed() if r.name.startswith("functions-db-credentials")]
@@ -355,9 +350,9 @@ def test_without_the_job_only_the_canary_is_made(tmp_path):
     } <= alarms
 
 
-def test_one_availability_alarm_when_the_stack_counts_its_alarms(tmp_path):
-    full = _dev_with(tmp_path, housekeeping=False)
-    one = _dev_with(tmp_path, housekeeping=False, alarms="availability")
+def test_one_availability_alarm_when_the_stack_counts_its_alarms():
+    full = _dev_with(housekeeping=False)
+    one = _dev_with(housekeeping=False, alarms="availability")
     of_functions = ("monitoring-fn-", "monitoring-canary-", "monitoring-job-")
     names = {
         label: {

@@ -15,6 +15,7 @@ import yaml
 from backbone.mocks import MAKERS
 from backbone.synth import load_config, resolve
 from infra.components.prometheus import APP_JOB, KSM_KEPT, render_rules, thresholds
+from tests.stack_files import ALERT_URL, dev_settings_plan, prod_settings_plan
 
 REPO = Path(__file__).resolve().parent.parent
 OBS = "backbone:observability:Observability"
@@ -231,12 +232,10 @@ def test_a_production_stack_with_no_subscriber_is_refused(backbone_cli, tmp_path
     assert "alertHttpsUrl" in result.stderr and "alertsRoutedElsewhere" in result.stderr
 
 
-def test_a_subscriber_satisfies_production_and_the_https_url_stays_secret(plan_of, tmp_path):
-    from backbone.synth import synth
-
-    url = "https://events.example.net/integration/0123456789abcdef/enqueue"
-    path = _prod_copy(tmp_path, alertsRoutedElsewhere=None, alertHttpsUrl=url)
-    plan = synth(str(path), cwd=REPO)
+def test_a_subscriber_satisfies_production_and_the_https_url_stays_secret():
+    # prod with monitoring.alertHttpsUrl set and alertsRoutedElsewhere removed
+    url = ALERT_URL
+    plan = prod_settings_plan()
     (sub,) = plan.of_type("aws:sns/topicSubscription:TopicSubscription")
     assert sub.inputs["protocol"] == "https"
     assert sub.inputs["endpoint"] == "[secret]"
@@ -319,14 +318,9 @@ def test_observability_settings_that_cannot_work_are_refused(settings, message):
 # -- upgrades -------------------------------------------------------------------------------------
 
 
-def test_the_observability_addons_follow_a_cluster_version_bump_after_the_nodes(plan_of, tmp_path):
-    from backbone.synth import synth
-
-    data = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
-    data["config"]["backbone:cluster"].update(version="1.36", upgradeFrom="1.35")
-    bumped = tmp_path / "Pulumi.dev.yaml"
-    bumped.write_text(yaml.safe_dump(data))
-    for plan, version in ((plan_of("dev"), "1.35"), (synth(str(bumped), cwd=REPO), "1.36")):
+def test_the_observability_addons_follow_a_cluster_version_bump_after_the_nodes(plan_of):
+    bumped = dev_settings_plan()  # cluster.version 1.36, upgradeFrom 1.35
+    for plan, version in ((plan_of("dev"), "1.35"), (bumped, "1.36")):
         assert plan.one("aws:eks/cluster:Cluster").inputs["version"] == version
         nodes = plan.one("aws:eks/nodeGroup:NodeGroup")
         addons = {a.inputs["addonName"]: a for a in children(plan, "aws:eks/addon:Addon")}

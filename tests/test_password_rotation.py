@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from backbone.plan import Plan, Resource
-from backbone.synth import synth
 from infra.components.functions import VPC_ENI_ACTIONS
 from infra.components.rotation import SECRET_ACTIONS
+from tests.stack_files import dev_settings_plan, variant_plan
 from tests.test_database_ops import _refusal, _variant
 
 ROTATION = "aws:secretsmanager/secretRotation:SecretRotation"
@@ -148,12 +148,16 @@ def test_the_rotation_functions_role_rotates_its_one_secret_and_nothing_else(
         assert "kms:" not in text and "rds!" not in text
 
 
+# appPasswordRotationDays 7 and a 3-hour rotation window: read by the schedule and window tests
+WEEKLY = {"database.appPasswordRotationDays": 7, "database.passwordRotationWindowHours": 3}
+
+
 def test_the_schedule_is_a_setting_aws_bounds(tmp_path: Path, backbone_cli: Any) -> None:
-    plan = synth(str(_variant(tmp_path, **{"database.appPasswordRotationDays": 7})))
+    plan = variant_plan("dev", "Pulumi.dev-copy.yaml", WEEKLY)
     assert {r.inputs["rotationRules"]["scheduleExpression"] for r in plan.of_type(ROTATION)} == {
         "rate(7 days)"
     }
-    plan = synth(str(_variant(tmp_path, **{"database.appPasswordRotationDays": 1})))
+    plan = dev_settings_plan()  # database.appPasswordRotationDays: 1
     # Secrets Manager's rate: one day, not "1 days"
     assert {r.inputs["rotationRules"]["scheduleExpression"] for r in plan.of_type(ROTATION)} == {
         "rate(1 day)"
@@ -206,8 +210,7 @@ def test_the_migration_job_exists_in_every_stack_with_a_cluster(plan_of: Any, st
     assert not {"database-app-password", "database-job-password"} & names
 
 
-def _rules(path: Path) -> set[tuple[str, str]]:
-    plan = synth(str(path))
+def _rules(plan: Plan) -> set[tuple[str, str]]:
     return {
         (r.inputs["rotationRules"]["scheduleExpression"], r.inputs["rotationRules"]["duration"])
         for r in plan.of_type(ROTATION)
@@ -218,13 +221,11 @@ def test_the_rotation_window_is_a_setting_kept_out_of_the_database_windows(
     tmp_path: Path, backbone_cli: Any
 ) -> None:
     # the window opens at 00:00 UTC (a rate()'s does) and may run up to the backup window
-    assert _rules(_variant(tmp_path, **{"database.passwordRotationWindowHours": 3})) == {
-        ("rate(30 days)", "3h")
-    }
-    # unset, it is 2 hours, cut shorter by a window that starts earlier
-    assert _rules(_variant(tmp_path, **{"database.backupWindow": "01:00-02:00"})) == {
-        ("rate(30 days)", "1h")
-    }
+    # (the variant rotates weekly)
+    assert _rules(variant_plan("dev", "Pulumi.dev-copy.yaml", WEEKLY)) == {("rate(7 days)", "3h")}
+    # unset, it is 2 hours, cut shorter by a backup window that starts earlier, 01:00-02:00
+    # (the variant rotates daily)
+    assert _rules(dev_settings_plan()) == {("rate(1 day)", "1h")}
     # into the 03:00-04:00 backup window: refused, naming it and the hours allowed
     text = _refusal(backbone_cli, _variant(tmp_path, **{"database.passwordRotationWindowHours": 4}))
     assert "backbone:database.passwordRotationWindowHours" in text, text
