@@ -363,7 +363,7 @@ def test_one_availability_alarm_when_the_stack_counts_its_alarms():
         for label, p in (("full", full), ("one", one))
     }
     assert names["one"] == {"monitoring-canary-read-availability"}
-    assert len(names["full"]) == 7  # errors, throttles, 2 x (availability, latency), the queue
+    assert len(names["full"]) == 9  # errors, throttles, 3 x (availability, latency), the queue
     # the other alarms of the stack are untouched
     rest = {a.name for a in one.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
     assert (
