@@ -113,10 +113,14 @@ def test_the_app_recovers_from_a_rotation_by_itself(
                 (user,),
             )
         # the rotation's gap (the database has the new password, the secret the old) lasts
-        # until the app has felt it: a write refused
+        # until the app has felt it: a write refused, and a login refused with the old password
+        # (the first refused writes may be the ended sessions', before any new login)
         wait_until(
-            "a write refused with the old password",
-            lambda: any(s != 201 for s in load.writes_since(rotated_at)),
+            "a write refused and a login refused with the old password",
+            lambda: (
+                any(s != 201 for s in load.writes_since(rotated_at))
+                and _auth_failures(server.metrics) >= 1
+            ),
             within=30,
         )
         secret_at = time.monotonic()
@@ -148,12 +152,8 @@ def test_the_app_recovers_from_a_rotation_by_itself(
     assert all(s == 201 for t, s, _, _ in load.writes if t > failed[-1][0])
     assert redirects.count(307) == len(redirects)
     m = httpx.get(server.metrics, timeout=5).text
-    auth_failures = next(
-        float(ln.split()[-1])
-        for ln in m.splitlines()
-        if ln.startswith("app_db_auth_failures_total")
-    )
-    assert auth_failures >= 1 and 'app_db_credential_reads_total{result="ok"}' in m
+    assert _auth_failures(server.metrics) >= 1
+    assert 'app_db_credential_reads_total{result="ok"}' in m
     assert "app_db_up 1.0" in m
     out = server.output()
     assert OLD not in out and NEW not in out
@@ -217,3 +217,13 @@ def test_the_migration_reads_the_master_secret_and_re_reads_it_after_a_refusal(
     assert rotated and returncode == 0, out
     assert "password authentication failed" in out and '"msg": "schema migrated"' in out
     assert rds.MASTER_PASSWORD not in out and "Not-the-password-anymore-0" not in out
+
+
+def _auth_failures(metrics_url: str) -> float:
+    """The app's app_db_auth_failures_total: logins PostgreSQL refused."""
+    text = httpx.get(metrics_url, timeout=5).text
+    return next(
+        float(ln.split()[-1])
+        for ln in text.splitlines()
+        if ln.startswith("app_db_auth_failures_total")
+    )
