@@ -104,7 +104,7 @@ def test_describe_lists_only_handler_files_and_pins() -> None:
 
 def test_cache_key_moves_with_every_input(tmp_path: Path) -> None:
     fn = tmp_path / "fn"
-    shutil.copytree(HOUSEKEEPING, fn)
+    shutil.copytree(HOUSEKEEPING, fn, ignore=shutil.ignore_patterns("__pycache__"))
     base = packaging.describe(fn).cache_key
     assert packaging.describe(fn).cache_key == base  # stable
     assert packaging.describe(fn, architecture="arm64").cache_key != base
