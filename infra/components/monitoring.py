@@ -918,65 +918,62 @@ def topic_policy(
 ) -> str:
     """The alerts topic's policy: the account manages it; CloudWatch alarms from this account,
     the EventBridge rules `rule_arns` and the Alertmanager of `workspace_arn` publish."""
+    statements: list[dict[str, Any]] = [
+        _account_manages(topic_arn, account),
+        {
+            "Sid": "CloudWatchAlarmsPublish",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": topic_arn,
+            "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+        },
+    ]
     rules = list(rule_arns)
-    return iam.document(
-        [
+    if rules:
+        statements.append(
             {
-                "Sid": "AccountManages",
+                "Sid": "EventBridgeRulesPublish",
                 "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
-                "Action": [
-                    "sns:GetTopicAttributes",
-                    "sns:SetTopicAttributes",
-                    "sns:Subscribe",
-                    "sns:ListSubscriptionsByTopic",
-                    "sns:Publish",
-                ],
-                "Resource": topic_arn,
-            },
-            {
-                "Sid": "CloudWatchAlarmsPublish",
-                "Effect": "Allow",
-                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                "Principal": {"Service": EVENTS_PRINCIPAL},
                 "Action": "sns:Publish",
                 "Resource": topic_arn,
-                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
-            },
-            *(
-                [
-                    {
-                        "Sid": "EventBridgeRulesPublish",
-                        "Effect": "Allow",
-                        "Principal": {"Service": EVENTS_PRINCIPAL},
-                        "Action": "sns:Publish",
-                        "Resource": topic_arn,
-                        "Condition": {
-                            "ArnEquals": {"aws:SourceArn": rules[0] if len(rules) == 1 else rules}
-                        },
-                    }
-                ]
-                if rules
-                else []
-            ),
-            *(
-                [
-                    {
-                        "Sid": "PrometheusAlertmanagerPublishes",
-                        "Effect": "Allow",
-                        "Principal": {"Service": "aps.amazonaws.com"},
-                        "Action": ["sns:Publish", "sns:GetTopicAttributes"],
-                        "Resource": topic_arn,
-                        "Condition": {
-                            "StringEquals": {"aws:SourceAccount": account},
-                            "ArnEquals": {"aws:SourceArn": workspace_arn},
-                        },
-                    }
-                ]
-                if workspace_arn
-                else []
-            ),
-        ]
-    )
+                "Condition": {
+                    "ArnEquals": {"aws:SourceArn": rules[0] if len(rules) == 1 else rules}
+                },
+            }
+        )
+    if workspace_arn:
+        statements.append(
+            {
+                "Sid": "PrometheusAlertmanagerPublishes",
+                "Effect": "Allow",
+                "Principal": {"Service": "aps.amazonaws.com"},
+                "Action": ["sns:Publish", "sns:GetTopicAttributes"],
+                "Resource": topic_arn,
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account},
+                    "ArnEquals": {"aws:SourceArn": workspace_arn},
+                },
+            }
+        )
+    return iam.document(statements)
+
+
+def _account_manages(topic_arn: str, account: str) -> dict[str, Any]:
+    return {
+        "Sid": "AccountManages",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+        "Action": [
+            "sns:GetTopicAttributes",
+            "sns:SetTopicAttributes",
+            "sns:Subscribe",
+            "sns:ListSubscriptionsByTopic",
+            "sns:Publish",
+        ],
+        "Resource": topic_arn,
+    }
 
 
 def _key_policy(account: str, publishers: tuple[str, ...] = ()) -> str:

@@ -180,23 +180,7 @@ class Observability(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # The topic's one policy, now that the workspace exists (it was made here, as
-        # "observability-alerts-policy": the alias, its old URN, keeps it the same resource).
-        was = pulumi.create_urn(f"{name}-alerts-policy", "aws:sns/topicPolicy:TopicPolicy", self)
-        self.topic_policy = alerts.publish_policy(ws.arn, aliases=[was])
-        topic = alerts.topic
-        self.alertmanager = aws.amp.AlertManagerDefinition(
-            f"{name}-alertmanager",
-            workspace_id=ws.id,
-            definition=topic.arn.apply(
-                lambda arn: workspace_alertmanager_definition(
-                    alertmanager_config(topic_arn=arn, region=region, stack=stack)
-                )
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.topic_policy] if self.topic_policy else []
-            ),
-        )
+        self.topic_policy, self.alertmanager = self._alertmanager(alerts, ws)
         self.error_filter = self._error_filter(app)
         self.grafana = self._grafana(ws) if cfg.managed_grafana else None
         outputs: dict[str, Any] = {
@@ -207,6 +191,27 @@ class Observability(pulumi.ComponentResource):
         if self.grafana:
             outputs["grafanaEndpoint"] = self.grafana.workspace.endpoint
         self.register_outputs(outputs)
+
+    def _alertmanager(
+        self, alerts: Monitoring, ws: aws.amp.Workspace
+    ) -> tuple[aws.sns.TopicPolicy | None, aws.amp.AlertManagerDefinition]:
+        """The workspace's Alertmanager, routing to the alerts topic once its policy admits it."""
+        name, region, stack = self._name, self._region, self._stack
+        # The topic's one policy, now that the workspace exists (it was made here, as
+        # "observability-alerts-policy": the alias, its old URN, keeps it the same resource).
+        was = pulumi.create_urn(f"{name}-alerts-policy", "aws:sns/topicPolicy:TopicPolicy", self)
+        policy = alerts.publish_policy(ws.arn, aliases=[was])
+        definition = aws.amp.AlertManagerDefinition(
+            f"{name}-alertmanager",
+            workspace_id=ws.id,
+            definition=alerts.topic.arn.apply(
+                lambda arn: workspace_alertmanager_definition(
+                    alertmanager_config(topic_arn=arn, region=region, stack=stack)
+                )
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy] if policy else []),
+        )
+        return policy, definition
 
     # -- metrics ---------------------------------------------------------------------------------
 
