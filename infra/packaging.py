@@ -43,8 +43,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-# Bump when the archive layout or the pip invocation changes, so old cache entries are not reused.
-FORMAT_VERSION = "1"
+# Bump when the archive layout, its compression or the pip invocation changes, so old cache entries
+# are not reused. 2: deflate level 6 (zlib's default), not 9: a third of the CPU for archives 0.2%
+# larger (the housekeeping job's, arm64: 1.29 s -> 0.40 s, 4.453 MB -> 4.462 MB).
+FORMAT_VERSION = "2"
+ZIP_LEVEL = 6
 DEFAULT_PYTHON = "3.12"
 # Lambda's architecture names -> the machine names in manylinux platform tags
 ARCHITECTURES: dict[str, str] = {"x86_64": "x86_64", "arm64": "aarch64"}
@@ -272,7 +275,7 @@ def write_zip(entries: Iterable[tuple[str, Path]], destination: Path) -> None:
             mode = 0o755 if os.access(path, os.X_OK) else 0o644
             info.external_attr = (0o100000 | mode) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, path.read_bytes(), compresslevel=9)
+            archive.writestr(info, path.read_bytes(), compresslevel=ZIP_LEVEL)
 
 
 def build(
