@@ -15,7 +15,6 @@ import functools
 import io
 import json
 import os
-import socket
 import threading
 import time
 import urllib.request
@@ -33,12 +32,6 @@ from tests.realparts import REPO
 from tests.realparts import moto_server as running_moto
 
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- moto, server mode

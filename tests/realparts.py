@@ -64,13 +64,22 @@ def remove_later(path: Path) -> None:
     )
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on loopback nobody listens on now."""
+    """A TCP port on loopback nobody listens on now, and not one this process was given before:
+    the kernel may hand a port it just freed out again, so two servers a test starts (the app's
+    PORT and METRICS_PORT, two replicas side by side) could otherwise be given the same one."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ import itertools
 import os
 import pickle
 import pwd
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 import pytest
 
 from tests.app.tls import make_ca, make_server_cert
-from tests.realparts import REPO, remove_later, require_tool
+from tests.realparts import REPO, free_port, remove_later, require_tool
 
 APP_DIR = REPO / "app"
 if str(APP_DIR) not in sys.path:
@@ -47,12 +46,6 @@ with warnings.catch_warnings():
 
 TOKEN = "test-token-0123456789abcdef"
 HOW_PG = "install the PostgreSQL 15 server (Debian: apt-get install postgresql-15) and put its bin on PATH"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgCluster:

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,16 +26,10 @@ import psycopg
 import pytest
 
 from infra import packaging
-from tests.realparts import REPO, moto_server, remove_later, require_tool
+from tests.realparts import REPO, free_port, moto_server, remove_later, require_tool
 
 FUNCTIONS = REPO / "app" / "functions"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load_function(name: str) -> ModuleType:
