@@ -140,3 +140,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         rel = item.path.relative_to(tests).as_posix()
         if rel in TOGETHER:
             item.add_marker(pytest.mark.xdist_group(rel))
+    # The workers take tests in this order: the real-part tests (and the files kept whole) first,
+    # which mostly wait on a server, a container or a timeout and make the longest chains; the
+    # offline tests, short and busy, then fill the cores until the last worker is done.
+    waits = {
+        id(i)
+        for i in items
+        if i.get_closest_marker("realpart") or i.get_closest_marker("xdist_group")
+    }
+    items.sort(key=lambda i: id(i) not in waits)
