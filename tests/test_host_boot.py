@@ -31,8 +31,9 @@ import pytest
 
 from backbone.plan import Plan
 from infra.components.host import APP_UID, Boot, user_data
-from tests.app.conftest import TOKEN, PgCluster, free_port
+from tests.app.conftest import TOKEN, PgCluster
 from tests.app.test_container import docker, image  # noqa: F401  (the module's image fixture)
+from tests.realparts import free_port
 
 pytestmark = [pytest.mark.realpart, pytest.mark.slow]
 

@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from infra.components.local import APP_PORT, PROXY_PORT, haproxy_config
-from tests.app.conftest import TOKEN, free_port
+from tests.app.conftest import TOKEN
 from tests.app.test_container import BASE_IMAGE, docker, image  # noqa: F401
-from tests.realparts import require_tool
+from tests.realparts import free_port, require_tool
 from tests.test_host_boot import BridgePg, bridge_gateway
 
 pytestmark = [pytest.mark.realpart, pytest.mark.slow]

@@ -28,8 +28,8 @@ import yaml
 
 from backbone import dashboards
 from infra.components.prometheus import APP_JOB, relabeled_metrics
-from tests.app.conftest import TOKEN, LiveServer, PgCluster, app_env, free_port
-from tests.realparts import require_tool, wait_until
+from tests.app.conftest import TOKEN, LiveServer, PgCluster, app_env
+from tests.realparts import free_port, require_tool, wait_until
 
 pytestmark = pytest.mark.realpart
 AUTH = {"authorization": f"Bearer {TOKEN}"}

@@ -29,13 +29,13 @@ from tests.aws_harness import (
     backbone,
     client,
     emulated_account,
-    free_port,
     lambda_zip,
     moto_server,
     refusing_aws,
     reset_account,
 )
 from tests.aws_harness import app_server as app_server
+from tests.realparts import free_port
 
 pytestmark = pytest.mark.realpart
 _ = (moto_server, refusing_aws)  # fixtures

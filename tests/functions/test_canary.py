@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.app.conftest import live_server_factory, pg  # noqa: F401 - fixtures: the real app
-from tests.functions.conftest import datapoints, free_port, load_function, metrics_in
+from tests.functions.conftest import datapoints, load_function, metrics_in
+from tests.realparts import free_port
 
 canary = load_function("canary")
 
