@@ -293,10 +293,13 @@ def history(tmp_path_factory, plan_of):
     return root, cache_dir
 
 
-def _diff_in(backbone_cli, monkeypatch, history, *args: str) -> subprocess.CompletedProcess[str]:
+def _diff_in(
+    backbone_cli, monkeypatch, history, base: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`backbone diff free-tier --base BASE ARGS` in the throwaway history."""
     root, cache_dir = history
     monkeypatch.setenv("BACKBONE_CACHE_DIR", str(cache_dir))
-    return backbone_cli("diff", *args, cwd=root)
+    return backbone_cli("diff", "free-tier", "--base", base, *args, cwd=root)
 
 
 def _commit_change(root: Path, path: str, old: str, new: str) -> None:
@@ -309,16 +312,7 @@ def _commit_change(root: Path, path: str, old: str, new: str) -> None:
 
 def test_base_revision_engine_version_change_is_an_update(backbone_cli, monkeypatch, history):
     """A stack file changed since the base: the base is planned with the base's stack file."""
-    done = _diff_in(
-        backbone_cli,
-        monkeypatch,
-        history,
-        "free-tier",
-        "--base",
-        "stack-change",
-        "--format",
-        "json",
-    )
+    done = _diff_in(backbone_cli, monkeypatch, history, "stack-change", "--format", "json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     db = next(c for c in data["changes"] if c["type"] == DB)
@@ -334,16 +328,7 @@ def test_base_revision_runs_the_revisions_own_program_and_its_identifier_change_
     """The base is planned with the revision's infra/, not the code this tool was installed from:
     a revision whose program names the instance differently shows that difference, and it is a
     replace in danger (a new database)."""
-    done = _diff_in(
-        backbone_cli,
-        monkeypatch,
-        history,
-        "free-tier",
-        "--base",
-        "program-change",
-        "--fail-on",
-        "danger",
-    )
+    done = _diff_in(backbone_cli, monkeypatch, history, "program-change", "--fail-on", "danger")
     assert done.returncode == 1, done.stderr
     assert "DANGER" in done.stdout
     danger = done.stdout.split("DANGER")[1].split("╰")[0]
