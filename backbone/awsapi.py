@@ -170,32 +170,37 @@ def explain(exc: BaseException, doing: str = "") -> AwsError:
             code="ReadTimeout",
         )
     if isinstance(exc, bex.ClientError):
-        code = error_code(exc)
-        message = str(exc.response.get("Error", {}).get("Message") or "").strip()
-        message = " ".join(message.split())
-        if code in THROTTLING:
-            return AwsError(
-                f"{where}throttled by AWS ({code}) on each of {MAX_ATTEMPTS} attempts; "
-                "wait a minute and run it again",
-                code=code,
-            )
-        if code in ACCESS_DENIED:
-            return AwsError(
-                f"{where}access denied ({code}){': ' + message if message else ''}; the "
-                "identity in use needs that permission (`aws sts get-caller-identity` shows who "
-                "you are)",
-                code=code,
-            )
-        if code in BAD_CREDENTIALS:
-            return AwsError(
-                f"{where}AWS refused the credentials ({code}): they are wrong or expired; "
-                "refresh them (`aws sso login`, `aws configure`)",
-                code=code,
-                setup=True,
-            )
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        detail = message or (f"HTTP {status}" if status else "no message")
-        return AwsError(f"{where}{code or 'error'}: {detail}", code=code)
+        return _client_error(exc, where)
     if isinstance(exc, bex.BotoCoreError):
         return AwsError(f"{where}{exc}")
     return AwsError(f"{where}{type(exc).__name__}: {exc}")
+
+
+def _client_error(exc: bex.ClientError, where: str) -> AwsError:
+    """One line for an error AWS answered: throttling, access denied, bad credentials, other."""
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message") or "").strip()
+    message = " ".join(message.split())
+    if code in THROTTLING:
+        return AwsError(
+            f"{where}throttled by AWS ({code}) on each of {MAX_ATTEMPTS} attempts; "
+            "wait a minute and run it again",
+            code=code,
+        )
+    if code in ACCESS_DENIED:
+        return AwsError(
+            f"{where}access denied ({code}){': ' + message if message else ''}; the "
+            "identity in use needs that permission (`aws sts get-caller-identity` shows who "
+            "you are)",
+            code=code,
+        )
+    if code in BAD_CREDENTIALS:
+        return AwsError(
+            f"{where}AWS refused the credentials ({code}): they are wrong or expired; "
+            "refresh them (`aws sso login`, `aws configure`)",
+            code=code,
+            setup=True,
+        )
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    detail = message or (f"HTTP {status}" if status else "no message")
+    return AwsError(f"{where}{code or 'error'}: {detail}", code=code)

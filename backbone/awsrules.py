@@ -408,21 +408,7 @@ def violations_of(value: Any, node: dict[str, Any]) -> list[tuple[str, str]]:
         if "integer" in types and "number" not in types and not float(number).is_integer():
             out.append(("type", "is not an integer"))
     if "enum" in node:
-        allowed = list(node["enum"])
-        text = _as_text(value)
-        ok = any(
-            (a == value and type(a) is type(value))
-            or (isinstance(a, str) and a == text)
-            or (_is_number(a) and number is not None and float(a) == number)
-            for a in allowed
-        )
-        if not ok:
-            if len(allowed) <= 8:
-                out.append(("enum", f"is not one of {_short(allowed)}"))
-            else:
-                close = difflib.get_close_matches(text or "", [str(a) for a in allowed], 4, 0.5)
-                hint = f" (closest: {', '.join(close)})" if close else ""
-                out.append(("enum", f"is not one of the {len(allowed)} values AWS lists{hint}"))
+        out.extend(_enum_violation(value, number, list(node["enum"])))
     text = _as_text(value) if textual else None
     if text is not None and not isinstance(value, (dict, list)):
         if "pattern" in node:
@@ -437,15 +423,7 @@ def violations_of(value: Any, node: dict[str, Any]) -> list[tuple[str, str]]:
             )
         fmt = node.get("format")
         if fmt in FORMATS and isinstance(value, str):
-            version = 4 if fmt == "ipv4-network" else 6
-            try:
-                ok_net = "/" in value and (
-                    ipaddress.ip_network(value, strict=False).version == version
-                )
-            except ValueError:
-                ok_net = False
-            if not ok_net:
-                out.append(("format", f"is not an IPv{version} network in CIDR form"))
+            out.extend(_network_violation(value, 4 if fmt == "ipv4-network" else 6))
     if number is not None and not isinstance(value, bool) and math.isfinite(number):
         if "minimum" in node and number < float(node["minimum"]):
             out.append(("minimum", f"is below the minimum {node['minimum']}"))
@@ -456,6 +434,32 @@ def violations_of(value: Any, node: dict[str, Any]) -> list[tuple[str, str]]:
         if "exclusiveMaximum" in node and number >= float(node["exclusiveMaximum"]):
             out.append(("exclusiveMaximum", f"is not below {node['exclusiveMaximum']}"))
     return out
+
+
+def _enum_violation(value: Any, number: float | None, allowed: list[Any]) -> list[tuple[str, str]]:
+    """The enum rule: the value (or its text, or its number) is one of `allowed`."""
+    text = _as_text(value)
+    if any(
+        (a == value and type(a) is type(value))
+        or (isinstance(a, str) and a == text)
+        or (_is_number(a) and number is not None and float(a) == number)
+        for a in allowed
+    ):
+        return []
+    if len(allowed) <= 8:
+        return [("enum", f"is not one of {_short(allowed)}")]
+    close = difflib.get_close_matches(text or "", [str(a) for a in allowed], 4, 0.5)
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    return [("enum", f"is not one of the {len(allowed)} values AWS lists{hint}")]
+
+
+def _network_violation(value: str, version: int) -> list[tuple[str, str]]:
+    """The ipv4-network / ipv6-network formats: a network of that version in CIDR form."""
+    try:
+        ok = "/" in value and ipaddress.ip_network(value, strict=False).version == version
+    except ValueError:
+        ok = False
+    return [] if ok else [("format", f"is not an IPv{version} network in CIDR form")]
 
 
 def _constrained(node: dict[str, Any]) -> bool:
