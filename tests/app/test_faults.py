@@ -136,6 +136,19 @@ class Load:
         with self.lock:
             return [s for sent, s in self.redirects if sent >= t]
 
+    def wait_for_traffic(self, what: str, *, writes: int, redirects: int) -> None:
+        """Until `writes` writes have been created (201) and `redirects` redirects answered (307)
+        since this call: the steady traffic a fault is then applied to."""
+        begun = time.monotonic()
+        wait_until(
+            what,
+            lambda: (
+                self.writes_since(begun).count(201) >= writes
+                and self.redirects_since(begun).count(307) >= redirects
+            ),
+            within=30,
+        )
+
     def __enter__(self) -> Load:
         targets = [lambda i=i: self._read(i) for i in range(self.readers)]
         self.threads = [threading.Thread(target=t, daemon=True) for t in targets]
@@ -183,15 +196,7 @@ def test_database_outage_under_load(pg_own: PgCluster, live_server_factory) -> N
         assert httpx.get(f"{base}/{codes[-1]}").status_code == 307  # cached
 
     with Load(base, codes) as load:
-        begun = time.monotonic()
-        wait_until(
-            "traffic before the outage",
-            lambda: (
-                load.writes_since(begun).count(201) >= 3
-                and load.redirects_since(begun).count(307) >= 30
-            ),
-            within=30,
-        )
+        load.wait_for_traffic("traffic before the outage", writes=3, redirects=30)
         stopped_at = time.monotonic()
         pg_own.stop("fast")
         # longer than the cache TTL, and long enough to be measured: over 100 redirects and

@@ -94,15 +94,7 @@ def test_the_app_recovers_from_a_rotation_by_itself(
         httpx.get(f"{server.base}/{codes[-1]}")
 
     with Load(server.base, codes, readers=2) as load:
-        begun = time.monotonic()
-        wait_until(
-            "traffic before the rotation",
-            lambda: (
-                load.writes_since(begun).count(201) >= 3
-                and load.redirects_since(begun).count(307) >= 10
-            ),
-            within=30,
-        )
+        load.wait_for_traffic("traffic before the rotation", writes=3, redirects=10)
         rotated_at = time.monotonic()
         with rds.admin() as admin:
             admin.execute(f"ALTER ROLE {user} PASSWORD '{NEW}'")

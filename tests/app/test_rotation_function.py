@@ -248,15 +248,7 @@ def test_the_app_under_traffic_survives_a_rotation_by_the_function(
 
     fn_env, token = _env(rds), str(uuid.uuid4())
     with Load(server.base, codes, readers=2) as load:
-        begun = time.monotonic()
-        wait_until(
-            "traffic before the rotation",
-            lambda: (
-                load.writes_since(begun).count(201) >= 3
-                and load.redirects_since(begun).count(307) >= 10
-            ),
-            within=30,
-        )
+        load.wait_for_traffic("traffic before the rotation", writes=3, redirects=10)
         started = time.monotonic()
         rotation.rotate_step(sm, arn, token, "createSecret", fn_env)
         rotation.rotate_step(sm, arn, token, "setSecret", fn_env)

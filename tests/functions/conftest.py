@@ -124,6 +124,17 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     boto3.DEFAULT_SESSION = None
 
 
+def run_isolated(code: str, task: Path) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter that sees nothing of this environment (-I, no bytecode
+    written), with the unpacked archive `task` as sys.argv[1]: what Lambda's runtime imports."""
+    return subprocess.run(
+        [sys.executable, "-I", "-B", "-c", code, str(task)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def datapoints(namespace: str, name: str, dimensions: dict[str, str]) -> list[dict[str, Any]]:
     """The datapoints of one metric (exact dimensions) in the emulated CloudWatch, one per minute:
     each has Sum, SampleCount, Minimum, Maximum and the Unit it was published with."""

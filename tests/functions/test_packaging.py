@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 
 from infra import packaging
-from tests.functions.conftest import FUNCTIONS, Archives, Postgres, datapoints, make_secret
+from tests.functions.conftest import (
+    FUNCTIONS,
+    Archives,
+    Postgres,
+    datapoints,
+    make_secret,
+    run_isolated,
+)
 from tests.realparts import missing
 
 CANARY = FUNCTIONS / "canary"
@@ -165,9 +172,7 @@ def test_canary_archive_is_exactly_its_handler_deterministic_and_imports(tmp_pat
         "assert canary.__file__.startswith(sys.argv[1]), canary.__file__; "
         "assert callable(canary.handler); print('ok')"
     )
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", code, str(first)], capture_output=True, text=True, check=False
-    )
+    result = run_isolated(code, first)
     assert result.stdout.strip() == "ok", result.stderr
 
 
@@ -299,12 +304,7 @@ def test_job_archive_for_this_interpreter_imports_in_a_fresh_process(archives: A
         "assert s.sslmode == 'verify-full' and s.sslrootcert.startswith(sys.argv[1]), s; "
         "print(psycopg.pq.__impl__)"
     )
-    result = subprocess.run(
-        [sys.executable, "-I", "-B", "-c", code, str(task)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_isolated(code, task)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "binary"
 

@@ -5,14 +5,12 @@ fresh interpreter."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 
 import pytest
 
 from infra import packaging
-from tests.functions.conftest import Archives
+from tests.functions.conftest import Archives, run_isolated
 from tests.functions.test_packaging import this_interpreter
 from tests.realparts import REPO
 
@@ -64,11 +62,6 @@ def test_the_archive_imports_in_a_fresh_process(archives: Archives) -> None:
         "assert s.sslmode == 'verify-full' and s.sslrootcert.startswith(sys.argv[1]), s; "
         "print(rotation.STEPS)"
     )
-    result = subprocess.run(
-        [sys.executable, "-I", "-B", "-c", code, str(task)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_isolated(code, task)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "('createSecret', 'setSecret', 'testSecret', 'finishSecret')"
