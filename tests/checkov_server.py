@@ -35,13 +35,20 @@ IDLE = 900.0  # seconds without a request before the server leaves by itself
 
 
 def _alive(pid: int) -> bool:
+    """pid is running: not gone, and not a zombie its parent has yet to reap (a profiler that
+    started the test run keeps it so until the profiler itself ends)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: alive as far as signals tell
+    return state != b"Z"
 
 
 def _reap(block: bool = False) -> None:
