@@ -25,8 +25,10 @@ plan: venv  ## print the plan of a stack offline (STACK=dev by default; no cloud
 # whole (costly module fixtures). WORKERS=2 make test for fewer.
 WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 
+# Bytecode is written even where the machine sets PYTHONDONTWRITEBYTECODE (these do): each module
+# is then compiled once per run, not again by every worker and every process the tests start.
 test: venv  ## run the whole test suite (pytest-xdist: two workers per core, tests spread one by one)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
 lint: venv  ## ruff lint + format check, mypy
 	$(BIN)/ruff check .

@@ -2,7 +2,7 @@
 
 A stack's Plan is a pure function of: the program (Pulumi.yaml and its `main` folder, infra/), the
 stack settings file, the app's build context (app/: the image tag is its content digest), the
-offline engine itself (backbone/synth.py, mocks.py, plan.py, this file) and the installed
+offline engine itself (backbone/synth.py, mocks.py, plan.py, yamlio.py, this file) and the installed
 Python and Pulumi SDK versions. The key is a SHA-256 over all of them, so `plan`, `diff`, `cost`
 and `check` of an unchanged stack run the program once, and any edit (a setting, a line of infra/,
 a file of app/, an SDK upgrade) is a miss. Entries live in `<project>/.backbone/cache/plans/`
@@ -15,6 +15,7 @@ fresh run returns.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from backbone.synth import StackRef, program_dir, synth
 
 FORMAT = 1
 KEEP = 64  # entries kept; older ones are removed
-_TOOL_FILES = ("synth.py", "mocks.py", "plan.py", "cache.py")
+_TOOL_FILES = ("synth.py", "mocks.py", "plan.py", "cache.py", "yamlio.py")
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "node_modules"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
@@ -54,14 +55,25 @@ def _tree(digest: Any, root: Path, label: str) -> None:
         digest.update(hashlib.sha256(path.read_bytes()).digest())
 
 
-def sdk_versions() -> list[str]:
-    """Python and every installed Pulumi package (the SDK and its providers), name==version."""
+@functools.cache
+def sdk_versions() -> tuple[str, ...]:
+    """Python and every installed Pulumi package (the SDK and its providers), name==version.
+
+    Read once per process (what is installed does not change under a running command). Only
+    the distributions whose folder names a Pulumi package have their metadata read: reading
+    every installed distribution's took most of the time of a cache key."""
     found = {}
     for dist in metadata.distributions():
+        folder = getattr(
+            dist, "_path", None
+        )  # PathDistribution: site-packages/<name>-<v>.dist-info
+        if folder is not None and not Path(folder).name.lower().startswith("pulumi"):
+            continue
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")  # PEP 503 spelling
         if name.startswith("pulumi"):
             found[name] = dist.version
-    return [f"python=={sys.version.split()[0]}"] + [f"{n}=={v}" for n, v in sorted(found.items())]
+    python = f"python=={sys.version.split()[0]}"
+    return (python, *(f"{n}=={v}" for n, v in sorted(found.items())))
 
 
 def key(ref: StackRef, location: Path | None = None) -> str:

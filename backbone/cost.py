@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from backbone import yamlio
 from backbone.plan import STACK_TYPE, Plan, Resource
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class PriceTable:
 
     @classmethod
     def load(cls, path: Path = PRICES_FILE) -> PriceTable:
-        data = yaml.safe_load(path.read_text())
+        data = yamlio.load_file(path)
         regions = {
             region: {
                 item: Price(item, float(p["usd"]), str(p["per"]), str(p["source"]), str(p["date"]))
@@ -192,7 +193,7 @@ def _is_number(value: Any) -> bool:
 
 def load_usage(path: Path | None = None) -> dict[str, Any]:
     """The default usage assumptions, with the keys of ``path`` (a YAML file) replacing them."""
-    usage: dict[str, Any] = yaml.safe_load(USAGE_FILE.read_text())
+    usage: dict[str, Any] = yamlio.load_file(USAGE_FILE)
     if path is None:
         return usage
     try:
@@ -200,7 +201,7 @@ def load_usage(path: Path | None = None) -> dict[str, Any]:
     except OSError as exc:
         raise CostError(f"{path}: cannot read the usage file ({exc.strerror})") from None
     try:
-        override = yaml.safe_load(text)
+        override = yamlio.safe_load(text)
     except yaml.YAMLError as exc:
         raise CostError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     _merge_usage(usage, override or {}, str(path))

@@ -29,10 +29,13 @@ import pulumi
 import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import resource as presource
 from pulumi.runtime import settings as psettings
 from pulumi.runtime.config import set_all_config
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import run_in_stack
 
+from backbone import yamlio
 from backbone.mocks import BackboneMocks
 from backbone.plan import SECRET, STACK_TYPE, Plan, Resource
 from infra.config import ENGINE_NAMESPACE, PACKAGER_KEY, ConfigError, Problem, StackConfig, parse
@@ -83,7 +86,7 @@ def find_project(start: Path | None = None) -> Path:
 
 
 def _project_file(project_dir: Path) -> dict[str, Any]:
-    data = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
+    data = yamlio.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
     return data if isinstance(data, dict) else {}
 
 
@@ -165,7 +168,7 @@ def _stack_file(ref: StackRef) -> dict[Any, Any]:
     """The stack file's top-level mapping (empty for an empty file), or ConfigError."""
     source = ref.shown
     try:
-        data = yaml.safe_load(ref.file.read_text())
+        data = yamlio.safe_load(ref.file.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -396,6 +399,10 @@ def _run_main(program: Path) -> None:
     runpy.run_path(str(program), run_name="__main__")
 
 
+def _no_stack_trace() -> Any:
+    return source_pb2.StackTrace()
+
+
 def _engine(
     project: str,
     stack: str,
@@ -424,6 +431,10 @@ def _engine(
     # The offline engine's stand-in, chosen through the engine's own config channel: the program
     # packages no Lambda archive (infra.config.PACKAGER_KEY).
     set_all_config({**raw, PACKAGER_KEY: "placeholder"}, secret_keys)
+    # For each registration the SDK walks the program's call stack into a source position and
+    # a stack trace, for the engine's diagnostics. A Plan records neither, and the walk was a
+    # sixth of a synthesis: the offline engine is sent an empty trace instead.
+    stack_trace, presource._get_stack_trace = presource._get_stack_trace, _no_stack_trace
     collecting, modules = gc.isenabled(), len(sys.modules)
     # The first run imports the providers' SDKs: ~300k long-lived objects (input types, typing
     # aliases) that the collector would otherwise walk again in every full collection, several
@@ -432,6 +443,7 @@ def _engine(
     try:
         loop.run_until_complete(run_in_stack(body))
     finally:
+        presource._get_stack_trace = stack_trace
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()

@@ -131,6 +131,15 @@ TOGETHER = frozenset(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The xdist controller, before it starts the workers: each test module's asserts rewritten
+    # once for all of them (tests/rewrite_cache.py).
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        from tests import rewrite_cache
+
+        rewrite_cache.prepare(config, REPO / "tests")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.pluginmanager.hasplugin("xdist"):
