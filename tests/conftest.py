@@ -30,6 +30,8 @@ from tests import boto_share, cli_harness
 from tests.realparts import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
+RUN_PID = "BACKBONE_TEST_RUN_PID"  # the pid of the test run's main process (the xdist controller)
+_ZYGOTE = pytest.StashKey["object"]()
 
 boto_share.install()  # one botocore model cache per test process (tests/boto_share.py)
 
@@ -69,7 +71,7 @@ def checkov(tmp_path_factory: pytest.TempPathFactory) -> str:
     base = tmp_path_factory.getbasetemp()
     xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
     root = base.parent if xdist else base
-    owner = os.getppid() if xdist else os.getpid()  # xdist: the controller, the workers' parent
+    owner = int(os.environ.get(RUN_PID) or os.getpid())
     wrapper = base / "checkov"
     wrapper.write_text(
         "#!/bin/sh\n"
@@ -132,12 +134,28 @@ TOGETHER = frozenset(
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # The xdist controller, before it starts the workers: each test module's asserts rewritten
-    # once for all of them (tests/rewrite_cache.py).
-    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
-        from tests import rewrite_cache
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    # The run's main process: the run's servers (checkov's, the zygote) leave when it is gone.
+    os.environ[RUN_PID] = str(os.getpid())
+    if not getattr(config.option, "numprocesses", None) or config.getvalue("collectonly"):
+        return
+    # The xdist controller, before it starts the workers: the workers forked from one warmed-up
+    # process (tests/worker_zygote.py), and each test module's asserts rewritten once for all
+    # of them (tests/rewrite_cache.py), both at once.
+    from tests import rewrite_cache, worker_zygote
 
-        rewrite_cache.prepare(config, REPO / "tests")
+    zygote = worker_zygote.Zygote.start(REPO)
+    rewrite_cache.prepare(config, REPO / "tests")
+    if zygote is not None and zygote.ready():
+        config.option.tx = [zygote.spec(tx) for tx in config.option.tx]
+        config.stash[_ZYGOTE] = zygote
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    zygote = config.stash.get(_ZYGOTE, None)
+    if zygote is not None:
+        zygote.stop()
 
 
 @pytest.hookimpl(tryfirst=True)
