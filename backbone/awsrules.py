@@ -794,13 +794,18 @@ def _trie_pattern(strings: set[str]) -> str:
     return pattern(trie)
 
 
+@functools.lru_cache(maxsize=32)
+def _combined(computed: frozenset[str]) -> re.Pattern[str]:
+    # literals only: the standard library's engine compiles and searches it faster than regex's
+    return re.compile(_trie_pattern(set(computed)))
+
+
 def unknown_in(plan: Plan) -> Unknown:
     computed = computed_values(plan)
     if not computed:
         return _never
     shortest = min(map(len, computed))
-    # literals only: the standard library's engine compiles and searches it faster than regex's
-    combined = re.compile(_trie_pattern(computed))
+    combined = _combined(frozenset(computed))  # the same stack checked again: built once
     seen: dict[str, bool] = {}
 
     def unknown(value: str) -> bool:

@@ -39,6 +39,15 @@ from pathlib import Path
 
 HEADER = 16  # bytes: the length of the JSON request that follows the descriptors' message
 WARM_STACKS = ("prod",)
+# what the tests call through boto3 and moto (grep `client("`): warmed once for all workers
+BOTO_SERVICES = (
+    *("ec2", "cloudwatch", "s3", "secretsmanager", "kms", "rds", "sns", "lambda", "sqs"),
+    *("iam", "events", "elbv2", "eks", "sts", "logs", "ecr"),
+)
+MOTO_SERVICES = (
+    *("core", "ec2", "s3", "awslambda", "iam", "rds", "dynamodb", "moto_api", "ecr", "sqs"),
+    *("secretsmanager", "events", "eks", "sns", "elbv2", "cloudwatch", "kms", "logs", "sts"),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,9 +194,29 @@ def _warm(project: str) -> None:
             importlib.import_module(name)
         except Exception:  # a module this machine lacks: the worker imports it (or not) itself
             continue
+    for service in MOTO_SERVICES:  # moto's backends, as its server loads them on first call
+        try:
+            importlib.import_module(f"moto.{service}.models")
+        except Exception:
+            continue
     if project == "-":
         return
     sys.path.insert(0, project)
+    # botocore's models, parsed into the one Loader per process the tests share
+    # (tests/boto_share.py): a client per service the tests call, made offline
+    try:
+        import boto3
+
+        from tests import boto_share
+
+        boto_share.install()
+        session = boto3.session.Session(
+            region_name="us-east-1", aws_access_key_id="warm", aws_secret_access_key="warm"
+        )
+        for name in BOTO_SERVICES:
+            session.client(name, endpoint_url="http://127.0.0.1:9")  # type: ignore[call-overload]
+    except Exception:  # a worker parses what it needs itself
+        pass
 
     from backbone.synth import available_stacks, synth
 
