@@ -400,6 +400,11 @@ def main(argv: list[str]) -> int:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        if path.endswith(
+            ".sock"
+        ):  # its lock (tests/app_process.py's): no caller is left to take it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path[: -len(".sock")] + ".lock")
         # the run is over: what it left running goes as a supervisor would stop it
         left = list(running) + list(ended)
         for pid in running:
