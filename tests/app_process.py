@@ -102,11 +102,12 @@ def server(env: Mapping[str, str]) -> tuple[str, Path]:
         return path, log
 
 
-def _valid(fd: int) -> int:
+def _valid(fd: int, opened: list[int]) -> int:
     try:
         os.fstat(fd)
-    except OSError:
-        return os.open(os.devnull, os.O_RDWR)  # a closed stdio of ours: the child gets devnull
+    except OSError:  # a closed stdio of ours: the child gets devnull
+        opened.append(os.open(os.devnull, os.O_RDWR))
+        return opened[-1]
     return fd
 
 
@@ -174,7 +175,8 @@ class Popen(subprocess.Popen):  # type: ignore[type-arg]
         }
         where = os.path.abspath(os.fsdecode(cwd)) if cwd is not None else os.getcwd()
         stdio = [p2cread, c2pwrite, errwrite]
-        fds = [_valid(fd) if fd != -1 else _valid(i) for i, fd in enumerate(stdio)]
+        opened: list[int] = []
+        fds = [_valid(i if fd == -1 else fd, opened) for i, fd in enumerate(stdio)]
         path, _log = server(full_env)
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -183,6 +185,8 @@ class Popen(subprocess.Popen):  # type: ignore[type-arg]
             data = struct.pack("!I", len(payload)) + payload
             sent = socket.send_fds(conn, [data], fds)
             conn.sendall(data[sent:])
+            for fd in opened:
+                os.close(fd)
             self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
             self._conn = conn
             self._forked = True

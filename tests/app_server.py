@@ -367,14 +367,26 @@ def main(argv: list[str]) -> int:
                 elif key.data == "listener":
                     conn, _ = listener.accept()
                     last = time.monotonic()
-                    got = _recv_request(conn)
+                    try:
+                        got = _recv_request(conn)
+                    except (OSError, ValueError) as exc:  # one bad request: that caller is told
+                        _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+                        conn.close()
+                        continue
                     if got is None:
                         conn.close()
                         continue
                     request, fds = got
                     sys.stdout.flush()
                     sys.stderr.flush()
-                    pid = os.fork()
+                    try:
+                        pid = os.fork()
+                    except OSError as exc:
+                        _send(conn, {"error": f"fork: {exc}"})
+                        conn.close()
+                        for fd in fds:
+                            os.close(fd)
+                        continue
                     if pid == 0:
                         _reset_signals()
                         for held in [listener, conn, *by_conn]:
