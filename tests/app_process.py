@@ -111,14 +111,14 @@ def _valid(fd: int, opened: list[int]) -> int:
     return fd
 
 
-class Popen(subprocess.Popen):  # type: ignore[type-arg]
+class Popen(subprocess.Popen[Any]):
     """subprocess.Popen, whose `python -m MODULE` children the run's app server forks."""
 
     _conn: socket.socket | None = None
     _forked = False
     _pending = b""
 
-    def _execute_child(  # type: ignore[override]
+    def _execute_child(
         self,
         args: Any,
         executable: Any,
@@ -187,7 +187,9 @@ class Popen(subprocess.Popen):  # type: ignore[type-arg]
             conn.sendall(data[sent:])
             for fd in opened:
                 os.close(fd)
-            self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+            self._close_pipe_fds(  # type: ignore[attr-defined]
+                p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite
+            )
             self._conn = conn
             self._forked = True
             first = self._message(None)
@@ -230,9 +232,9 @@ class Popen(subprocess.Popen):  # type: ignore[type-arg]
             self._conn = None
         return True
 
-    def _internal_poll(self, _deadstate: int | None = None, **_: Any) -> int | None:  # type: ignore[override]
+    def _internal_poll(self, _deadstate: int | None = None, **_: Any) -> int | None:
         if not self._forked:
-            return super()._internal_poll(_deadstate)  # type: ignore[misc, no-any-return]
+            return super()._internal_poll(_deadstate)  # type: ignore[misc]
         if self.returncode is None and self._waitpid_lock.acquire(False):  # type: ignore[attr-defined]
             try:
                 self._receive(0)
@@ -244,9 +246,9 @@ class Popen(subprocess.Popen):  # type: ignore[type-arg]
                 self._waitpid_lock.release()  # type: ignore[attr-defined]
         return self.returncode
 
-    def _wait(self, timeout: float | None) -> int:  # type: ignore[override]
+    def _wait(self, timeout: float | None) -> int:
         if not self._forked:
-            return super()._wait(timeout)  # type: ignore[misc, no-any-return]
+            return super()._wait(timeout)  # type: ignore[misc]
         if self.returncode is not None:
             return self.returncode
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -287,4 +289,5 @@ def run(
         code = process.poll()
     if check and code:
         raise subprocess.CalledProcessError(code, args, output=stdout, stderr=stderr)
+    assert code is not None  # communicate() waited for it
     return subprocess.CompletedProcess(args, code, stdout, stderr)

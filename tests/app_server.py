@@ -59,6 +59,7 @@ import struct
 import sys
 import time
 import types
+from typing import Any
 
 IDLE = 900.0  # seconds without a request or a running child before the server leaves
 
@@ -143,21 +144,20 @@ def _send(conn: socket.socket | None, message: dict[str, object]) -> None:
         conn.sendall(json.dumps(message).encode() + b"\n")
 
 
-def _stdio(fd: int, mode: str, like: io.TextIOWrapper, buffered: bool) -> io.TextIOWrapper:
+def _stdio(fd: int, mode: str, like: Any, buffered: bool) -> Any:
     """sys.stdin/stdout/stderr on fd as CPython's create_stdio makes them (with like's encoding
     and errors; buffered unless the interpreter runs unbuffered, -u or PYTHONUNBUFFERED)."""
     writing = mode == "w"
-    raw: io.RawIOBase | io.BufferedIOBase
+    buf: Any
     if not buffered and writing:
-        raw = io.FileIO(fd, "wb", closefd=False)
-        buf: io.IOBase = raw
+        buf = raw = io.FileIO(fd, "wb", closefd=False)
     else:
         buf = open(fd, mode + "b", -1, closefd=False)  # noqa: SIM115 (the process's stdio)
-        raw = buf.raw  # type: ignore[attr-defined]
-    raw.name = {0: "<stdin>", 1: "<stdout>", 2: "<stderr>"}[fd]  # type: ignore[misc]
+        raw = buf.raw
+    raw.name = {0: "<stdin>", 1: "<stdout>", 2: "<stderr>"}[fd]
     tty = os.isatty(fd)
     stream = io.TextIOWrapper(
-        buf,  # type: ignore[arg-type]
+        buf,
         encoding=like.encoding,
         errors=like.errors,
         newline="\n",
@@ -221,17 +221,17 @@ def _run(request: dict[str, object], fds: list[int], base_path: list[str]) -> No
         importlib.invalidate_caches()
         sys.argv = ["-m", *argv[3:]]
         sys.orig_argv = list(argv)
-        like = (sys.__stdin__, sys.__stdout__, sys.__stderr__)
-        buffered = not like[1].write_through  # type: ignore[union-attr]
-        sys.stdin = sys.__stdin__ = _stdio(0, "r", like[0], buffered)  # type: ignore[arg-type]
-        sys.stdout = sys.__stdout__ = _stdio(1, "w", like[1], buffered)  # type: ignore[arg-type]
-        sys.stderr = sys.__stderr__ = _stdio(2, "w", like[2], buffered)  # type: ignore[arg-type]
+        like: Any = (sys.__stdin__, sys.__stdout__, sys.__stderr__)
+        buffered = not like[1].write_through
+        sys.stdin = sys.__stdin__ = _stdio(0, "r", like[0], buffered)  # type: ignore[misc]
+        sys.stdout = sys.__stdout__ = _stdio(1, "w", like[1], buffered)  # type: ignore[misc]
+        sys.stderr = sys.__stderr__ = _stdio(2, "w", like[2], buffered)  # type: ignore[misc]
         import builtins
         import runpy
 
         main = types.ModuleType("__main__")
         main.__builtins__ = builtins  # type: ignore[attr-defined]
-        main.__loader__ = importlib.machinery.BuiltinImporter  # type: ignore[assignment]
+        main.__loader__ = importlib.machinery.BuiltinImporter
         main.__annotations__ = {}
         sys.modules["__main__"] = main
         if "__mp_main__" in sys.modules:  # multiprocessing's alias, made when it was imported
