@@ -55,7 +55,11 @@ def keyed(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def owner() -> int:
-    """The test run's main process: under xdist the controller, the workers' parent."""
+    """The test run's main process (the xdist controller): tests/conftest.py names it in
+    BACKBONE_TEST_RUN_PID; without it, this process (a worker's parent under plain xdist)."""
+    named = os.environ.get("BACKBONE_TEST_RUN_PID")
+    if named:
+        return int(named)
     return os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
 
 
