@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from tests import app_process
 from tests.app.tls import make_ca, make_server_cert
 from tests.realparts import REPO, free_port, remove_later, require_tool
 
@@ -322,7 +323,9 @@ def client(make_settings):  # type: ignore[no-untyped-def]
 
 
 class LiveServer:
-    """`python -m shortener` in a subprocess on a free loopback port."""
+    """`python -m shortener` as a process of its own on a free loopback port (forked by the run's
+    app server, tests/app_process.py: a real process, signals and exit status, started without
+    a new interpreter's imports)."""
 
     def __init__(self, env: dict[str, str], cwd: Path = APP_DIR) -> None:
         self.port = free_port()
@@ -339,7 +342,7 @@ class LiveServer:
         }
         full["PYTHONPATH"] = str(APP_DIR)
         self.out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.proc: subprocess.Popen[bytes] = app_process.Popen(
             [sys.executable, "-m", "shortener"],
             cwd=cwd,
             env=full,

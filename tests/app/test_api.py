@@ -191,8 +191,10 @@ def test_concurrent_migrations_apply_each_step_once(pg) -> None:
 
     db = pg.new_database()
     env = {**os.environ, **app_env(db, LOG_LEVEL="INFO"), "PYTHONPATH": str(APP_DIR)}
+    from tests.app_process import Popen
+
     procs = [
-        subprocess.Popen(
+        Popen(
             [sys.executable, "-m", "shortener.migrate"],
             env=env,
             cwd=APP_DIR,

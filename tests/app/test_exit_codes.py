@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import app_process
+
 APP = Path(__file__).resolve().parents[2] / "app"
 
 
@@ -22,7 +24,7 @@ def closed_port() -> int:
 
 def run(module: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-    return subprocess.run(
+    return app_process.run(
         [sys.executable, "-m", module],
         cwd=APP,
         env={**base, "PYTHONPATH": str(APP), "API_TOKEN": "t" * 32, **env},

@@ -17,6 +17,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from tests import app_process
+
 from .conftest import APP_DIR, TOKEN, RdsDatabase, app_env
 from .migrate_harness import run_migrate
 
@@ -303,7 +305,7 @@ def test_concurrent_migrations_with_roles_apply_once_and_all_succeed(rds: RdsDat
         "JOB_DB_PASSWORD": JOB_PW,
     }
     procs = [
-        subprocess.Popen(
+        app_process.Popen(
             [sys.executable, "-m", "shortener.migrate"],
             cwd=APP_DIR,
             env=env,

@@ -182,7 +182,9 @@ def test_the_migration_reads_the_master_secret_and_re_reads_it_after_a_refusal(
     }
     # The right value lands once the migration has been refused (a rotation finishing): no
     # timing guess, so a slow start cannot make the refusal vanish.
-    proc = subprocess.Popen(
+    from tests.app_process import Popen
+
+    proc = Popen(
         [sys.executable, "-m", "shortener.migrate"],
         cwd=APP_DIR,
         env=env,
