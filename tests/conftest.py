@@ -129,6 +129,8 @@ TOGETHER = frozenset(
         "functions/test_housekeeping.py",  # a TLS PostgreSQL cluster per module
         "test_verify.py",  # moto warmed up and each stack deployed once per module
         "test_bootstrap.py",  # moto warmed up once per module
+        "test_worker_zygote.py",  # a zygote, started once per module
+        "test_config_drift.py",  # every module of the program and the tool parsed, per module
     }
 )
 
