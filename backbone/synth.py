@@ -21,9 +21,10 @@ import runpy
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import pulumi
 import yaml
@@ -399,16 +400,22 @@ def _run_main(program: Path) -> None:
     runpy.run_path(str(program), run_name="__main__")
 
 
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+
 class _InlineLoop(asyncio.SelectorEventLoop):
     """The offline engine's event loop: what the SDK hands its default executor (each call to
     the resource monitor: register, invoke, outputs) runs at once on the loop's own thread.
     The calls are the mocks', which answer without waiting on anything; a thread hop each way
     for each of some thousand calls was a tenth of a synthesis."""
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+    def run_in_executor(
+        self, executor: Executor | None, func: Callable[[*_Ts], _T], *args: *_Ts
+    ) -> asyncio.Future[_T]:
         if executor is not None:
             return super().run_in_executor(executor, func, *args)
-        future = self.create_future()
+        future: asyncio.Future[_T] = self.create_future()
         try:
             future.set_result(func(*args))
         except BaseException as exc:  # delivered to the awaiting task, as from a thread
