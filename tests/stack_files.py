@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,10 +47,17 @@ def variant_plan(base: str, filename: str, changes: dict[str, Any]) -> Plan:
     data = yaml.safe_load((REPO / "stacks" / f"Pulumi.{base}.yaml").read_text())
     key = (filename, yaml.safe_dump(data) + repr(sorted(changes.items(), key=repr)))
     if key not in _PLANS:
+        # one synthesis per variant per run: a worker that asks while another makes it waits
+        # for it, then reads it from the Plan cache
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+        run = os.environ.get("BACKBONE_TEST_RUN_PID", str(os.getpid()))
+        lock_path = Path(tempfile.gettempdir()) / f"backbone-variant-{run}-{digest}.lock"
         folder = Path(tempfile.mkdtemp(prefix="backbone-variant-"))
         try:
-            path = stack_variant(folder, base, filename, changes)
-            _PLANS[key] = cache.plan(resolve(str(path), cwd=REPO))[0]
+            with open(lock_path, "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                path = stack_variant(folder, base, filename, changes)
+                _PLANS[key] = cache.plan(resolve(str(path), cwd=REPO))[0]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return _PLANS[key]
