@@ -165,21 +165,37 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         zygote.stop()
 
 
+def _together(nodeid: str) -> str | None:
+    """The file a test is kept on one worker with (TOGETHER), if it is."""
+    path = nodeid.split("::", 1)[0]
+    rel = path.removeprefix("tests/")
+    return rel if rel in TOGETHER else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadgroup`: the files of TOGETHER each on one worker, every other test on its
+    own. xdist's own loadgroup reads `xdist_group` marks by renaming a test's node id, which
+    pytest 9.2 no longer reads back (the marks were silently ignored and each of those files'
+    costly module fixtures was made on up to four workers); the group is taken from the node id
+    here instead."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class Together(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _together(nodeid) or nodeid
+
+    return Together(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return  # `-p no:xdist`: one process, nothing to keep together (and no xdist_group mark)
-    tests = REPO / "tests"
-    for item in items:
-        rel = item.path.relative_to(tests).as_posix()
-        if rel in TOGETHER:
-            item.add_marker(pytest.mark.xdist_group(rel))
-    # The workers take tests in this order: the real-part tests (and the files kept whole) first,
+    # The workers take tests in this order: the files kept whole and the real-part tests first,
     # which mostly wait on a server, a container or a timeout and make the longest chains; the
     # offline tests, short and busy, then fill the cores until the last worker is done.
-    waits = {
-        id(i)
-        for i in items
-        if i.get_closest_marker("realpart") or i.get_closest_marker("xdist_group")
-    }
-    items.sort(key=lambda i: id(i) not in waits)
+    def later(item: pytest.Item) -> tuple[bool, bool]:
+        return _together(item.nodeid) is None, item.get_closest_marker("realpart") is None
+
+    items.sort(key=later)
