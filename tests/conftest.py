@@ -190,6 +190,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
     return Together(config, log)
 
 
+_RAN_ON: dict[str, set[str]] = {}  # the controller's record: a TOGETHER file -> its workers
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    node = getattr(report, "node", None)  # set by xdist on the controller's copy of a report
+    group = _together(report.nodeid)
+    if node is not None and group is not None:
+        _RAN_ON.setdefault(group, set()).add(str(node.gateway.id))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    split = {group: sorted(on) for group, on in _RAN_ON.items() if len(on) > 1}
+    if split and session.config.getvalue("dist") == "loadgroup":  # the grouping broke (as a pytest upgrade once did, silently): say so, and fail
+        print(f"\nTOGETHER files ran on several workers: {split}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The workers take tests in this order: the files kept whole and the real-part tests first,
