@@ -202,7 +202,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     split = {group: sorted(on) for group, on in _RAN_ON.items() if len(on) > 1}
-    if split and session.config.getvalue("dist") == "loadgroup":  # the grouping broke (as a pytest upgrade once did, silently): say so, and fail
+    # the grouping broke (as a pytest upgrade once did, silently): say so, and fail
+    if split and session.config.getvalue("dist") == "loadgroup":
         print(f"\nTOGETHER files ran on several workers: {split}", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
