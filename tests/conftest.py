@@ -213,7 +213,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The workers take tests in this order: the files kept whole and the real-part tests first,
     # which mostly wait on a server, a container or a timeout and make the longest chains; the
     # offline tests, short and busy, then fill the cores until the last worker is done.
-    def later(item: pytest.Item) -> tuple[bool, bool]:
-        return _together(item.nodeid) is None, item.get_closest_marker("realpart") is None
-
-    items.sort(key=later)
+    together = [i for i in items if _together(i.nodeid)]
+    waits = [i for i in items if not _together(i.nodeid) and i.get_closest_marker("realpart")]
+    busy = [i for i in items if not _together(i.nodeid) and not i.get_closest_marker("realpart")]
+    # after the files kept whole, each real-part test followed by a few offline ones: while
+    # some workers wait, the others compute (all four waiting at once left the cores idle)
+    per = max(1, len(busy) // (3 * max(1, len(waits))))
+    mixed: list[pytest.Item] = []
+    for n, item in enumerate(waits):
+        mixed.append(item)
+        mixed.extend(busy[n * per : (n + 1) * per])
+    mixed.extend(busy[len(waits) * per :])
+    items[:] = together + mixed
