@@ -172,7 +172,7 @@ def _together(nodeid: str) -> str | None:
     return rel if rel in TOGETHER else None
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: `-p no:xdist` has no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """`--dist loadgroup`: the files of TOGETHER each on one worker, every other test on its
     own. xdist's own loadgroup reads `xdist_group` marks by renaming a test's node id, which

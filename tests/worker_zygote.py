@@ -128,10 +128,13 @@ def launch(path: str, args: list[str]) -> int:
     conn.sendall(request)
     pid = 0
     status: int | None = None
+    early: list[int] = []  # signals that came before the worker's pid did
 
     def forward(signum: int, _frame: object) -> None:
         if pid:
             os.kill(pid, signum)
+        else:
+            early.append(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, forward)
@@ -149,6 +152,8 @@ def launch(path: str, args: list[str]) -> int:
             word, _, value = line.decode().partition(" ")
             if word == "pid":
                 pid = int(value)
+                for signum in early:
+                    os.kill(pid, signum)
             elif word == "exit":
                 status = int(value)
     if os.WIFSIGNALED(status):  # die as the worker died
