@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -61,6 +62,16 @@ def owner() -> int:
     if named:
         return int(named)
     return os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+
+
+def _ignored() -> list[int]:
+    """The signals this process ignores: a process it execs would start with them ignored."""
+    found = []
+    for sig in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError):
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                found.append(int(sig))
+    return found
 
 
 def _accepts(path: str) -> bool:
@@ -185,7 +196,8 @@ class Popen(subprocess.Popen[Any]):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.connect(path)
-            payload = json.dumps({"argv": argv, "env": full_env, "cwd": where}).encode()
+            request = {"argv": argv, "env": full_env, "cwd": where, "ignored": _ignored()}
+            payload = json.dumps(request).encode()
             data = struct.pack("!I", len(payload)) + payload
             sent = socket.send_fds(conn, [data], fds)
             conn.sendall(data[sent:])

@@ -273,14 +273,18 @@ def _run(request: dict[str, object], fds: list[int], base_path: list[str]) -> No
         os._exit(code)
 
 
-def _reset_signals() -> None:
+def _reset_signals(ignored: frozenset[int] = frozenset()) -> None:
+    """As a new interpreter starts: a signal the caller ignores stays ignored (exec keeps
+    SIG_IGN; `nohup` makes SIGHUP so), every other at its default, SIGINT raising
+    KeyboardInterrupt unless ignored, SIGPIPE and SIGXFSZ ignored."""
     signal.set_wakeup_fd(-1)
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
         with contextlib.suppress(OSError, ValueError, RuntimeError):
-            signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+    if signal.SIGINT not in ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
@@ -388,7 +392,7 @@ def main(argv: list[str]) -> int:
                             os.close(fd)
                         continue
                     if pid == 0:
-                        _reset_signals()
+                        _reset_signals(frozenset(request.get("ignored") or ()))  # type: ignore[call-overload]
                         for held in [listener, conn, *by_conn]:
                             held.detach()  # closed below with the rest, by number
                         _run(request, fds, base_path)

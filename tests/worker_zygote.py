@@ -120,10 +120,20 @@ class Zygote:
 # the launcher (started by execnet)
 
 
+def _ignores(sig: int) -> bool:
+    try:
+        return signal.getsignal(sig) == signal.SIG_IGN
+    except (OSError, ValueError):
+        return False
+
+
 def launch(path: str, args: list[str]) -> int:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(path)
-    request = json.dumps({"args": args, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+    # what execnet's process would have ignored from the start (exec keeps SIG_IGN): the worker too
+    ignored = [int(s) for s in signal.valid_signals() if _ignores(s)]
+    fields = {"args": args, "env": dict(os.environ), "cwd": os.getcwd(), "ignored": ignored}
+    request = json.dumps(fields).encode()
     socket.send_fds(conn, [str(len(request)).encode().ljust(HEADER)], [0, 1, 2])
     conn.sendall(request)
     pid = 0
@@ -246,15 +256,18 @@ def _child(
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
-        for signum in range(1, signal.NSIG):
+        ignored = set(request.get("ignored") or ())  # type: ignore[call-overload]
+        for signum in signal.valid_signals():  # as a new interpreter has them
             if signum in (signal.SIGKILL, signal.SIGSTOP):
                 continue
             try:
-                signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
             except (OSError, ValueError):
                 continue
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a new interpreter has them
+        if signal.SIGINT not in ignored:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.environ.clear()
         os.environ.update(request["env"])  # type: ignore[arg-type]
