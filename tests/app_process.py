@@ -38,6 +38,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+try:
+    from tests import procs
+except ImportError:  # run as a script: this file's folder is first on sys.path
+    import procs  # type: ignore[no-redef]
+
 SERVER = Path(__file__).resolve().parent / "app_server.py"
 FOLDER = Path("/tmp/backbone-app")
 KEYED_PREFIXES = ("PYTHON", "LC_", "PSYCOPG", "PROMETHEUS_")
@@ -74,15 +79,6 @@ def _ignored() -> list[int]:
     return found
 
 
-def _accepts(path: str) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.connect(path)
-    except OSError:
-        return False
-    return True
-
-
 def server(env: Mapping[str, str]) -> tuple[str, Path]:
     """(the socket, the log) of the run's app server for env, started if need be."""
     key = keyed(env)
@@ -94,7 +90,7 @@ def server(env: Mapping[str, str]) -> tuple[str, Path]:
     path, log = f"{stem}.sock", Path(f"{stem}.log")
     with open(f"{stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _accepts(path):
+        if procs.accepts(path):
             return path, log
         server_env = {k: v for k, v in os.environ.items() if k not in keyed(os.environ)}
         server_env.pop("PYTHONPATH", None)
@@ -109,7 +105,7 @@ def server(env: Mapping[str, str]) -> tuple[str, Path]:
                 stderr=out,
                 start_new_session=True,
             )
-        while not _accepts(path):
+        while not procs.accepts(path):
             if started.poll() is not None:
                 raise OSError(f"the app server exited {started.returncode}: see {log}")
             time.sleep(0.02)

@@ -61,6 +61,11 @@ import time
 import types
 from typing import Any
 
+try:
+    from tests import procs
+except ImportError:  # run as a script: this file's folder is first on sys.path
+    import procs  # type: ignore[no-redef]
+
 IDLE = 900.0  # seconds without a request or a running child before the server leaves
 
 # What `python -m shortener` imports from outside the app, measured on a running server (the
@@ -99,22 +104,6 @@ PRELOAD = (
     "uvicorn.protocols.http.h11_impl",
     "uvicorn.protocols.websockets.auto",
 )
-
-
-def _alive(pid: int) -> bool:
-    """pid is running: not gone, and not a zombie its parent has yet to reap."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != b"Z"
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict[str, object], list[int]] | None:
@@ -363,7 +352,7 @@ def main(argv: list[str]) -> int:
                 ended[pid] = conn
 
     try:
-        while not stop and _alive(owner) and (running or time.monotonic() - last < IDLE):
+        while not stop and procs.alive(owner) and (running or time.monotonic() - last < IDLE):
             for key, _ in selector.select(timeout=1.0):
                 if key.data == "wake":
                     with contextlib.suppress(BlockingIOError):
@@ -435,12 +424,8 @@ def main(argv: list[str]) -> int:
                 os.kill(pid, signal.SIGKILL)
         for pid in left:
             reap(pid)
-        t = os.times()
-        print(
-            f"app server {os.getpid()}: {started} processes, cpu {t.user + t.system:.2f} s, "
-            f"processes' cpu {t.children_user + t.children_system:.2f} s",
-            flush=True,
-        )
+        what = f"app server {os.getpid()}: {started} processes"
+        print(procs.cpu_line(what, "processes'"), flush=True)
     return 0
 
 

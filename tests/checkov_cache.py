@@ -36,6 +36,11 @@ import sys
 import time
 from pathlib import Path
 
+try:
+    from tests import procs
+except ImportError:  # run as a script: this file's folder is first on sys.path
+    import procs  # type: ignore[no-redef]
+
 SERVER = Path(__file__).resolve().parent / "checkov_server.py"
 # what backbone.check sets for its scans; the tests' own scans set the same, so that one server
 # (one checkov import) answers them all
@@ -96,7 +101,7 @@ def _server(cache: Path, owner: int, real: str, python: str, env: dict[str, str]
     path = f"/tmp/backbone-checkov-{digest.hexdigest()[:16]}.sock"
     with open(cache / f"server-{digest.hexdigest()[:16]}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _accepts(path):
+        if procs.accepts(path):
             return path
         log = open(cache / f"server-{digest.hexdigest()[:16]}.log", "ab")  # noqa: SIM115
         started = subprocess.Popen(
@@ -108,20 +113,11 @@ def _server(cache: Path, owner: int, real: str, python: str, env: dict[str, str]
             start_new_session=True,
         )
         log.close()
-        while not _accepts(path):
+        while not procs.accepts(path):
             if started.poll() is not None:
                 raise OSError(f"the checkov server exited {started.returncode}: see {log.name}")
             time.sleep(0.05)
         return path
-
-
-def _accepts(path: str) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.connect(path)
-    except OSError:
-        return False
-    return True
 
 
 def _run(cache: Path, owner: int, real: str, args: list[str]) -> tuple[str, str, int]:

@@ -31,24 +31,12 @@ import time
 import traceback
 import warnings
 
+try:
+    from tests import procs
+except ImportError:  # run as a script: this file's folder is first on sys.path
+    import procs  # type: ignore[no-redef]
+
 IDLE = 900.0  # seconds without a request before the server leaves by itself
-
-
-def _alive(pid: int) -> bool:
-    """pid is running: not gone, and not a zombie its parent has yet to reap (a profiler that
-    started the test run keeps it so until the profiler itself ends)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc here: alive as far as signals tell
-    return state != b"Z"
 
 
 def _reap(block: bool = False) -> None:
@@ -129,7 +117,7 @@ def main(argv: list[str]) -> int:
     last = time.monotonic()
     scans = 0
     try:
-        while _alive(owner) and time.monotonic() - last < IDLE:
+        while procs.alive(owner) and time.monotonic() - last < IDLE:
             _reap()
             try:
                 conn, _ = listener.accept()
@@ -153,13 +141,8 @@ def main(argv: list[str]) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         _reap(block=True)
-        t = os.times()
         # the CPU the run's checkov cost, for bench figures (this process is nobody's child)
-        print(
-            f"checkov server {os.getpid()}: {scans} scans, cpu {t.user + t.system:.2f} s, "
-            f"scans' cpu {t.children_user + t.children_system:.2f} s",
-            flush=True,
-        )
+        print(procs.cpu_line(f"checkov server {os.getpid()}: {scans} scans", "scans'"), flush=True)
     return 0
 
 

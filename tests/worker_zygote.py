@@ -37,6 +37,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+try:
+    from tests import procs
+except ImportError:  # run as a script: this file's folder is first on sys.path
+    import procs  # type: ignore[no-redef]
+
 HEADER = 16  # bytes: the length of the JSON request that follows the descriptors' message
 WARM_STACKS = ("prod",)
 # what the tests call through boto3 and moto (grep `client("`): warmed once for all workers
@@ -104,13 +109,7 @@ class Zygote:
     def stop(self) -> None:
         """End the zygote and wait for it: its workers' CPU then counts in this process's. Its
         log is kept only if it failed."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc)
         if self.proc.returncode == 0:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.log)
@@ -326,17 +325,6 @@ def _run(args: list[str]) -> int:
     return code
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] != b"Z"
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-
-
 def serve(path: str, owner: int, project: str) -> int:
     import selectors
     import threading
@@ -374,7 +362,7 @@ def serve(path: str, owner: int, project: str) -> int:
         os.close(wake_w)
 
     try:
-        while _alive(owner) or waiting:
+        while procs.alive(owner) or waiting:
             for key, _ in select.select(timeout=1.0):
                 if key.fileobj is listener:
                     _accept(listener, waiting, leave)
@@ -385,12 +373,7 @@ def serve(path: str, owner: int, project: str) -> int:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        times = os.times()
-        print(
-            f"zygote {os.getpid()}: cpu {times.user + times.system:.2f} s, "
-            f"workers' cpu {times.children_user + times.children_system:.2f} s",
-            flush=True,
-        )
+        print(procs.cpu_line(f"zygote {os.getpid()}", "workers'"), flush=True)
     return 0
 
 

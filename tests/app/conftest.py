@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests import app_process
+from tests import app_process, procs
 from tests.app.tls import make_ca, make_server_cert
 from tests.realparts import REPO, free_port, remove_later, require_tool
 
@@ -368,13 +368,7 @@ class LiveServer:
         return self.out.read().decode(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        procs.stop(self.proc)
 
     def close(self) -> None:
         self.stop()
