@@ -4,8 +4,8 @@ Every xdist worker is a new interpreter that imports pytest and its plugins, the
 first synthesis in a worker loads pulumi-aws's and pulumi-kubernetes's resource classes: 1.5 s of
 CPU), boto3, moto, fastapi, psycopg... the same few seconds of CPU four times over, on two cores.
 Here the controller starts one process (the zygote) that does that once: it imports those modules
-and runs the offline engine over the project's stacks (so the resource classes are loaded; the
-Plans are thrown away), then forks a child per worker. The child is the interpreter execnet asked
+and plans the prod stack with the offline engine (so the resource classes are loaded; the Plan is
+thrown away), parses botocore's models and loads moto's backends, then forks a child per worker. The child is the interpreter execnet asked
 for (`python -u -c BOOTSTRAP`): it takes the launching process's standard input, output and error
 (passed over a Unix socket), environment, working directory and arguments, and runs the bootstrap
 as `python -c` would, in a fresh `__main__`.
@@ -50,7 +50,7 @@ BOTO_SERVICES = (
     *("iam", "events", "elbv2", "eks", "sts", "logs", "ecr"),
 )
 MOTO_SERVICES = (
-    *("core", "ec2", "s3", "awslambda", "iam", "rds", "dynamodb", "moto_api", "ecr", "sqs"),
+    *("core", "ec2", "s3", "awslambda", "iam", "rds", "dynamodb", "ecr", "sqs"),
     *("secretsmanager", "events", "eks", "sns", "elbv2", "cloudwatch", "kms", "logs", "sts"),
 )
 
