@@ -19,6 +19,7 @@ import pickle
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,6 +164,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     zygote = config.stash.get(_ZYGOTE, None)
     if zygote is not None:
         zygote.stop()
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the run's locks (tests/stack_files.py)
+        for lock in Path(tempfile.gettempdir()).glob(f"backbone-variant-{os.getpid()}-*.lock"):
+            lock.unlink(missing_ok=True)
 
 
 def _together(nodeid: str) -> str | None:
