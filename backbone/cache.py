@@ -64,9 +64,8 @@ def sdk_versions() -> tuple[str, ...]:
     every installed distribution's took most of the time of a cache key."""
     found = {}
     for dist in metadata.distributions():
-        folder = getattr(
-            dist, "_path", None
-        )  # PathDistribution: site-packages/<name>-<v>.dist-info
+        # a PathDistribution's folder: site-packages/<name>-<version>.dist-info
+        folder = getattr(dist, "_path", None)
         if folder is not None and not Path(folder).name.lower().startswith("pulumi"):
             continue
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")  # PEP 503 spelling

@@ -60,15 +60,6 @@ def keyed(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def owner() -> int:
-    """The test run's main process (the xdist controller): tests/conftest.py names it in
-    BACKBONE_TEST_RUN_PID; without it, this process (a worker's parent under plain xdist)."""
-    named = os.environ.get("BACKBONE_TEST_RUN_PID")
-    if named:
-        return int(named)
-    return os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
-
-
 def _ignored() -> list[int]:
     """The signals this process ignores: a process it execs would start with them ignored."""
     found = []
@@ -86,7 +77,7 @@ def server(env: Mapping[str, str]) -> tuple[str, Path]:
         json.dumps([sys.executable, str(SERVER), sorted(key.items())]).encode()
     ).hexdigest()[:12]
     FOLDER.mkdir(exist_ok=True)
-    stem = FOLDER / f"{owner()}-{digest}"
+    stem = FOLDER / f"{procs.run_owner()}-{digest}"
     path, log = f"{stem}.sock", Path(f"{stem}.log")
     with open(f"{stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -98,7 +89,7 @@ def server(env: Mapping[str, str]) -> tuple[str, Path]:
         server_env.update(key)
         with open(log, "ab") as out:
             started = subprocess.Popen(
-                [sys.executable, str(SERVER), path, str(owner())],
+                [sys.executable, str(SERVER), path, str(procs.run_owner())],
                 env=server_env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -8,9 +8,10 @@ the same process. Each of those used to parse the same files again; about a sixt
 suite's CPU went to that.
 
 install() makes every Session in this process take its Loader from one cache keyed by the data
-path (AWS_DATA_PATH), as if they were one session, and every client of a service one class. A Loader only reads the files botocore ships
-(and the data path's), so sharing it changes no request and no answer: credentials, region,
-endpoint and retry settings stay per session and per client.
+path (AWS_DATA_PATH), as if they were one session, and every client of a service one class. A
+Loader only reads the files botocore ships (and the data path's), so sharing it changes no
+request and no answer: credentials, region, endpoint and retry settings stay per session and per
+client.
 """
 
 from __future__ import annotations

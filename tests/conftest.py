@@ -19,7 +19,6 @@ import pickle
 import shlex
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,11 +27,10 @@ import pytest
 from backbone import cache
 from backbone.plan import Plan
 from backbone.synth import resolve
-from tests import boto_share, cli_harness
+from tests import boto_share, cli_harness, procs, stack_files
 from tests.realparts import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
-RUN_PID = "BACKBONE_TEST_RUN_PID"  # the pid of the test run's main process (the xdist controller)
 _ZYGOTE = pytest.StashKey["object"]()
 
 boto_share.install()  # one botocore model cache per test process (tests/boto_share.py)
@@ -73,7 +71,7 @@ def checkov(tmp_path_factory: pytest.TempPathFactory) -> str:
     base = tmp_path_factory.getbasetemp()
     xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
     root = base.parent if xdist else base
-    owner = int(os.environ.get(RUN_PID) or os.getpid())
+    owner = procs.run_owner()
     wrapper = base / "checkov"
     wrapper.write_text(
         "#!/bin/sh\n"
@@ -145,7 +143,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     # The run's main process: the run's servers (checkov's, the zygote) leave when it is gone.
-    os.environ[RUN_PID] = str(os.getpid())
+    os.environ[procs.RUN_PID] = str(os.getpid())
     if not getattr(config.option, "numprocesses", None) or config.getvalue("collectonly"):
         return
     # The xdist controller, before it starts the workers: the workers forked from one warmed-up
@@ -164,9 +162,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     zygote = config.stash.get(_ZYGOTE, None)
     if zygote is not None:
         zygote.stop()
-    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the run's locks (tests/stack_files.py)
-        for lock in Path(tempfile.gettempdir()).glob(f"backbone-variant-{os.getpid()}-*.lock"):
-            lock.unlink(missing_ok=True)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        stack_files.forget_locks(os.getpid())
 
 
 def _together(nodeid: str) -> str | None:
@@ -217,9 +214,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The workers take tests in this order: the files kept whole and the real-part tests first,
     # which mostly wait on a server, a container or a timeout and make the longest chains; the
     # offline tests, short and busy, then fill the cores until the last worker is done.
-    together = [i for i in items if _together(i.nodeid)]
-    waits = [i for i in items if not _together(i.nodeid) and i.get_closest_marker("realpart")]
-    busy = [i for i in items if not _together(i.nodeid) and not i.get_closest_marker("realpart")]
+    together: list[pytest.Item] = []
+    waits: list[pytest.Item] = []
+    busy: list[pytest.Item] = []
+    for item in items:
+        if _together(item.nodeid):
+            together.append(item)
+        else:
+            (waits if item.get_closest_marker("realpart") else busy).append(item)
     # after the files kept whole, each real-part test followed by a few offline ones: while
     # some workers wait, the others compute (all four waiting at once left the cores idle)
     per = max(1, len(busy) // (3 * max(1, len(waits))))

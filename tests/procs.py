@@ -5,15 +5,26 @@ sys.path when run as scripts), the tests as `tests.procs`."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+
+RUN_PID = "BACKBONE_TEST_RUN_PID"  # set by tests/conftest.py: the pid of the run's main process
+
+
+def run_owner() -> int:
+    """The test run's main process (the xdist controller), which the run's servers do not
+    outlive: tests/conftest.py names it in RUN_PID; without it, this process (or, in a worker of
+    plain xdist, its parent)."""
+    named = os.environ.get(RUN_PID)
+    if named:
+        return int(named)
+    return os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
 
 
 def alive(pid: int) -> bool:
     """pid is running: not gone, and not a zombie its parent has yet to reap (a profiler that
     started the test run keeps it so until the profiler itself ends)."""
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -52,8 +63,6 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
 def cpu_line(what: str, children: str) -> str:
     """`what: cpu U s, children cpu C s`: this process's CPU and its reaped children's, which a
     server that is nobody's waited-for child reports for the run's CPU figures."""
-    import os
-
     t = os.times()
     return (
         f"{what}: cpu {t.user + t.system:.2f} s, "
