@@ -6,15 +6,20 @@ DESIGN.md: in CI a missing real part is a failure, never a silent skip.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests import procs
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -62,6 +67,43 @@ def remove_later(path: Path) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def _initdb_templates(run: int, digest: str = "*") -> Path:
+    """The run's template cluster folder for one initdb command (a glob of them all)."""
+    return Path(tempfile.gettempdir()) / f"backbone-initdb-{run}-{digest}"
+
+
+def initdb_once(command: str, datadir: Path, make: Callable[[Path], None]) -> None:
+    """A new PostgreSQL cluster's files at datadir, as `make(folder)` (the caller's initdb into
+    folder) makes them. `make` runs once per run for each `command` (a description of the initdb
+    command line and user: the template's key); every other cluster is a copy of that template,
+    made with `cp -a`, which keeps the files' owner and modes (0.15 s of copying, where initdb
+    takes 0.45 s of CPU). The copies are separate clusters: each is started on its own port."""
+    digest = hashlib.sha256(command.encode()).hexdigest()[:16]
+    folder = _initdb_templates(procs.run_owner(), digest)
+    template, done = folder / "data", folder / "complete"
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be making it at the same moment
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed initdb left
+            folder.mkdir()
+            owner = datadir.parent.stat()  # initdb runs as the user that owns the cluster's folder
+            if os.geteuid() == 0:
+                os.chown(folder, owner.st_uid, owner.st_gid)
+            make(template)
+            done.touch()
+    subprocess.run(["cp", "-a", str(template), str(datadir)], check=True, capture_output=True)
+
+
+def forget_initdb_templates(run: int) -> None:
+    """Remove the run's template clusters (tests/conftest.py, when the run ends)."""
+    pattern = _initdb_templates(run)
+    for path in pattern.parent.glob(pattern.name):
+        if path.name.endswith(".lock"):
+            path.unlink(missing_ok=True)
+        else:
+            remove_later(path)
 
 
 _GIVEN: set[int] = set()

@@ -22,10 +22,12 @@ from infra.components import autoscaler as ca
 from infra.components.cluster import LiveScaling, kubeconfig, node_count
 from infra.config import ConfigError, capacity, parse
 from infra.config import catalogues as catalogue
-from tests import checkov_cache
+from tests import checkov_cache, k8s_schemas
 from tests.network_checks import subnets
 from tests.realparts import REPO
 from tests.stack_files import stack_variant
+
+k8s_schemas.install()  # its schema files parsed once per process (tests/k8s_schemas.py)
 
 STACKS = ["dev", "prod"]
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"

@@ -27,9 +27,11 @@ from backbone import cache
 from backbone.manifests import REDACTED, render, stream, write
 from backbone.plan import SECRET, Plan, Resource
 from backbone.synth import load_config, resolve
-from tests import checkov_cache
+from tests import checkov_cache, k8s_schemas
 from tests import workload_harness as H
 from tests.realparts import REPO
+
+k8s_schemas.install()  # its schema files parsed once per process (tests/k8s_schemas.py)
 
 APPLY_ORDER = [
     "01-namespace-shortener.yaml",

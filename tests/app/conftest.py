@@ -32,7 +32,7 @@ import pytest
 
 from tests import app_process, procs
 from tests.app.tls import make_ca, make_server_cert
-from tests.realparts import REPO, free_port, remove_later, require_tool
+from tests.realparts import REPO, free_port, initdb_once, remove_later, require_tool
 
 APP_DIR = REPO / "app"
 if str(APP_DIR) not in sys.path:
@@ -69,10 +69,12 @@ class PgCluster:
                     os.chown(self.root, pw.pw_uid, pw.pw_gid)
                     self.user = name
                     break
-        self._run(
-            self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
-            "--no-sync", "-E", "UTF8", "--locale=C",
-        )  # fmt: skip
+        options = ("-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C")
+        initdb_once(
+            repr((self.initdb, self.user, options)),
+            self.data,
+            lambda folder: self._run(self.initdb, "-D", str(folder), *options),
+        )
         self.tls = tls
         if tls:
             self._setup_tls()

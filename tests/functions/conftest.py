@@ -26,7 +26,14 @@ import psycopg
 import pytest
 
 from infra import packaging
-from tests.realparts import REPO, free_port, moto_server, remove_later, require_tool
+from tests.realparts import (
+    REPO,
+    free_port,
+    initdb_once,
+    moto_server,
+    remove_later,
+    require_tool,
+)
 
 FUNCTIONS = REPO / "app" / "functions"
 REGION = "us-east-1"
@@ -271,8 +278,14 @@ def postgres() -> Iterator[Postgres]:
         shutil.chown(tmp, "nobody")
         as_user = ["runuser", "-u", "nobody", "--"]
     # a throwaway cluster: no fsync of its files (--no-sync)
-    init = [initdb, "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]
-    subprocess.run([*as_user, *init], check=True, capture_output=True)
+    options = ("-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+    initdb_once(
+        repr((initdb, as_user, options)),
+        datadir,
+        lambda folder: subprocess.run(
+            [*as_user, initdb, "-D", str(folder), *options], check=True, capture_output=True
+        ),
+    )
     # password auth over TCP for the job's user; trust for the superuser the tests use to seed
     (datadir / "pg_hba.conf").write_text(
         "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
