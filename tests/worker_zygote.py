@@ -3,9 +3,10 @@
 Every xdist worker is a new interpreter that imports pytest and its plugins, then the SDKs (the
 first synthesis in a worker loads pulumi-aws's and pulumi-kubernetes's resource classes: 1.5 s of
 CPU), boto3, moto, fastapi, psycopg... the same few seconds of CPU four times over, on two cores.
-Here the controller starts one process (the zygote) that does that once: it imports those modules
-and plans the prod stack with the offline engine (so the resource classes are loaded; the Plan is
-thrown away), parses botocore's models and loads moto's backends, then forks a child per worker. The child is the interpreter execnet asked
+Here the controller starts one process (the zygote) that does that once: it imports those modules,
+parses botocore's models, loads moto's backends and plans the prod stack with the offline engine
+(so the resource classes are loaded; the Plan goes to the kit's Plan cache, where the tests that
+read prod find it), then forks a child per worker. The child is the interpreter execnet asked
 for (`python -u -c BOOTSTRAP`): it takes the launching process's standard input, output and error
 (passed over a Unix socket), environment, working directory and arguments, and runs the bootstrap
 as `python -c` would, in a fresh `__main__`.
@@ -232,13 +233,18 @@ def _warm(project: str) -> None:
     except Exception:  # a worker parses what it needs itself
         pass
 
-    from backbone.synth import available_stacks, synth
+    from backbone import cache
+    from backbone.synth import available_stacks, resolve, synth
 
     # prod loads nearly every resource class the stacks use (free-tier adds its host's, local
-    # the Docker provider's: a worker loads those few itself)
+    # the Docker provider's: a worker loads those few itself). Planned through the kit's Plan
+    # cache, as the tests' shared plans are (tests/conftest.py), so they find it made; a Plan an
+    # earlier run left there is planned again, for the classes.
     for stack in [s for s in WARM_STACKS if s in available_stacks(Path(project))]:
         try:
-            synth(stack, cwd=Path(project))
+            ref = resolve(stack, cwd=Path(project))
+            if cache.plan(ref)[1]:
+                synth(ref)
         except Exception:  # a stack the tests find broken: the warm-up needs none in particular
             continue
     sys.path.remove(project)
