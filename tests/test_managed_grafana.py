@@ -14,15 +14,15 @@ from typing import Any
 
 import botocore
 import pytest
-import yaml
 
 from backbone import awsrules
 from backbone import check as offline
 from backbone.cost import estimate
 from backbone.mocks import MAKERS
 from backbone.plan import Plan
-from backbone.synth import load_config, resolve, synth
+from backbone.synth import load_config, resolve
 from infra.config import ConfigError, parse
+from tests.stack_files import stack_variant, variant_plan
 
 REPO = Path(__file__).resolve().parent.parent
 WORKSPACE = "aws:grafana/workspace:Workspace"
@@ -37,18 +37,13 @@ def botocore_enum(shape: str) -> set[str]:
     return set(json.loads(raw)["shapes"][shape]["enum"])
 
 
-def dev_copy(folder: Path, **observability: Any) -> Path:
-    data = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
-    data["config"]["backbone:observability"].update(observability)
-    path = folder / "Pulumi.dev.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.fixture(scope="module")
 def on(tmp_path_factory) -> tuple[Plan, Path]:
-    path = dev_copy(tmp_path_factory.mktemp("grafana"), managedGrafana=True)
-    return synth(str(path), cwd=REPO), path
+    """dev with managed Grafana on: its stack file, and its Plan (made once per run, whichever
+    workers run this module's tests: tests/stack_files.py)."""
+    changes = {"observability.managedGrafana": True}
+    path = stack_variant(tmp_path_factory.mktemp("grafana"), "dev", "Pulumi.dev.yaml", changes)
+    return variant_plan("dev", "Pulumi.dev.yaml", changes), path
 
 
 def mocked(plan: Plan, resource: Any) -> dict[str, Any]:
