@@ -8,56 +8,30 @@ cluster on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import os
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.app.image import BASE_IMAGE, HOW, build, docker
 from tests.realparts import REPO, in_ci, missing, require_tool
 
 from .conftest import TOKEN, PgCluster, RdsDatabase, free_port
 
 pytestmark = [pytest.mark.realpart, pytest.mark.slow]
 
-BASE_IMAGE = "backbone/python-base:3.11"
-IMAGE = "backbone/shortener:test"  # and the digest of its inputs
-HOW = "install and start a Docker engine: bash .ci/docker.sh"
 # where DATABASE_URL's sslrootcert points (/work/notes/app-interface.md, app/Dockerfile)
 BUNDLE_IN_IMAGE = "/opt/app/certs/rds-global-bundle.pem"
 
 
-def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=check
-    )
-
-
-def _inputs_digest(base_image_id: str) -> str:
-    """What the build reads: every file under app/ (more than the context .dockerignore lets
-    through, so never less) and the base image."""
-    digest = hashlib.sha256(base_image_id.encode() + b"\0")
-    app = REPO / "app"
-    for path in sorted(app.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(path.relative_to(app).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
-    """The image, tagged with the digest of what it is built from: built once for those inputs
-    (the test modules of xdist workers and concurrent runs wait on one build, under a file
-    lock), and never an image another checkout's app/ tagged."""
+    """The app's image (tests/app/image.py): built once for its inputs, and never an image
+    another checkout's app/ tagged."""
     require_tool("docker", HOW)
     if docker("info", check=False).returncode != 0:
         missing("a running Docker engine", HOW)
@@ -65,49 +39,7 @@ def image() -> str:
         if not in_ci():
             missing(f"the base image {BASE_IMAGE}", HOW)
         subprocess.run(["bash", str(REPO / ".ci" / "docker.sh")], check=True, timeout=900)
-    base_id = docker("image", "inspect", "-f", "{{.Id}}", BASE_IMAGE).stdout.strip()
-    tag = f"{IMAGE}-{_inputs_digest(base_id)}"
-    lock_path = Path(tempfile.gettempdir()) / f"backbone-image-{tag.rsplit('-', 1)[1]}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        os.utime(lock_path)  # this tag's last use: what _remove_stale_images reads
-        if docker("image", "inspect", tag, check=False).returncode != 0:
-            built = docker(
-                "build", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", tag, str(REPO / "app"),
-                timeout=900, check=False,
-            )  # fmt: skip
-            assert built.returncode == 0, f"docker build failed:\n{built.stdout}\n{built.stderr}"
-    _remove_stale_images(tag)
-    return tag
-
-
-STALE_AFTER_SECONDS = 3600
-
-
-def _remove_stale_images(current: str) -> None:
-    """Every edit of app/ makes a new `backbone/shortener:test-<digest>` image: remove the tags no
-    test run has used for an hour (the lock file of a tag is touched at each use; a tag without
-    one is judged by its image's age), never the current one. An image a container still uses
-    (another run's) is refused by `docker rmi` without --force, and kept."""
-    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", IMAGE.split(":")[0])
-    now = time.time()
-    for ref in listed.stdout.split():
-        tag = ref.split(":", 1)[1]
-        if ref == current or not (tag == "test" or tag.startswith("test-")):
-            continue
-        lock = Path(tempfile.gettempdir()) / f"backbone-image-{tag.removeprefix('test-')}.lock"
-        if lock.exists():
-            last_used = lock.stat().st_mtime
-        else:
-            created = docker("image", "inspect", "-f", "{{.Created}}", ref, check=False)
-            seconds = created.stdout.strip().removesuffix("Z").split(".")[0]  # RFC 3339, UTC
-            try:
-                last_used = datetime.fromisoformat(seconds).replace(tzinfo=UTC).timestamp()
-            except ValueError:
-                continue
-        if now - last_used > STALE_AFTER_SECONDS:
-            docker("rmi", ref, check=False)
-            lock.unlink(missing_ok=True)
+    return build()
 
 
 @pytest.fixture
@@ -189,7 +121,6 @@ def test_migrate_entry_point_in_the_image(image: str, pg: PgCluster) -> None:
 
 
 def test_the_rds_bundle_is_in_the_image_at_its_path(image: str) -> None:
-    import hashlib
 
     probe = (
         "import hashlib, os, sys; p = sys.argv[1]; "
