@@ -131,6 +131,7 @@ TOGETHER = frozenset(
         "test_bootstrap.py",  # moto warmed up once per module
         "test_worker_zygote.py",  # a zygote, started once per module
         "test_config_drift.py",  # every module of the program and the tool parsed, per module
+        "app/test_bad_input.py",  # the app and its migrated database, started once per module
     }
 )
 
