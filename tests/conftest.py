@@ -157,6 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if zygote is not None and zygote.ready():
         config.option.tx = [zygote.spec(tx) for tx in config.option.tx]
         config.stash[_ZYGOTE] = zygote
+        os.environ[worker_zygote.RUN_ZYGOTE] = zygote.path  # the workers' env: tests of it
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,7 +1,8 @@
 """tests/worker_zygote.py: a worker forked by the zygote is the interpreter execnet asked for.
 
-Each test launches `python -u -c CODE` through a zygote (imports only, no warm-up synthesis) as
-execnet does, and checks what a plain interpreter would give: the exit status, death by a signal,
+Each test launches `python -u -c CODE` as execnet does, through the zygote this run's workers came
+from (`make test`; run alone, through one of this module's own, warmed up on imports only), and
+checks what a plain interpreter would give: the exit status, death by a signal,
 the bytes on standard output and error, standard input, the environment, the working directory,
 `sys.argv`, `sys.path[0]`, a fresh `__main__`, and no descriptor of the zygote left open.
 """
@@ -25,6 +26,12 @@ from tests.worker_zygote import Zygote
 
 @pytest.fixture(scope="module")
 def zygote() -> Iterator[Zygote]:
+    """The zygote this run's workers were forked from (`make test`), else one of this module's
+    own, warmed up on imports only."""
+    attached = Zygote.attach()
+    if attached is not None:
+        yield attached
+        return
     started = Zygote.start(None)
     assert started is not None and started.ready(), "the zygote did not come up"
     yield started

@@ -60,13 +60,24 @@ MOTO_SERVICES = (
 # the controller's side (tests/conftest.py)
 
 
+# the run's zygote's socket, named by tests/conftest.py for the workers (tests/test_worker_zygote.py
+# checks that zygote, the one the workers came from)
+RUN_ZYGOTE = "BACKBONE_TEST_ZYGOTE"
+
+
 class Zygote:
-    """The run's zygote, as the xdist controller sees it."""
+    """The run's zygote, as the xdist controller sees it (or, attached, a test)."""
 
     DEADLINE = 60.0  # seconds for the warm-up; past it, plain workers
 
-    def __init__(self, proc: subprocess.Popen[bytes], path: str, log: str) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes] | None, path: str, log: str) -> None:
         self.proc, self.path, self.log = proc, path, log
+
+    @classmethod
+    def attach(cls) -> Zygote | None:
+        """The run's zygote, which this process did not start (RUN_ZYGOTE), if it is up."""
+        path = os.environ.get(RUN_ZYGOTE, "")
+        return cls(None, path, "") if path and os.path.exists(path) else None
 
     @classmethod
     def start(cls, project: Path | None) -> Zygote | None:
@@ -90,6 +101,8 @@ class Zygote:
 
     def ready(self) -> bool:
         """Up and accepting (waits for the warm-up); False: use plain workers."""
+        if self.proc is None:  # attached: up when it was attached
+            return os.path.exists(self.path)
         deadline = time.monotonic() + self.DEADLINE
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -109,7 +122,9 @@ class Zygote:
 
     def stop(self) -> None:
         """End the zygote and wait for it: its workers' CPU then counts in this process's. Its
-        log is kept only if it failed."""
+        log is kept only if it failed. An attached zygote is its starter's to stop."""
+        if self.proc is None:
+            return
         procs.stop(self.proc)
         if self.proc.returncode == 0:
             with contextlib.suppress(FileNotFoundError):
