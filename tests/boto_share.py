@@ -54,29 +54,31 @@ def _shared_client_class(self: Any, service_name: str, service_model: Any) -> ty
     return _CLASSES[key]
 
 
+_session_init = botocore.session.Session.__init__
 _register_builtin_handlers = botocore.session.Session._register_builtin_handlers
 _BUILTIN: dict[tuple[object, ...], botocore.hooks.HierarchicalEmitter] = {}
 
 
+def _session_init_noting_its_emitter(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Session.__init__, noting whether the Session makes its own emitter (no event_hooks given):
+    only such a Session's built-in handlers are copied."""
+    given = args[1] if len(args) > 1 else kwargs.get("event_hooks")
+    self._backbone_own_emitter = given is None
+    _session_init(self, *args, **kwargs)
+
+
 def _copied_builtin_handlers(self: Any, events: Any) -> None:
-    """Session.__init__'s registration of the built-in handlers, into the new Session's empty
-    emitter: the handlers a first Session registered, copied. The key is the list registered
-    (botocore.handlers.BUILTIN_HANDLERS, which moto extends when imported); a Session given
-    its own emitter (event_hooks) registers into it as botocore does."""
-    emitter = self._original_handler
-    fresh = (
-        type(emitter) is botocore.hooks.HierarchicalEmitter
-        and events is self._events
-        and not emitter._handlers._root["children"]
-        and not emitter._unique_id_handlers
-    )
-    if not fresh:
+    """Session.__init__'s registration of the built-in handlers into the emitter the Session
+    made itself: the handlers a first such Session registered, copied. The key is the list
+    registered (botocore.handlers.BUILTIN_HANDLERS, which moto extends when imported). A Session
+    given an emitter of its own (event_hooks) has them registered into it, as botocore does."""
+    if not getattr(self, "_backbone_own_emitter", False) or events is not self._events:
         _register_builtin_handlers(self, events)
         return
     key = tuple((spec[0], *map(id, spec[1:])) for spec in botocore.handlers.BUILTIN_HANDLERS)
     if key not in _BUILTIN:
         _register_builtin_handlers(self, events)
-        _BUILTIN[key] = copy.copy(emitter)
+        _BUILTIN[key] = copy.copy(self._original_handler)
         return
     handlers = copy.copy(_BUILTIN[key])
     handlers._lookup_cache = {}
@@ -89,4 +91,5 @@ def install() -> None:
     client of a service one class; each Session's built-in handlers are a copy."""
     botocore.session.create_loader = _shared_loader  # type: ignore[attr-defined]
     botocore.client.ClientCreator._create_client_class = _shared_client_class  # type: ignore[method-assign]
+    botocore.session.Session.__init__ = _session_init_noting_its_emitter  # type: ignore[method-assign]
     botocore.session.Session._register_builtin_handlers = _copied_builtin_handlers  # type: ignore[method-assign]
