@@ -27,7 +27,7 @@ import pytest
 from backbone import cache
 from backbone.plan import Plan
 from backbone.synth import resolve
-from tests import boto_share, cli_harness, procs, realparts, stack_files
+from tests import boto_share, cli_harness, procs, realparts
 from tests.realparts import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -165,8 +165,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if zygote is not None:
         zygote.stop()
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        stack_files.forget_locks(os.getpid())
-        realparts.forget_initdb_templates(os.getpid())
+        realparts.forget_run_paths(os.getpid())  # the variant locks, the initdb templates
 
 
 def _together(nodeid: str) -> str | None:

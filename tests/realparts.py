@@ -69,9 +69,21 @@ def remove_later(path: Path) -> None:
     )
 
 
-def _initdb_templates(run: int, digest: str = "*") -> Path:
-    """The run's template cluster folder for one initdb command (a glob of them all)."""
-    return Path(tempfile.gettempdir()) / f"backbone-initdb-{run}-{digest}"
+def run_path(kind: str, run: int, name: str) -> Path:
+    """A path in the temporary folder that belongs to one test run (`run`: its main process's
+    pid, procs.run_owner()): `backbone-<kind>-<run>-<name>`. forget_run_paths removes them all
+    when the run ends."""
+    return Path(tempfile.gettempdir()) / f"backbone-{kind}-{run}-{name}"
+
+
+def forget_run_paths(run: int) -> None:
+    """Remove the run's run_path files and folders (tests/conftest.py, when the run ends): a
+    file at once, a folder without waiting for it."""
+    for path in Path(tempfile.gettempdir()).glob(run_path("*", run, "*").name):
+        if path.is_dir():
+            remove_later(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def initdb_once(command: str, datadir: Path, make: Callable[[Path], None]) -> None:
@@ -81,7 +93,7 @@ def initdb_once(command: str, datadir: Path, make: Callable[[Path], None]) -> No
     made with `cp -a`, which keeps the files' owner and modes (0.15 s of copying, where initdb
     takes 0.45 s of CPU). The copies are separate clusters: each is started on its own port."""
     digest = hashlib.sha256(command.encode()).hexdigest()[:16]
-    folder = _initdb_templates(procs.run_owner(), digest)
+    folder = run_path("initdb", procs.run_owner(), digest)
     template, done = folder / "data", folder / "complete"
     with open(f"{folder}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be making it at the same moment
@@ -94,16 +106,6 @@ def initdb_once(command: str, datadir: Path, make: Callable[[Path], None]) -> No
             make(template)
             done.touch()
     subprocess.run(["cp", "-a", str(template), str(datadir)], check=True, capture_output=True)
-
-
-def forget_initdb_templates(run: int) -> None:
-    """Remove the run's template clusters (tests/conftest.py, when the run ends)."""
-    pattern = _initdb_templates(run)
-    for path in pattern.parent.glob(pattern.name):
-        if path.name.endswith(".lock"):
-            path.unlink(missing_ok=True)
-        else:
-            remove_later(path)
 
 
 _GIVEN: set[int] = set()

@@ -14,7 +14,7 @@ import yaml
 from backbone import cache
 from backbone.plan import Plan
 from backbone.synth import resolve
-from tests import procs
+from tests import procs, realparts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,18 +38,6 @@ def stack_variant(tmp_path: Path, base: str, filename: str, changes: dict[str, A
 _PLANS: dict[tuple[str, str], Plan] = {}
 
 
-def _locks(run: int, digest: str = "*") -> Path:
-    """The run's lock for a variant (a glob of them all, by default)."""
-    return Path(tempfile.gettempdir()) / f"backbone-variant-{run}-{digest}.lock"
-
-
-def forget_locks(run: int) -> None:
-    """Remove the run's variant locks (tests/conftest.py, when the run ends)."""
-    pattern = _locks(run)
-    for lock in pattern.parent.glob(pattern.name):
-        lock.unlink(missing_ok=True)
-
-
 def variant_plan(base: str, filename: str, changes: dict[str, Any]) -> Plan:
     """The Plan of stack_variant(base, filename, changes), made once: tests (of any module) that
     read the same variant share it within a test process, and across processes (xdist workers,
@@ -61,7 +49,8 @@ def variant_plan(base: str, filename: str, changes: dict[str, Any]) -> Plan:
     if key not in _PLANS:
         # one synthesis per variant per run: a worker that asks while another makes it waits
         # for it, then reads it from the Plan cache
-        lock_path = _locks(procs.run_owner(), hashlib.sha256(repr(key).encode()).hexdigest()[:16])
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+        lock_path = realparts.run_path("variant", procs.run_owner(), f"{digest}.lock")
         folder = Path(tempfile.mkdtemp(prefix="backbone-variant-"))
         try:
             with open(lock_path, "w") as lock:

@@ -107,7 +107,7 @@ def own_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     run = 900_000_000 + os.getpid()
     monkeypatch.setenv(procs.RUN_PID, str(run))
     yield run
-    realparts.forget_initdb_templates(run)
+    realparts.forget_run_paths(run)
 
 
 def test_initdb_runs_once_per_command_and_each_cluster_is_a_copy(
