@@ -64,8 +64,10 @@ def variant_plan(base: str, filename: str, changes: dict[str, Any]) -> Plan:
 
 # One dev variant for settings whose tests each read their own resources: the database's
 # monitoring role, backup window and the job's schedule, the purge settings, the password
-# rotation's schedule and window (tests/test_database_ops.py, test_password_rotation.py) and a
-# cluster version upgrade (test_observability.py). Synthesised once per process, read by each.
+# rotation's schedule and window (tests/test_database_ops.py, test_password_rotation.py), a
+# cluster version upgrade (test_observability.py, test_cluster.py), Amazon Managed Grafana
+# (test_managed_grafana.py) and the master password managed by RDS (test_credentials.py).
+# Synthesised once per run, read by each.
 DEV_SETTINGS: dict[str, Any] = {
     "database.enhancedMonitoringSeconds": 30,
     "functions.housekeepingSchedule": "cron(30 3 * * ? *)",
@@ -75,6 +77,8 @@ DEV_SETTINGS: dict[str, Any] = {
     "database.appPasswordRotationDays": 1,
     "cluster.version": "1.36",
     "cluster.upgradeFrom": "1.35",
+    "observability.managedGrafana": True,
+    "database.managePassword": True,
 }
 
 # Likewise for prod: a restore from a snapshot (test_database_ops.py), alerts to an HTTPS
@@ -90,8 +94,11 @@ PROD_SETTINGS: dict[str, Any] = {
 }
 
 
+DEV_SETTINGS_FILE = "Pulumi.dev-copy.yaml"
+
+
 def dev_settings_plan() -> Plan:
-    return variant_plan("dev", "Pulumi.dev-copy.yaml", DEV_SETTINGS)
+    return variant_plan("dev", DEV_SETTINGS_FILE, DEV_SETTINGS)
 
 
 def prod_settings_plan() -> Plan:

@@ -65,8 +65,10 @@ def test_plan_is_deterministic(backbone_cli):
         (["plan", "missing/Pulumi.x.yaml"], "missing/Pulumi.x.yaml: no such stack settings file"),
     ],
 )
-def test_unknown_stack(backbone_process, args, message):
-    result = backbone_process(*args)
+def test_unknown_stack(backbone_cli, args, message):
+    # in-process (tests/cli_harness.py: an escaping exception is a traceback on stderr, status
+    # 1); the entry point's own process is test_bad_stack_file_exit_2_no_traceback's
+    result = backbone_cli(*args)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

@@ -25,7 +25,7 @@ from infra.config import catalogues as catalogue
 from tests import checkov_cache, k8s_schemas
 from tests.network_checks import subnets
 from tests.realparts import REPO
-from tests.stack_files import stack_variant
+from tests.stack_files import dev_settings_plan, stack_variant
 
 k8s_schemas.install()  # its schema files parsed once per process (tests/k8s_schemas.py)
 
@@ -482,11 +482,9 @@ def test_node_count_always_satisfies_the_rule_eks_enforces_and_keeps_the_autosca
 # -- upgrades ------------------------------------------------------------------------------------
 
 
-def test_a_version_bump_moves_the_node_group_the_ami_and_the_addons_in_that_order(
-    tmp_path, plan_of
-):
+def test_a_version_bump_moves_the_node_group_the_ami_and_the_addons_in_that_order(plan_of):
     before = plan_of("dev")
-    after = planned(variant(tmp_path, **{"cluster.version": "1.36", "cluster.upgradeFrom": "1.35"}))
+    after = dev_settings_plan()  # cluster.version: "1.36", cluster.upgradeFrom: "1.35"
     for plan, version in ((before, "1.35"), (after, "1.36")):
         cluster = plan.one("aws:eks/cluster:Cluster")
         nodes = plan.one(NODE_GROUP)

@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from backbone import cache
 from backbone.plan import Plan
-from backbone.synth import resolve
 from infra.components.workload import AWS_TOKEN_AUDIENCE, AWS_TOKEN_DIR
+from tests.stack_files import dev_settings_plan
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,16 +31,6 @@ def _job_pod(plan: Plan) -> dict[str, Any]:
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e["value"] for e in container.get("env", [])}
-
-
-def _managed(tmp_path: Path) -> Plan:
-    data = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
-    data["config"]["backbone:database"]["managePassword"] = True
-    path = tmp_path / "Pulumi.dev-managed.yaml"
-    path.write_text(yaml.safe_dump(data))
-    # through the kit's Plan cache, as plan_of's stacks (keyed by the file's content, the program,
-    # app/ and the SDKs): the program runs once until one of them changes
-    return cache.plan(resolve(str(path), cwd=REPO))[0]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -107,8 +95,8 @@ def test_the_pods_role_is_assumed_by_their_service_account_only_and_reads_one_se
     assert role.provider == plan.one("pulumi:providers:aws").urn
 
 
-def test_managed_master_password_works_with_the_cluster(tmp_path: Path) -> None:
-    plan = _managed(tmp_path)
+def test_managed_master_password_works_with_the_cluster() -> None:
+    plan = dev_settings_plan()  # database.managePassword: true (tests/stack_files.py)
     db = plan.one("aws:rds/instance:Instance")
     assert db.inputs["manageMasterUserPassword"] is True and "password" not in db.inputs
     (app,) = _pod(plan)["containers"]

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from backbone.plan import Plan
-from backbone.synth import synth
+from backbone.synth import synth_component
+from infra.components.database import Database
+from infra.config import DatabaseConfig
 from tests.stack_files import dev_settings_plan, prod_settings_plan, stack_variant
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,24 +92,32 @@ def test_restore_from_a_snapshot_is_a_new_instance_the_app_is_pointed_at(tmp_pat
         assert new.inputs[key] == old.inputs[key], key
 
 
-def test_restore_to_a_point_in_time(tmp_path: Path) -> None:
-    path = _variant(
-        tmp_path,
-        **{
-            "database.restoreSourceInstance": "backbone-dev-database-1a2b3c4d",
-            "database.restoreTime": "2026-11-30T21:15:00Z",
-        },
+def _database(**settings: Any) -> Plan:
+    """The plan of one Database component made from `settings` (DatabaseConfig's field names),
+    in a VPC's two private subnets (backbone.synth.synth_component)."""
+    cfg = DatabaseConfig(**settings)
+    return synth_component(
+        lambda: Database(
+            "database", cfg, vpc_id="vpc-0a1b", subnet_ids=["subnet-a", "subnet-b"], protect=True
+        )
     )
-    _, new = _restored(synth(str(path), cwd=REPO))
+
+
+def test_restore_to_a_point_in_time() -> None:
+    source = "backbone-dev-database-1a2b3c4d"
+    _, new = _restored(
+        _database(restore_source_instance=source, restore_time="2026-11-30T21:15:00Z")
+    )
     assert new.inputs["restoreToPointInTime"] == {
-        "sourceDbInstanceIdentifier": "backbone-dev-database-1a2b3c4d",
+        "sourceDbInstanceIdentifier": source,
         "restoreTime": "2026-11-30T21:15:00Z",
     }
-    latest = _variant(
-        tmp_path, **{"database.restoreSourceInstance": "backbone-dev-database-1a2b3c4d"}
-    )
-    _, new = _restored(synth(str(latest), cwd=REPO))
-    assert new.inputs["restoreToPointInTime"]["useLatestRestorableTime"] is True
+    assert "snapshotIdentifier" not in new.inputs
+    _, new = _restored(_database(restore_source_instance=source))
+    assert new.inputs["restoreToPointInTime"] == {
+        "sourceDbInstanceIdentifier": source,
+        "useLatestRestorableTime": True,
+    }
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from backbone.mocks import MAKERS
 from backbone.plan import Plan
 from backbone.synth import load_config, resolve
 from infra.config import ConfigError, parse
-from tests.stack_files import stack_variant, variant_plan
+from tests.stack_files import DEV_SETTINGS, DEV_SETTINGS_FILE, dev_settings_plan, stack_variant
 
 REPO = Path(__file__).resolve().parent.parent
 WORKSPACE = "aws:grafana/workspace:Workspace"
@@ -39,11 +39,13 @@ def botocore_enum(shape: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def on(tmp_path_factory) -> tuple[Plan, Path]:
-    """dev with managed Grafana on: its stack file, and its Plan (made once per run, whichever
-    workers run this module's tests: tests/stack_files.py)."""
-    changes = {"observability.managedGrafana": True}
-    path = stack_variant(tmp_path_factory.mktemp("grafana"), "dev", "Pulumi.dev.yaml", changes)
-    return variant_plan("dev", "Pulumi.dev.yaml", changes), path
+    """dev with managed Grafana on (tests/stack_files.py's DEV_SETTINGS, which other modules read
+    for their own settings): its stack file, and its Plan (made once per run, whichever workers
+    ask)."""
+    plan = dev_settings_plan()
+    path = stack_variant(tmp_path_factory.mktemp("grafana"), "dev", DEV_SETTINGS_FILE, DEV_SETTINGS)
+    assert DEV_SETTINGS["observability.managedGrafana"] is True
+    return plan, path
 
 
 def mocked(plan: Plan, resource: Any) -> dict[str, Any]:
