@@ -121,7 +121,6 @@ def test_migrate_entry_point_in_the_image(image: str, pg: PgCluster) -> None:
 
 
 def test_the_rds_bundle_is_in_the_image_at_its_path(image: str) -> None:
-
     probe = (
         "import hashlib, os, sys; p = sys.argv[1]; "
         "print(hashlib.sha256(open(p, 'rb').read()).hexdigest(), oct(os.stat(p).st_mode & 0o777))"
